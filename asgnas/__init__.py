@@ -1,0 +1,11 @@
+"""asgnas: automated search-space generation NAS over ONNX.
+
+Layers, one direction only: ``asgnas.ir`` <- ``asgnas.passes`` <- ``asgnas.optim`` / ``asgnas.cli`` / bridge.
+Heavy modules (torch, onnxruntime) are imported lazily by the commands that need them.
+"""
+
+__version__ = "0.1.0"
+
+from asgnas.errors import AsgnasError
+
+__all__ = ["AsgnasError", "__version__"]

@@ -1,0 +1,130 @@
+"""Reading and writing ONNX files: clear errors for bad input, atomic writes, external data both ways."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from functools import lru_cache
+from pathlib import Path
+
+import onnx
+from google.protobuf.message import DecodeError
+
+from asgnas.errors import AsgnasError
+from asgnas.ir.model import Model, lift, lower, model_nbytes
+
+#: Protobuf cannot serialize a message over 2 GiB; stay well clear of it.
+EXTERNAL_DATA_THRESHOLD = 1_800_000_000
+
+
+def load_model(path: str | os.PathLike, *, check_ops: bool = True) -> Model:
+    """Read and lift an ONNX file (with its external data, if any). Raises AsgnasError on bad input."""
+    path = Path(path)
+    where = str(path)
+    if not path.is_file():
+        raise AsgnasError("no such model file", file=where)
+    try:
+        proto = onnx.load(str(path), load_external_data=False)
+    except DecodeError as err:
+        raise AsgnasError(f"not a valid ONNX protobuf ({err})", file=where) from None
+    except Exception as err:  # protobuf raises assorted errors on truncated input
+        raise AsgnasError(f"cannot parse ONNX model: {err}", file=where) from None
+    if not proto.HasField("graph") or (not proto.graph.node and not proto.graph.output):
+        raise AsgnasError("not an ONNX model (no graph)", file=where)
+    _load_external_data(proto, path.parent, where)
+    try:
+        model = lift(proto)
+    except Exception as err:
+        raise AsgnasError(f"cannot lift model: {err}", file=where) from None
+    model.source = where
+    if check_ops:
+        check_model_ops(model)
+    return model
+
+
+def _load_external_data(proto: onnx.ModelProto, base_dir: Path, where: str) -> None:
+    from onnx.external_data_helper import load_external_data_for_model, uses_external_data
+
+    missing = set()
+    for tensor in _all_tensors(proto):
+        if uses_external_data(tensor):
+            info = {e.key: e.value for e in tensor.external_data}
+            location = base_dir / info.get("location", "")
+            if not location.is_file():
+                missing.add(info.get("location", "?"))
+    if missing:
+        raise AsgnasError(f"missing external data file(s): {', '.join(sorted(missing))}", file=where)
+    try:
+        load_external_data_for_model(proto, str(base_dir))
+    except Exception as err:
+        raise AsgnasError(f"cannot read external data: {err}", file=where) from None
+
+
+def _all_tensors(proto: onnx.ModelProto):
+    yield from proto.graph.initializer
+    for node in proto.graph.node:
+        for attr in node.attribute:
+            if attr.type == onnx.AttributeProto.TENSOR:
+                yield attr.t
+
+
+@lru_cache(maxsize=None)
+def _known_op(op_type: str, domain: str, opset: int) -> bool:
+    try:
+        onnx.defs.get_schema(op_type, opset, domain)
+        return True
+    except onnx.defs.SchemaError:
+        return False
+
+
+def check_model_ops(model: Model) -> None:
+    """Every default-domain op must exist at the model's opset (custom domains are left to the runtime)."""
+    opset = model.opset
+    for node in model.graph:
+        if node.domain in ("", "ai.onnx") and not _known_op(node.op_type, "", opset):
+            raise AsgnasError(
+                f"unknown operator for opset {opset}", file=model.source, node=node.name, op=node.op_type
+            )
+
+
+def save_model(
+    model: Model | onnx.ModelProto,
+    path: str | os.PathLike,
+    *,
+    external_data: bool | None = None,
+) -> Path:
+    """Write atomically: a temporary file in the same folder, then ``os.replace``.
+
+    ``external_data=None`` chooses by size: models whose constants exceed ~1.8 GB go to ``<name>.data`` beside the
+    model (protobuf's 2 GB limit), as torch's dynamo exporter writes them.
+    """
+    path = Path(path)
+    proto = lower(model) if isinstance(model, Model) else model
+    if external_data is None:
+        nbytes = model_nbytes(model) if isinstance(model, Model) else proto.ByteSize()
+        external_data = nbytes > EXTERNAL_DATA_THRESHOLD
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp_dir = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    try:
+        tmp_model = tmp_dir / path.name
+        if external_data:
+            data_name = f"{path.name}.data"
+            onnx.save_model(
+                proto,
+                str(tmp_model),
+                save_as_external_data=True,
+                all_tensors_to_one_file=True,
+                location=data_name,
+                size_threshold=1024,
+            )
+            if (tmp_dir / data_name).exists():
+                os.replace(tmp_dir / data_name, path.parent / data_name)
+        else:
+            with open(tmp_model, "wb") as handle:
+                handle.write(proto.SerializeToString())
+        os.replace(tmp_model, path)
+    finally:
+        for leftover in tmp_dir.iterdir():
+            leftover.unlink()
+        tmp_dir.rmdir()
+    return path

@@ -1,0 +1,94 @@
+"""``verify``: run the current model and a reference in onnxruntime on the same seeded inputs and compare.
+
+Reads: the IR, the pipeline's reference (the latest checkpoint marked as reference, e.g. the group-sparse model
+``zero-groups`` saved; else the pipeline's input model), or ``reference=PATH``.
+Writes: report key ``verify`` = ``{"ok", "max_abs_diff", "max_rel_diff", "outputs": {...}}``. ``max_rel_diff`` is
+the largest absolute difference divided by the reference output's largest magnitude (the output's scale).
+Raises ``VerifyFailed`` (CLI exit status 1) when ``max_rel_diff`` exceeds ``rtol``.
+The model is also checked with ``onnx.checker`` (full check) before it runs.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import onnx
+
+from asgnas.errors import AsgnasError
+from asgnas.ir import Model, load_model, lower
+from asgnas.passes.base import Option, Pass, PassContext, register_pass
+
+
+class VerifyFailed(AsgnasError):
+    """The outputs differ by more than the tolerance (exit status 1, not 2: the input was fine)."""
+
+
+def compare_models(
+    model: Model, reference: Model, *, seeds: int = 2, symbolic_dim: int = 2, device: str = "cpu"
+) -> dict[str, Any]:
+    """Max abs/rel differences over all outputs and seeds. Outputs are matched by position."""
+    from asgnas.runtime import model_feeds, session
+
+    proto = lower(model)
+    try:
+        onnx.checker.check_model(proto, full_check=True)
+    except Exception as err:
+        raise AsgnasError(f"model fails onnx.checker: {str(err).splitlines()[0]}") from None
+    current_sess = session(proto, device)
+    reference_sess = session(reference, device)
+    ref_names = [o.name for o in reference_sess.get_outputs()]
+    cur_names = [o.name for o in current_sess.get_outputs()]
+    if len(ref_names) != len(cur_names):
+        raise AsgnasError(f"model has {len(cur_names)} outputs, reference has {len(ref_names)}")
+    per_output = {name: {"max_abs_diff": 0.0, "scale": 0.0} for name in cur_names}
+    for seed in range(seeds):
+        feeds = model_feeds(reference, seed=seed, symbolic_dim=symbolic_dim)
+        expected = reference_sess.run(ref_names, feeds)
+        wanted = {i.name for i in current_sess.get_inputs()}
+        actual = current_sess.run(cur_names, {k: v for k, v in feeds.items() if k in wanted})
+        for name, got, want in zip(cur_names, actual, expected):
+            if got.shape != want.shape:
+                raise AsgnasError(f"output {name} has shape {got.shape}, reference {want.shape}")
+            diff = np.abs(got.astype(np.float64) - want.astype(np.float64))
+            entry = per_output[name]
+            entry["max_abs_diff"] = max(entry["max_abs_diff"], float(diff.max(initial=0.0)))
+            entry["scale"] = max(entry["scale"], float(np.abs(want).max(initial=0.0)))
+    for entry in per_output.values():
+        entry["max_rel_diff"] = entry["max_abs_diff"] / max(entry["scale"], 1e-12)
+    return {
+        "max_abs_diff": max(e["max_abs_diff"] for e in per_output.values()),
+        "max_rel_diff": max(e["max_rel_diff"] for e in per_output.values()),
+        "outputs": per_output,
+    }
+
+
+@register_pass
+class VerifyPass(Pass):
+    name = "verify"
+    summary = "compare outputs with the reference model in onnxruntime (max abs/rel diff); fail above rtol"
+    options = (
+        Option("rtol", float, 1e-4, "largest allowed difference relative to the output's scale"),
+        Option("seeds", int, 2, "number of seeded random input sets"),
+        Option("reference", str, "auto", "auto (latest reference checkpoint, else the input model) or a path"),
+        Option("batch", int, 2, "size used for symbolic input dims"),
+        Option("device", str, "cpu", "onnxruntime device", choices=("cpu", "cuda", "auto")),
+    )
+
+    def run(self, model: Model, ctx: PassContext) -> dict[str, Any]:
+        ref_option = self.config["reference"]
+        reference = ctx.reference() if ref_option == "auto" else load_model(ref_option)
+        result = compare_models(
+            model, reference, seeds=self.config["seeds"], symbolic_dim=self.config["batch"],
+            device=self.config["device"],
+        )
+        result["ok"] = result["max_rel_diff"] <= self.config["rtol"]
+        result["rtol"] = self.config["rtol"]
+        result["reference"] = ctx.reference_name or "input" if ref_option == "auto" else ref_option
+        ctx.results[self.report_key] = result
+        if not result["ok"]:
+            raise VerifyFailed(
+                f"outputs differ: max_rel_diff {result['max_rel_diff']:.3g} > rtol {self.config['rtol']:g} "
+                f"(max_abs_diff {result['max_abs_diff']:.3g})"
+            )
+        return result

@@ -1,0 +1,59 @@
+"""onnxruntime helpers: sessions on the best available provider and seeded random inputs of declared shapes.
+
+Imported only by the commands that execute models (verify, the shape-inference fallback, benchmarks).
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+from onnx import helper
+
+from asgnas.ir import Model, lower
+
+
+def providers(device: str = "auto") -> list[str]:
+    """CUDA when asked for or present (onnxruntime-gpu), else CPU."""
+    available = ort.get_available_providers()
+    if device in ("auto", "cuda") and "CUDAExecutionProvider" in available:
+        return ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    return ["CPUExecutionProvider"]
+
+
+def session(model: Model | onnx.ModelProto | bytes | str, device: str = "auto", threads: int = 0) -> ort.InferenceSession:
+    if isinstance(model, Model):
+        model = lower(model)
+    if isinstance(model, onnx.ModelProto):
+        model = model.SerializeToString()
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    if threads:
+        options.intra_op_num_threads = threads
+    return ort.InferenceSession(model, sess_options=options, providers=providers(device))
+
+
+def random_feeds(
+    inputs: Sequence[tuple[str, int, Sequence[int | str | None] | None]],
+    seed: int = 0,
+    symbolic_dim: int = 1,
+) -> dict[str, np.ndarray]:
+    """Seeded inputs for ``(name, onnx elem type, shape)`` triples; symbolic/unknown dims become ``symbolic_dim``."""
+    rng = np.random.default_rng(seed)
+    feeds = {}
+    for name, elem_type, shape in inputs:
+        dims = [d if isinstance(d, int) and d > 0 else symbolic_dim for d in (shape or ())]
+        dtype = helper.tensor_dtype_to_np_dtype(elem_type or onnx.TensorProto.FLOAT)
+        if np.issubdtype(dtype, np.floating):
+            feeds[name] = rng.standard_normal(dims).astype(dtype)
+        elif dtype == np.bool_:
+            feeds[name] = rng.integers(0, 2, dims).astype(np.bool_)
+        else:
+            feeds[name] = rng.integers(0, 4, dims).astype(dtype)
+    return feeds
+
+
+def model_feeds(model: Model, seed: int = 0, symbolic_dim: int = 1) -> dict[str, np.ndarray]:
+    return random_feeds([(v.name, v.dtype, v.shape) for v in model.graph.inputs], seed, symbolic_dim)
