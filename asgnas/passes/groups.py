@@ -1,0 +1,105 @@
+"""The search-space vocabulary shared by the analysis, rewrite and training layers.
+
+A ``Group`` is a set of parameter slices that, once all zero, make something contribute nothing:
+- ``kind="prune"``: one channel (or one GroupNorm group, or one attention head) of a channel space; removing it
+  slices the producers' rows and the consumers' columns (the ZIGs of OTOv1/v2);
+- ``kind="erase"``: one minimal removal structure (a segment of whole operators); removing it deletes its nodes
+  (the GeZIGs of OTOv3 / ASGNAS).
+Groups are referred to by integer ``id``; the ids are unique within one ``SearchSpace``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+
+from asgnas.ir import Model
+
+GroupKind = Literal["prune", "erase"]
+
+
+@dataclass
+class TensorSlice:
+    """The part of one initializer selected by ``indices`` along ``axis`` (``indices=None``: the whole tensor)."""
+
+    initializer: str
+    axis: int = 0
+    indices: list[int] | None = None
+
+    def select(self, array: np.ndarray) -> np.ndarray:
+        return array if self.indices is None else np.take(array, self.indices, axis=self.axis)
+
+    def size(self, shape: tuple[int, ...]) -> int:
+        if self.indices is None:
+            return int(np.prod(shape, dtype=np.int64))
+        return int(np.prod(shape, dtype=np.int64) // max(shape[self.axis], 1) * len(self.indices))
+
+
+@dataclass
+class Group:
+    id: int
+    kind: GroupKind
+    nodes: list[str]  # prune: nodes the channel flows through; erase: nodes the structure deletes
+    params: list[TensorSlice]  # the variables of the group: zero all of them and the group contributes nothing
+    removable: bool = True
+    reason: str = ""  # why not removable (names node and op), empty when removable
+    num_params: int = 0  # parameters removed with the group (its own slices plus consumer slices that go with it)
+    macs: int = 0  # MACs removed with the group
+    parents: list[int] = field(default_factory=list)  # groups this one depends on / is contained in
+    children: list[int] = field(default_factory=list)
+    space: str = ""  # prune: the channel space (groups of one space share tensors); erase: the segment id
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def group_is_zero(model: Model, group: Group) -> bool:
+    """True when every parameter slice of the group is exactly zero in ``model``."""
+    values = model.graph.values
+    for piece in group.params:
+        value = values.get(piece.initializer)
+        if value is None or value.const is None:
+            return False
+        if np.any(piece.select(value.const.array)):
+            return False
+    return True
+
+
+def zero_group(model: Model, group: Group) -> None:
+    """Set every parameter slice of the group to exactly zero (copy-on-write on the initializer)."""
+    values = model.graph.values
+    for piece in group.params:
+        value = values[piece.initializer]
+        array = np.array(value.const.array, copy=True)
+        if piece.indices is None:
+            array[...] = 0
+        else:
+            index = [slice(None)] * array.ndim
+            index[piece.axis] = piece.indices
+            array[tuple(index)] = 0
+        value.const.array = array
+
+
+@dataclass
+class SearchSpace:
+    """``model.analyses["search_space"]``: every group, plus the validity oracle's factory (hierarchy pass)."""
+
+    groups: list[Group]
+
+    def by_id(self) -> dict[int, Group]:
+        return {g.id: g for g in self.groups}
+
+    def removable(self, kind: GroupKind | None = None) -> list[Group]:
+        return [g for g in self.groups if g.removable and (kind is None or g.kind == kind)]
+
+    def summary(self, total_params: int) -> dict[str, Any]:
+        removable_params = sum(g.num_params for g in self.removable())
+        return {
+            "num_prune_groups": sum(g.kind == "prune" for g in self.groups),
+            "num_erase_groups": sum(g.kind == "erase" for g in self.groups),
+            "num_removable_prune_groups": len(self.removable("prune")),
+            "num_removable_erase_groups": len(self.removable("erase")),
+            "removable_param_fraction": removable_params / total_params if total_params else 0.0,
+        }
