@@ -1,0 +1,138 @@
+"""shape-infer, cost, dce: hand counts and the behaviour each pass promises."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+import torch
+from onnx import TensorProto, helper
+from torch import nn
+
+from asgnas.ir import lift, load_model
+from asgnas.passes import PassContext, PassManager, parse_pipeline
+from asgnas.passes.cost import node_costs, total_cost
+
+
+def _export(module: nn.Module, *inputs: torch.Tensor, path) -> onnx.ModelProto:
+    with torch.no_grad():
+        torch.onnx.export(module.eval(), inputs, str(path), dynamo=False, do_constant_folding=False, opset_version=17)
+    return load_model(path)
+
+
+class _Heads(nn.Module):
+    """q @ k^T and attn @ v: the attention-style MatMuls of two activations."""
+
+    def forward(self, q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+        attn = q @ k.transpose(-1, -2)  # [B,H,T,T]: T*T*D MACs per head
+        return attn @ k
+
+
+@pytest.mark.parametrize(
+    "module,inputs,params,macs",
+    [
+        # conv 3->8 3x3 on 8x8 (pad 1): 8*8*8 outputs * 3*3*3 taps
+        (nn.Conv2d(3, 8, 3, padding=1), [(1, 3, 8, 8)], 8 * 27 + 8, 8 * 8 * 8 * 27),
+        # depthwise 8 channels 3x3: each output one 3x3 tap
+        (nn.Conv2d(8, 8, 3, padding=1, groups=8, bias=False), [(1, 8, 8, 8)], 8 * 9, 8 * 8 * 8 * 9),
+        # group conv 8->16, 4 groups, 1x1: each output reads 2 input channels
+        (nn.Conv2d(8, 16, 1, groups=4, bias=False), [(1, 8, 4, 4)], 16 * 2, 16 * 4 * 4 * 2),
+        # transposed conv 4->2, k2 s2 on 3x3: every input element scatters 2*2*2
+        (nn.ConvTranspose2d(4, 2, 2, stride=2, bias=False), [(1, 4, 3, 3)], 4 * 2 * 4, 4 * 3 * 3 * 2 * 4),
+        # linear 16->10 (Gemm): batch 1
+        (nn.Linear(16, 10), [(1, 16)], 16 * 10 + 10, 16 * 10),
+        # attention MatMuls: [1,2,5,4] @ [1,2,4,5] -> 2*5*5*4, then [1,2,5,5] @ [1,2,5,4] -> 2*5*4*5
+        (_Heads(), [(1, 2, 5, 4), (1, 2, 5, 4)], 0, 2 * 5 * 5 * 4 + 2 * 5 * 4 * 5),
+    ],
+    ids=["conv", "depthwise", "group", "convtranspose", "gemm", "attention"],
+)
+def test_cost_matches_hand_counts(tmp_path, module, inputs, params, macs):
+    torch.manual_seed(0)
+    model = _export(module, *[torch.randn(s) for s in inputs], path=tmp_path / "m.onnx")
+    cost = total_cost(model)
+    assert cost["params"] == params
+    heavy_ops = {"Conv", "ConvTranspose", "Gemm", "MatMul"}
+    assert sum(c["macs"] for c in node_costs(model).values() if c["op"] in heavy_ops) == macs
+
+
+def test_cost_counts_norms_pools_and_shared_weights_once(tmp_path):
+    class Net(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = nn.Conv2d(4, 4, 1, bias=False)
+            self.bn = nn.BatchNorm2d(4)
+
+        def forward(self, x):
+            y = self.conv(self.conv(x))  # weight read twice, counted once
+            return nn.functional.max_pool2d(self.bn(y), 2)
+
+    net = Net()
+    with torch.no_grad():  # distinct BN tensors: the exporter de-duplicates equal ones behind Identity
+        for tensor in (net.bn.weight, net.bn.bias, net.bn.running_mean, net.bn.running_var):
+            tensor.copy_(torch.rand(4) + 0.5)
+    model = _export(net, torch.randn(1, 4, 4, 4), path=tmp_path / "m.onnx")
+    cost = total_cost(model)
+    assert cost["params"] == 16 + 4 * 4  # conv weight once + BN gamma, beta, mean, var
+    per_node = node_costs(model)
+    assert sum(c["macs"] for c in per_node.values() if c["op"] == "Conv") == 2 * 64 * 4
+    assert sum(c["macs"] for c in per_node.values() if c["op"] == "BatchNormalization") == 64
+    assert sum(c["macs"] for c in per_node.values() if c["op"] == "MaxPool") == 16 * 4
+
+
+def test_cost_pass_reports_before_and_after(onnx_path):
+    model = load_model(onnx_path("conv_bn_relu", "legacy"))
+    report = PassManager(parse_pipeline("cost")).run(model)
+    cost = report["cost"]
+    assert cost["before"] == cost["after"] == {"params": cost["params"], "macs": cost["macs"]}
+    assert cost["params"] > 0 and cost["macs"] > 0 and cost["per_node"]
+
+
+def test_dce_removes_dead_nodes_and_their_initializers(onnx_path):
+    model = load_model(onnx_path("conv_bn_relu", "legacy"))
+    graph = model.graph
+    dead_weight = graph.add_initializer("dead_w", np.ones((3, 3), np.float32))
+    dead = graph.add_node("MatMul", [dead_weight, dead_weight], ["dead_out"], name="dead_matmul")
+    graph.add_node("Relu", [dead.outputs[0]], ["dead_relu_out"], name="dead_relu")
+    before = len(graph)
+    report = PassManager(parse_pipeline("dce")).run(model)
+    assert report["dce"] == {"removed_nodes": 2, "removed_initializers": 1}
+    assert len(graph) == before - 2
+    assert "dead_w" not in graph.values and "dead_out" not in graph.values
+
+
+def _hole_model() -> onnx.ModelProto:
+    """Reshape to [N, C/2, 2*H]: the shape comes through float arithmetic static inference cannot follow."""
+    nodes = [
+        helper.make_node("Shape", ["x"], ["s"]),
+        helper.make_node("Cast", ["s"], ["sf"], to=TensorProto.FLOAT),
+        helper.make_node("Mul", ["sf", "factors"], ["scaled"]),
+        helper.make_node("Cast", ["scaled"], ["new_shape"], to=TensorProto.INT64),
+        helper.make_node("Reshape", ["x", "new_shape"], ["y"], name="reshape"),
+        helper.make_node("Relu", ["y"], ["z"], name="relu"),
+    ]
+    graph = helper.make_graph(
+        nodes, "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4, 3])],
+        [helper.make_tensor_value_info("z", TensorProto.FLOAT, None)],
+        [helper.make_tensor("factors", TensorProto.FLOAT, [3], [1.0, 0.5, 2.0])],
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def test_shape_infer_fills_holes_by_running_the_model():
+    model = lift(_hole_model())
+    report = PassManager(parse_pipeline("shape-infer")).run(model, PassContext())
+    y = model.graph.values["y"]
+    assert y.shape == (None, 2, 6)  # batch stays symbolic, the rest is static
+    assert report["shape-infer"]["filled_by_runtime"] >= 1
+    static_only = lift(_hole_model())
+    PassManager(parse_pipeline("shape-infer{fallback=false}")).run(static_only)
+    assert static_only.graph.values["y"].shape != (None, 2, 6)
+
+
+def test_shape_infer_types_every_value_of_the_zoo(onnx_path):
+    model = load_model(onnx_path("hand_attention", "legacy"))
+    PassManager(parse_pipeline("shape-infer")).run(model)
+    for node in model.graph:
+        for value in node.outputs:
+            assert value.dtype and value.shape is not None, value.name
