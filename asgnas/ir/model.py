@@ -6,6 +6,8 @@ so an unchanged model lowers back to the very same protos (bit-identical onnxrun
 
 from __future__ import annotations
 
+import gc
+from contextlib import contextmanager
 from typing import Any, Iterable
 
 import numpy as np
@@ -111,6 +113,23 @@ def _attr_graphs(attr: onnx.AttributeProto) -> Iterable[GraphProto]:
 
 def lift(proto: ModelProto) -> Model:
     """ModelProto -> Model. Node names are kept; unnamed nodes get ``<op_type>_<index>`` names."""
+    with gc_paused():
+        return _lift(proto)
+
+
+@contextmanager
+def gc_paused():
+    """Building ~10^5 acyclic objects triggers the cyclic GC over and over (quadratic-looking time): pause it."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
+def _lift(proto: ModelProto) -> Model:
     gp = proto.graph
     graph = Graph(gp.name or "main")
     graph.doc_string = gp.doc_string
@@ -215,9 +234,19 @@ def _lift_constant(node: Node) -> None:
 
 
 def _value_info(value: Value) -> ValueInfoProto:
-    if value.shape is None:
-        return helper.make_tensor_value_info(value.name, value.dtype, None)
-    return helper.make_tensor_value_info(value.name, value.dtype, list(value.shape))
+    info = ValueInfoProto()
+    info.name = value.name
+    tensor_type = info.type.tensor_type
+    tensor_type.elem_type = value.dtype
+    if value.shape is not None:
+        dims = tensor_type.shape.dim
+        for d in value.shape:
+            dim = dims.add()
+            if isinstance(d, int):
+                dim.dim_value = d
+            elif isinstance(d, str):
+                dim.dim_param = d
+    return info
 
 
 def _node_proto(node: Node) -> NodeProto:
@@ -236,6 +265,11 @@ def _node_proto(node: Node) -> NodeProto:
 
 def lower(model: Model) -> ModelProto:
     """Model -> ModelProto in topological order, with initializers, inputs, outputs and known value infos."""
+    with gc_paused():
+        return _lower(model)
+
+
+def _lower(model: Model) -> ModelProto:
     graph = model.graph
     order = graph.toposort()
     proto = ModelProto()

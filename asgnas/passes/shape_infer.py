@@ -8,13 +8,14 @@ the missing values as extra outputs: dims equal in both runs are static, dims th
 
 from __future__ import annotations
 
+import itertools
 from typing import Any
 
 import onnx
 
 from asgnas.errors import AsgnasError
 from asgnas.ir import Model, Value, lower
-from asgnas.ir.model import _apply_value_info
+from asgnas.ir.model import _apply_value_info, gc_paused
 from asgnas.passes.base import Option, Pass, PassContext, register_pass
 
 
@@ -24,16 +25,23 @@ def _complete(value: Value) -> bool:
 
 def infer_static(model: Model) -> None:
     """onnx shape inference (data propagation on), results copied onto the IR's values."""
+    with gc_paused():
+        _infer_static(model)
+
+
+def _infer_static(model: Model) -> None:
     proto = lower(model)
     try:
         inferred = onnx.shape_inference.infer_shapes(proto, check_type=False, strict_mode=False, data_prop=True)
     except Exception as err:  # inference errors mean an inconsistent model, not a crash of ours
         raise AsgnasError(f"shape inference failed: {err}", file=model.source) from None
     values = model.graph.values
-    for info in list(inferred.graph.value_info) + list(inferred.graph.output):
+    for info in itertools.chain(inferred.graph.value_info, inferred.graph.output):
         value = values.get(info.name)
         if value is not None and not _complete(value):
             _apply_value_info(value, info)
+            if value.shape is not None:  # onnx names dims it could not infer "unk__N": they are holes
+                value.shape = tuple(None if isinstance(d, str) and d.startswith("unk__") else d for d in value.shape)
 
 
 def infer_by_running(model: Model, holes: list[Value]) -> int:
@@ -73,7 +81,7 @@ class ShapeInferPass(Pass):
 
     def run(self, model: Model, ctx: PassContext) -> dict[str, Any]:
         infer_static(model)
-        holes = [v for n in model.graph for v in n.outputs if v.shape is None or not v.dtype]
+        holes = [v for n in model.graph for v in n.outputs if not _complete(v)]
         filled = infer_by_running(model, holes) if holes and self.config["fallback"] else 0
         total = sum(len(n.outputs) for n in model.graph)
         known = sum(1 for n in model.graph for v in n.outputs if v.shape is not None and v.dtype)
