@@ -22,9 +22,10 @@ BN(affine=False) exports with constant scale/bias inputs.
 
 Counts (Conv2d/Linear MAC hooks):
 
-* ``paper()`` - C=24, 8 cells, 32x32x3, 10 classes: 4,082,434 params (4.08M),
-  599.9M MACs (paper Table 1, DARTS-8 on STL-10: 4.05M, 614M).
-* ``tiny()`` - C=4, 5 cells, 8x8x1, 10 classes: 23,470 params, 1.0M MACs.
+* ``paper()`` - C=24, 8 cells, 32x32x3, 10 classes: 4,083,058 params (4.08M),
+  600.0M MACs (paper Table 1, DARTS-8 on STL-10: 4.05M, 614M).
+* ``tiny()`` - C=4, 3 cells (normal, reduce, reduce), 8x8x1, 10 classes:
+  77,838 params, 0.95M MACs.
 
 The input side length must be divisible by 4 (two reductions; FactorizedReduce
 needs an even input).

@@ -25,10 +25,10 @@ What each piece exercises in the erase pipeline:
 
 Counts (Conv2d/Linear MAC hooks):
 
-* ``paper()`` - 28x28x1 (Fashion-MNIST), 10 classes, width 91: 822,833 params
-  (0.82M), 161.6M MACs (paper Table 1: 0.82M, 209M FLOPs; its widths are
+* ``paper()`` - 28x28x1 (Fashion-MNIST), 10 classes, width 91: 823,924 params
+  (0.82M), 161.3M MACs (paper Table 1: 0.82M, 209M FLOPs; its widths are
   unpublished).
-* ``tiny()`` - 8x8x1, 10 classes, width 8: 6,746 params, 0.11M MACs.
+* ``tiny()`` - 8x8x1, 10 classes, width 8: 6,706 params, 0.11M MACs.
 """
 from __future__ import annotations
 
