@@ -6,10 +6,13 @@ constructor knobs (``in_channels``, ``num_classes``, ``input_size``) and offers
 """
 from __future__ import annotations
 
-from typing import Any, Iterable
+from typing import Any, Iterable, TypeVar
 
 import torch
 from torch import nn
+
+
+_Net = TypeVar("_Net", bound="ZooNet")
 
 
 class ZooNet(nn.Module):
@@ -29,12 +32,12 @@ class ZooNet(nn.Module):
         self.input_size = int(input_size)
 
     @classmethod
-    def tiny(cls, **kw: Any) -> "ZooNet":
+    def tiny(cls: type[_Net], **kw: Any) -> _Net:
         """CPU-trainable config for 8x8 (1 channel) digits-like input; ``kw`` overrides."""
         return cls(**{**cls.TINY, **kw})
 
     @classmethod
-    def paper(cls, **kw: Any) -> "ZooNet":
+    def paper(cls: type[_Net], **kw: Any) -> _Net:
         """Paper-size config (see the module docstring for its counts); ``kw`` overrides."""
         return cls(**{**cls.PAPER, **kw})
 

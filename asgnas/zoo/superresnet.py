@@ -19,8 +19,8 @@ Counts (Conv2d/Linear MAC hooks; the paper gives no size for its super-net):
 
 * ``paper()`` - 32x32x3, 10 classes, stem 64, stages (out, stride, bottleneck,
   depth) = (96,1,32,2) (192,2,48,3) (256,2,64,3) (384,2,96,2), head 512:
-  3,972,618 params (3.97M), 471.1M MACs.  It contains the 1M/2M sub-networks
-  of Table 2 as sub-structures in size.
+  3,972,618 params (3.97M), 471.1M MACs - room for the 1M and 2M
+  sub-networks of Table 2.
 * ``tiny()`` - 8x8x1, 10 classes, stem 8, stages (8,1,4,1) (16,2,8,2),
   head 32: 13,858 params, 0.28M MACs.
 """

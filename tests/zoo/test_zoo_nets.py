@@ -22,6 +22,16 @@ DATA_OPS = {"Conv", "BatchNormalization", "Relu", "MaxPool", "AveragePool", "Res
 CONST_OPS = {"Constant", "Concat", "Unsqueeze", "Identity"}
 
 
+def test_zoo_is_pure_torch() -> None:
+    """asgnas.zoo must not depend on onnx or on other asgnas packages."""
+    for src in (Path(__file__).resolve().parents[2] / "asgnas" / "zoo").glob("*.py"):
+        for line in src.read_text().splitlines():
+            words = line.split()
+            if words[:1] in (["import"], ["from"]) and len(words) > 1:
+                mod = words[1]
+                assert not mod.startswith(("onnx", "asgnas")), (src.name, line)
+
+
 def test_build_api() -> None:
     assert set(SUPERNETS) == {"superresnet", "stackedunets", "regnet", "darts", "demosupnet"}
     assert isinstance(build("StackedUnets"), StackedUnets)
