@@ -18,7 +18,10 @@ by default (``affine=True``), so every candidate owns its BN parameters.
 
 Export notes: FactorizedReduce's pixel-shifted branch is ``x[:, :, 1:, 1:]``
 (two ONNX ``Slice`` ops with constant starts/ends side-chains) and
-BN(affine=False) exports with constant scale/bias inputs.
+BN(affine=False) exports with constant scale/bias inputs.  The legacy
+exporter merges identical pure ops on the same tensor (the ReLU every weighted
+op starts with, equal pools, the Slices), so in ONNX these appear once with
+many consumers and each weighted op's segment starts at its first conv.
 
 Counts (Conv2d/Linear MAC hooks):
 
