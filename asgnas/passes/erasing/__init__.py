@@ -1,0 +1,139 @@
+"""``erasing-groups``: the erase-mode search space (ASGNAS/OTOv3 GeZIGs) of a model.
+
+Reads: the IR (shapes are inferred first when missing; nothing is rewritten). Writes:
+``model.analyses["erasing_groups"]`` = ``ErasingAnalysis`` (the segment graph, one ``Group(kind="erase")`` per
+segment owning trainable variables with ``removable``/``reason``, the Concat channel plans); report key
+``erasing-groups`` = its summary.
+
+Steps (spec 2.1-2.4): classify data flow vs constant/shape side chains (``dataflow``), build the segment graph
+(``segments``: joints singleton, a multi-consumer vertex ends its segment inclusively, a joint consumer
+exclusively, non-erase-joint multi-input ops are boundaries), then check each parameterised segment for Z1-Z5
+(``structures``). Op knowledge lives in the data tables of ``ops``. Linear in nodes + edges.
+
+Group ids start at ``id_offset`` (default: after the largest id of ``model.analyses["pruning_groups"]`` when
+the pruning analysis ran first, else 0); ``Group.space`` is the segment id, which is how the oracle and the
+construction find a group's segment, so a later renumbering of ids is harmless.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from asgnas.ir import Model
+from asgnas.passes.base import Option, Pass, PassContext, register_pass
+from asgnas.passes.cost import ensure_shapes, node_costs
+from asgnas.passes.erasing.channels import ChannelPlan, trace_channels
+from asgnas.passes.erasing.dataflow import DataFlow
+from asgnas.passes.erasing.ops import OP_TABLE, OpInfo, op_info
+from asgnas.passes.erasing.segments import Segment, SegmentGraph, build_segment_graph
+from asgnas.passes.erasing.structures import build_groups
+from asgnas.passes.groups import Group
+
+ANALYSIS_KEY = "erasing_groups"
+
+
+@dataclass
+class ErasingAnalysis:
+    """What the hierarchy pass, the construction and the optimizer read (names only: no IR references)."""
+
+    graph: SegmentGraph
+    groups: list[Group]
+    num_data_nodes: int
+    num_side_nodes: int  # folded constant/shape side-chain nodes
+    total_params: int
+    total_macs: int
+
+    def by_id(self) -> dict[int, Group]:
+        return {g.id: g for g in self.groups}
+
+    def removable(self) -> list[Group]:
+        return [g for g in self.groups if g.removable]
+
+    def segment_of(self, group: Group) -> Segment:
+        return self.graph.segments[int(group.space[1:])]
+
+    def summary(self) -> dict[str, Any]:
+        removable = self.removable()
+        kinds: dict[str, int] = {}
+        for seg in self.graph.segments:
+            kinds[seg.kind] = kinds.get(seg.kind, 0) + 1
+        return {
+            "num_segments": len(self.graph.segments),
+            "segments_by_kind": kinds,
+            "num_data_nodes": self.num_data_nodes,
+            "folded_side_nodes": self.num_side_nodes,
+            "num_erase_groups": len(self.groups),
+            "num_removable": len(removable),
+            "removable_params": sum(g.num_params for g in removable),
+            "removable_param_fraction": (
+                sum(g.num_params for g in removable) / self.total_params if self.total_params else 0.0
+            ),
+            "removable": [
+                {"id": g.id, "segment": g.space, "nodes": [g.nodes[0], g.nodes[-1]], "num_params": g.num_params,
+                 "macs": g.macs}
+                for g in removable
+            ],
+            "not_removable": [{"id": g.id, "segment": g.space, "reason": g.reason} for g in self.groups
+                              if not g.removable],
+        }
+
+    def to_json(self) -> dict[str, Any]:
+        return {**self.graph.to_json(), "groups": [g.to_json() for g in self.groups]}
+
+
+def _auto_offset(model: Model) -> int:
+    prune = model.analyses.get("pruning_groups")
+    groups = getattr(prune, "groups", None)
+    if groups is None and isinstance(prune, dict):
+        groups = prune.get("groups")
+    if groups is None and isinstance(prune, list):
+        groups = prune
+    ids = [g.id for g in groups or () if hasattr(g, "id")]
+    return max(ids) + 1 if ids else 0
+
+
+def analyze_erasing(model: Model, id_offset: int | None = None) -> ErasingAnalysis:
+    """Run the analysis (no IR change beyond filling missing shapes) and return it."""
+    ensure_shapes(model)
+    flow = DataFlow(model.graph)
+    sg = build_segment_graph(flow)
+    costs = node_costs(model)
+    offset = _auto_offset(model) if id_offset is None or id_offset < 0 else id_offset
+    groups = build_groups(flow, sg, costs, offset)
+    return ErasingAnalysis(
+        graph=sg,
+        groups=groups,
+        num_data_nodes=len(flow.data_nodes),
+        num_side_nodes=len(flow.side_nodes),
+        total_params=sum(c["params"] for c in costs.values()),
+        total_macs=sum(c["macs"] for c in costs.values()),
+    )
+
+
+@register_pass
+class ErasingGroupsPass(Pass):
+    name = "erasing-groups"
+    summary = "find the erase-mode search space: segment graph and minimal removal structures (GeZIGs)"
+    options = (Option("id-offset", int, -1, "first group id (-1: after the pruning groups' ids, else 0)"),)
+
+    def run(self, model: Model, ctx: PassContext) -> dict[str, Any]:
+        analysis = analyze_erasing(model, self.config["id-offset"])
+        model.analyses[ANALYSIS_KEY] = analysis
+        return analysis.summary()
+
+
+__all__ = [
+    "ANALYSIS_KEY",
+    "OP_TABLE",
+    "ChannelPlan",
+    "DataFlow",
+    "ErasingAnalysis",
+    "ErasingGroupsPass",
+    "OpInfo",
+    "Segment",
+    "SegmentGraph",
+    "analyze_erasing",
+    "op_info",
+    "trace_channels",
+]
