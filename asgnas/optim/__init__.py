@@ -1,0 +1,26 @@
+"""Structured-sparsity optimizers for asgnas: H2SPG (erasing mode, hierarchy-aware) and DHSPG (pruning mode).
+
+Pure torch + numpy.  Describe the zero-invariant groups with :class:`ParamGroup` / :class:`ParamSlice`, pass
+them with all trainable parameters to :class:`H2SPG` or :class:`DHSPG`, train as usual, and read
+``metrics()`` / ``zero_group_ids`` to know what to remove.
+"""
+from .dhspg import DHSPG
+from .groups import GroupLayout, ParamGroup, ParamSlice, ValidityOracle, resolve_target_count
+from .h2spg import H2SPG, greedy_valid_selection
+from .hybrid import GLOBAL_STATE_KEY, LAMBDA_DEFAULTS, HybridSparseOptimizer
+from .scores import saliency_score
+
+__all__ = [
+    "DHSPG",
+    "GLOBAL_STATE_KEY",
+    "GroupLayout",
+    "H2SPG",
+    "HybridSparseOptimizer",
+    "LAMBDA_DEFAULTS",
+    "ParamGroup",
+    "ParamSlice",
+    "ValidityOracle",
+    "greedy_valid_selection",
+    "resolve_target_count",
+    "saliency_score",
+]

@@ -1,0 +1,52 @@
+"""Saliency (redundancy) scores for groups; larger score = more redundant (PAPER_SPEC section 3.2).
+
+The default follows DHSPG's partition rule: with x_g the group's variables and d_g the base optimizer's
+direction (gradient, momentum buffer or Adam-normalised step),
+
+    c_g = <x_g, d_g> / (|x_g| |d_g|)          cosine of -x_g and -d_g (descent points to the origin)
+    a_g = |x_g| / n_g    ("count")  or  |x_g| / sqrt(n_g)  ("sqrt")
+    s_g = 0.5 * c_g / |c|_2  +  0.5 * inv_g / |inv|_2,   inv_g = 1 / (a_g + 1e-6)
+
+Everything is computed from per-group sums (|x|^2, <x,d>, |d|^2) so that one batched reduction per
+parameter suffices.  A custom score is any callable with the signature of :func:`saliency_score`.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+
+__all__ = ["saliency_score", "ScoreFn"]
+
+ScoreFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def saliency_score(
+    xx: torch.Tensor,
+    xd: torch.Tensor,
+    dd: torch.Tensor,
+    sizes: torch.Tensor,
+    normalization: str = "count",
+) -> torch.Tensor:
+    """Score every group from its sums ``xx = |x|^2``, ``xd = <x, d>``, ``dd = |d|^2`` and element counts.
+
+    All inputs are 1-D tensors over the scored groups (same device).  Returns a float tensor of the same
+    length; ties and degenerate groups (|x| = 0 or |d| = 0) get cosine 0.
+    """
+    nx = xx.clamp_min(0).sqrt()
+    nd = dd.clamp_min(0).sqrt()
+    denom = nx * nd
+    cos = torch.where(denom > 0, xd / torch.where(denom > 0, denom, torch.ones_like(denom)), torch.zeros_like(xd))
+    if normalization == "count":
+        avg = nx / sizes
+    elif normalization == "sqrt":
+        avg = nx / sizes.sqrt()
+    else:
+        raise ValueError(f"unknown score normalization {normalization!r} (use 'count' or 'sqrt')")
+    inv = 1.0 / (avg + 1e-6)
+    return 0.5 * _unit(cos) + 0.5 * _unit(inv)
+
+
+def _unit(v: torch.Tensor) -> torch.Tensor:
+    # v == 0 everywhere gives 0 / tiny = 0; avoids a host sync on accelerators
+    return v / torch.linalg.vector_norm(v).clamp_min(torch.finfo(v.dtype).tiny)

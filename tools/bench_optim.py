@@ -1,0 +1,176 @@
+"""Benchmark of asgnas.optim: one H2SPG step in the projection phase vs torch.optim.SGD(momentum=0.9).
+
+Cases (synthetic tensors, no torchvision needed):
+
+* ResNet-50 parameter set (161 tensors, 25.56M values): one group per output channel of every conv
+  (conv weight row + BN gamma + BN beta), ~26.6k groups, target 50%;
+* 12-layer transformer (d=768, ffn 3072, 85M values): one group per FFN neuron (fc1 row + bias) and per
+  attention head (its q, k, v rows + biases), ~37k groups, target 50%;
+* the hierarchical search alone over 10,000 groups with a trivial validity oracle.
+
+Gradients are fixed random tensors, so only optimizer time is measured.  SGD and H2SPG steps are
+interleaved and the median of the repeats is reported, because shared machines are noisy.
+Run: ``python tools/bench_optim.py [--quick]``.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import time
+
+import torch
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+from asgnas.optim import H2SPG, ParamGroup, ParamSlice  # noqa: E402
+
+
+def resnet50_shapes() -> list[tuple[tuple[int, ...], tuple[int, ...] | None]]:
+    """(conv weight shape, bn shape) for the 53 convs, then the fc layer (weight, bias)."""
+    convs = [(64, 3, 7, 7)]
+    cin = 64
+    for mid, out, blocks in [(64, 256, 3), (128, 512, 4), (256, 1024, 6), (512, 2048, 3)]:
+        for b in range(blocks):
+            convs += [(mid, cin, 1, 1), (mid, mid, 3, 3), (out, mid, 1, 1)]
+            if b == 0:
+                convs.append((out, cin, 1, 1))
+            cin = out
+    return [(c, (c[0],)) for c in convs]
+
+
+def make_resnet50(gen: torch.Generator) -> tuple[list[torch.nn.Parameter], list[ParamGroup]]:
+    params: list[torch.nn.Parameter] = []
+    groups: list[ParamGroup] = []
+    for wshape, bshape in resnet50_shapes():
+        w = torch.nn.Parameter(torch.randn(wshape, generator=gen) * 0.05)
+        gamma = torch.nn.Parameter(1.0 + 0.1 * torch.randn(bshape, generator=gen))
+        beta = torch.nn.Parameter(0.1 * torch.randn(bshape, generator=gen))
+        params += [w, gamma, beta]
+        for c in range(wshape[0]):
+            groups.append(ParamGroup(len(groups), [ParamSlice(w, 0, [c]), ParamSlice(gamma, 0, [c]),
+                                                   ParamSlice(beta, 0, [c])]))
+    params.append(torch.nn.Parameter(torch.randn(1000, 2048, generator=gen) * 0.01))
+    params.append(torch.nn.Parameter(torch.zeros(1000)))
+    return params, groups
+
+
+def make_transformer(gen: torch.Generator, layers: int = 12, d: int = 768, ffn: int = 3072, heads: int = 12
+                     ) -> tuple[list[torch.nn.Parameter], list[ParamGroup]]:
+    params: list[torch.nn.Parameter] = []
+    groups: list[ParamGroup] = []
+    hd = d // heads
+
+    def P(*shape: int, scale: float = 0.02) -> torch.nn.Parameter:
+        p = torch.nn.Parameter(torch.randn(shape, generator=gen) * scale)
+        params.append(p)
+        return p
+
+    params.append(torch.nn.Parameter(torch.randn(30522, d, generator=gen) * 0.02))  # embedding, ungrouped
+    for _ in range(layers):
+        qkv_w, qkv_b = P(3 * d, d), P(3 * d)
+        P(d, d), P(d)                               # attention output projection (consumer side)
+        P(d, scale=1.0), P(d)                       # LayerNorm 1
+        fc1_w, fc1_b = P(ffn, d), P(ffn)
+        P(d, ffn), P(d)                             # fc2 (consumer side)
+        P(d, scale=1.0), P(d)                       # LayerNorm 2
+        for h in range(heads):
+            rows = [part * d + h * hd + i for part in range(3) for i in range(hd)]
+            groups.append(ParamGroup(len(groups), [ParamSlice(qkv_w, 0, rows), ParamSlice(qkv_b, 0, rows)]))
+        for j in range(ffn):
+            groups.append(ParamGroup(len(groups), [ParamSlice(fc1_w, 0, [j]), ParamSlice(fc1_b, 0, [j])]))
+    return params, groups
+
+
+def clone_params(params: list[torch.nn.Parameter]) -> list[torch.nn.Parameter]:
+    return [torch.nn.Parameter(p.detach().clone()) for p in params]
+
+
+def bench_step(name: str, builder, repeats: int, lr: float = 0.01) -> float:
+    gen = torch.Generator().manual_seed(0)
+    t0 = time.perf_counter()
+    params, groups = builder(gen)
+    ref = clone_params(params)
+    for p, q in zip(params, ref):
+        p.grad = torch.randn(p.shape, generator=gen) * 1e-3
+        q.grad = p.grad.clone()
+    sgd = torch.optim.SGD(ref, lr=lr, momentum=0.9)
+    opt = H2SPG(params, groups, lr=lr, momentum=0.9, target_group_sparsity=0.5, warmup_steps=1,
+                lmbda=1e-3)
+    build = time.perf_counter() - t0
+    n = sum(p.numel() for p in params)
+    for _ in range(2):  # warm-up step, selection step; both allocate state
+        opt.step()
+        sgd.step()
+    sgd.step()
+    opt.step()
+    ts, th = [], []
+    for _ in range(repeats):
+        a = time.perf_counter()
+        sgd.step()
+        b = time.perf_counter()
+        opt.step()
+        c = time.perf_counter()
+        ts.append(b - a)
+        th.append(c - b)
+    m = opt.metrics()
+    ms, mh = statistics.median(ts), statistics.median(th)
+    print(f"{name}: {len(params)} tensors, {n / 1e6:.2f}M values, {len(groups)} groups "
+          f"({m['num_redundant']} redundant, {m['num_redundant_zero']} zero after {m['step']} steps; "
+          f"setup {build:.1f}s)")
+    print(f"  torch.optim.SGD(momentum=0.9) step: median {ms * 1e3:8.1f} ms   min {min(ts) * 1e3:8.1f} ms")
+    print(f"  H2SPG projection-phase step     : median {mh * 1e3:8.1f} ms   min {min(th) * 1e3:8.1f} ms")
+    print(f"  ratio H2SPG/SGD: median {mh / ms:.3f}   min/min {min(th) / min(ts):.3f}")
+    return mh / ms
+
+
+class _TrivialOracle:
+    """Accepts everything except every 10th id, so that the greedy walk also has to skip candidates."""
+
+    def __init__(self) -> None:
+        self.removed: set[int] = set()
+
+    def reset(self) -> None:
+        self.removed.clear()
+
+    def try_remove(self, group_id: int) -> bool:
+        if group_id % 10 == 9:
+            return False
+        self.removed.add(group_id)
+        return True
+
+
+def bench_search(n_groups: int = 10_000) -> float:
+    gen = torch.Generator().manual_seed(0)
+    w = torch.nn.Parameter(torch.randn(n_groups, 16, generator=gen))
+    w.grad = torch.randn(n_groups, 16, generator=gen)
+    groups = [ParamGroup(i, [ParamSlice(w, 0, [i])]) for i in range(n_groups)]
+    t0 = time.perf_counter()
+    opt = H2SPG([w], groups, lr=0.01, target_group_sparsity=0.5, warmup_steps=1, validity_oracle=_TrivialOracle())
+    t1 = time.perf_counter()
+    opt.step()  # warm-up step (scores)
+    gs = opt.state["asgnas"]
+    t2 = time.perf_counter()
+    opt._select(gs)  # the hierarchical search alone
+    t3 = time.perf_counter()
+    print(f"hierarchical search: {n_groups} groups, K={opt.target_count}, "
+          f"selected {len(opt.redundant_group_ids)}: search {1e3 * (t3 - t2):.1f} ms "
+          f"(optimizer construction {1e3 * (t1 - t0):.1f} ms)")
+    return t3 - t2
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="fewer repeats, ResNet-50 and search only")
+    ap.add_argument("--repeats", type=int, default=None)
+    args = ap.parse_args()
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, device cpu")
+    r = args.repeats or (5 if args.quick else 15)
+    bench_step("ResNet-50 channel groups", make_resnet50, r)
+    if not args.quick:
+        bench_step("12-layer transformer neuron/head groups", make_transformer, max(3, r // 3))
+    bench_search()
+
+
+if __name__ == "__main__":
+    main()
