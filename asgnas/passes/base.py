@@ -54,7 +54,7 @@ class PassContext:
     input_model: Model | None = None  # the pipeline's input, untouched (default reference of ``verify``)
     checkpoints: dict[str, Model] = field(default_factory=dict)  # named snapshots, e.g. "group-sparse"
     reference_name: str | None = None  # checkpoint ``verify`` compares against by default
-    results: dict[str, Any] = field(default_factory=dict)  # report key -> latest results
+    results: dict[str, Any] = field(default_factory=dict)  # report key -> latest results (top level of the report)
     quiet: bool = False
     log: Callable[[str], None] = print
 

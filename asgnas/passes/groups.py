@@ -94,12 +94,10 @@ class SearchSpace:
     def removable(self, kind: GroupKind | None = None) -> list[Group]:
         return [g for g in self.groups if g.removable and (kind is None or g.kind == kind)]
 
-    def summary(self, total_params: int) -> dict[str, Any]:
-        removable_params = sum(g.num_params for g in self.removable())
+    def summary(self) -> dict[str, Any]:
         return {
             "num_prune_groups": sum(g.kind == "prune" for g in self.groups),
             "num_erase_groups": sum(g.kind == "erase" for g in self.groups),
             "num_removable_prune_groups": len(self.removable("prune")),
             "num_removable_erase_groups": len(self.removable("erase")),
-            "removable_param_fraction": removable_params / total_params if total_params else 0.0,
         }

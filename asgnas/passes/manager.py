@@ -94,7 +94,7 @@ class PassManager:
             if results is not None:
                 entry[pass_.report_key] = results
                 ctx.results[pass_.report_key] = results
-                report[pass_.report_key] = results
+            report.update(ctx.results)  # a pass may publish extra keys too (construct-subnet: "cost")
             report["passes"].append(entry)
             if self.print_ir_after_all:
                 self.printer(f"// ----- IR after {pass_.describe()} -----\n{format_model(model)}")
