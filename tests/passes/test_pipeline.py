@@ -1,0 +1,100 @@
+"""The issue-4 pipeline end to end: search-space -> zero-groups -> construct-subnet -> verify, over the zoo."""
+
+from __future__ import annotations
+
+import json
+import zlib
+
+import onnx
+import pytest
+
+from asgnas.cli import main
+from asgnas.errors import AsgnasError
+from asgnas.ir import load_model, lower
+from asgnas.passes import PassManager, parse_pipeline
+from asgnas.passes.draw import to_text
+from tests.models import ZOO, case_names
+
+CASES = [(n, "legacy") for n in sorted(ZOO)] + [(n, "dynamo") for n in case_names(all_of={"dynamo_ok"})]
+
+
+def _run(path, pipeline):
+    model = load_model(path)
+    report = PassManager(parse_pipeline(pipeline)).run(model)
+    return model, report
+
+
+@pytest.mark.parametrize("kind", ["prune", "erase", "both"])
+@pytest.mark.parametrize("name,exporter", CASES, ids=[f"{n}-{e}" for n, e in CASES])
+def test_zeroed_groups_construct_to_an_equivalent_smaller_model(onnx_path, name, exporter, kind):
+    seed = zlib.crc32(f"{name}{exporter}{kind}".encode()) % 3
+    model, report = _run(onnx_path(name, exporter),
+                         f"search-space{{groups=false}},zero-groups{{fraction=0.5,seed={seed},kind={kind}}},"
+                         "construct-subnet,verify{rtol=1e-4}")
+    assert report["verify"]["ok"] and report["verify"]["reference"] == "group-sparse"
+    onnx.checker.check_model(lower(model), full_check=True)
+    before, after = report["cost"]["before"], report["cost"]["after"]
+    built = report["construct-subnet"]
+    if built["erased_structures"] or built["pruned_channel_groups"]:
+        assert after["params"] < before["params"] and after["macs"] < before["macs"]
+    if report["zero-groups"]["zeroed"]:
+        assert built["erased_structures"] + built["pruned_channel_groups"] > 0
+
+
+def test_graph_interface_is_kept(onnx_path):
+    source = load_model(onnx_path("two_outputs", "legacy"))
+    model, _ = _run(onnx_path("two_outputs", "legacy"),
+                    "search-space,zero-groups{fraction=0.6,seed=1},construct-subnet")
+    for mine, theirs in ((model.graph.inputs, source.graph.inputs), (model.graph.outputs, source.graph.outputs)):
+        assert [(v.name, v.dtype, v.shape) for v in mine] == [(v.name, v.dtype, v.shape) for v in theirs]
+    assert model.opset == source.opset
+
+
+def test_search_space_report_shape(onnx_path):
+    _, report = _run(onnx_path("demo_supnet", "legacy"), "search-space")
+    space = report["search_space"]
+    assert space["summary"]["num_prune_groups"] > 0 and space["summary"]["num_erase_groups"] > 0
+    assert 0 < space["summary"]["removable_param_fraction"] <= 1
+    ids = [g["id"] for g in space["groups"]]
+    assert len(ids) == len(set(ids))
+    keys = {"id", "kind", "nodes", "params", "num_params", "macs", "removable", "reason", "parents", "children"}
+    assert all(keys <= set(g) for g in space["groups"])
+    by_id = {g["id"]: g for g in space["groups"]}
+    for group in space["groups"]:
+        assert all(group["id"] in by_id[c]["parents"] for c in group["children"])
+        assert group["removable"] or group["reason"]
+
+
+def test_zero_groups_from_file_and_invalid_sets(onnx_path, tmp_path):
+    model, report = _run(onnx_path("resnet_basic", "legacy"), "search-space")
+    prune = [g for g in report["search_space"]["groups"] if g["kind"] == "prune" and g["removable"]]
+    ids_file = tmp_path / "ids.json"
+    ids_file.write_text(json.dumps({"ids": [prune[0]["id"]]}))
+    _, zeroed = _run(onnx_path("resnet_basic", "legacy"), f"zero-groups{{ids={ids_file}}}")
+    assert zeroed["zero-groups"]["zeroed"] == [prune[0]["id"]]
+    space = [g for g in prune if g["space"] == prune[0]["space"]]
+    ids_file.write_text(json.dumps([g["id"] for g in space]))  # every channel of one space: zero width
+    with pytest.raises(AsgnasError, match="invalid network"):
+        _run(onnx_path("resnet_basic", "legacy"), f"zero-groups{{ids={ids_file}}}")
+
+
+def test_cli_issue_pipeline_writes_slim_model_and_report(onnx_path, tmp_path, capsys):
+    out, report_path = tmp_path / "slim.onnx", tmp_path / "r.json"
+    status = main([str(onnx_path("demo_supnet", "legacy")), "--passes",
+                   "search-space,zero-groups{fraction=0.5,seed=0},construct-subnet,verify", "-o", str(out),
+                   "--report", str(report_path), "-q"])
+    assert status == 0
+    report = json.loads(report_path.read_text())
+    assert report["verify"]["ok"] and {"max_abs_diff", "max_rel_diff"} <= set(report["verify"])
+    assert report["cost"]["after"]["params"] < report["cost"]["before"]["params"]
+    onnx.checker.check_model(onnx.load(str(out)), full_check=True)
+
+
+def test_draw_groups(onnx_path, tmp_path, capsys):
+    model, _ = _run(onnx_path("demo_supnet", "legacy"), "search-space")
+    text = to_text(model.analyses["search_space"], model.analyses["erasing_groups"])
+    assert "[x]" in text and "params=" in text
+    assert main([str(onnx_path("demo_supnet", "legacy")), "--passes",
+                 f"draw-groups{{out={tmp_path / 'g.dot'},format=dot}}", "-q"]) == 0
+    dot = (tmp_path / "g.dot").read_text()
+    assert dot.startswith("digraph") and "style=filled" in dot and "params" in dot
