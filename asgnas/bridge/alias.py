@@ -1,0 +1,66 @@
+"""Undo the legacy exporter's initializer de-duplication (``init -> Identity -> torch_name``).
+
+With ``do_constant_folding=False`` the TorchScript exporter keeps one initializer per *distinct value* and emits
+``Identity`` nodes for every other tensor with the same bytes: a fresh BN's ``running_var`` becomes
+``Identity(bn.weight)``, every zero bias ``Identity(<first zero bias>)``. That looks like weight sharing but is
+not (ANCHORS section 0 item 7): training would tie unrelated tensors, and the group analysis would couple them.
+``untie_initializer_aliases`` gives each such Identity output its own initializer copy.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+
+from asgnas.ir import ConstTensor, Graph, Model, Value
+
+
+def materialize(graph: Graph, value: Value, array: np.ndarray) -> None:
+    """Make ``value`` an initializer holding ``array``, deleting the node that produced it.
+
+    The producer's input initializer is dropped too when nothing else reads it (no dead constants left behind).
+    """
+    producer = value.producer
+    sources: list[Value] = []
+    if producer is not None:
+        sources = [v for v in producer.inputs if v is not None]
+        graph.remove_node(producer)  # ``value`` survives: it still has uses (or is a graph output)
+        graph.values[value.name] = value
+    array = np.array(array, copy=True)
+    value.const = ConstTensor(array=array)
+    value.dtype = value.const.dtype
+    value.shape = tuple(array.shape)
+    for src in sources:
+        if src.is_initializer and not src.uses and not graph.is_output(src) and src.name in graph.values:
+            graph.remove_value(src)
+
+
+def untie_initializer_aliases(
+    model: Model,
+    keep_shared: Callable[[Value, Value], bool] | None = None,
+) -> dict[str, str]:
+    """Replace every ``Identity`` whose input is an initializer by an initializer of its own.
+
+    ``keep_shared(src, out)`` may declare an alias a real sharing: then the readers of ``out`` read ``src``
+    directly instead (the Identity goes, the tie stays). Default: every alias is untied (a copy), which is what
+    the legacy exporter's aliases are. Identity chains are handled (topological order). Returns
+    ``{untied value name: initializer it was copied from}``.
+    """
+    graph = model.graph
+    untied: dict[str, str] = {}
+    for node in graph.toposort():
+        if node.op_type != "Identity" or node.domain not in ("", "ai.onnx") or len(node.inputs) != 1:
+            continue
+        src, out = node.inputs[0], node.outputs[0]
+        if src is None or not src.is_initializer:
+            continue
+        if keep_shared is not None and keep_shared(src, out):
+            if graph.is_output(out):
+                continue  # a graph output keeps its name: leave the Identity
+            graph.replace_all_uses_with(out, src)
+            graph.remove_node(node)
+            continue
+        untied[out.name] = untied.get(src.name, src.name)
+        materialize(graph, out, src.const.array)
+    return untied

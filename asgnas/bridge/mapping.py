@@ -1,0 +1,68 @@
+"""Translate analysis groups (ONNX initializer slices) into optimizer groups (torch parameter slices).
+
+``asgnas.passes.groups.TensorSlice(initializer, axis, indices)`` -> ``asgnas.optim.groups.ParamSlice(param,
+axis, indices)``. The initializer -> parameter map comes from ``OnnxModule.param_for_initializer`` (training the
+IR itself) or from ``params_by_initializer(module, param_map)`` (training the user's torch module exported by
+``export_torch_model``); the layouts agree because both keep the initializer's shape.
+"""
+
+from __future__ import annotations
+
+from typing import Mapping
+
+from torch import nn
+
+from asgnas.errors import AsgnasError
+from asgnas.optim.groups import ParamGroup, ParamSlice
+from asgnas.passes.groups import Group
+
+
+def params_by_initializer(module: nn.Module, param_map: Mapping[str, str]) -> dict[str, nn.Parameter]:
+    """Initializer name -> the torch parameter behind it, from an export's ``param_map`` (torch name -> init)."""
+    params = dict(module.named_parameters(remove_duplicate=False))
+    out: dict[str, nn.Parameter] = {}
+    for torch_name, init in param_map.items():
+        if torch_name not in params:
+            raise AsgnasError(f"param_map names {torch_name!r}, which the module does not have")
+        out.setdefault(init, params[torch_name])
+    return out
+
+
+def to_param_groups(
+    groups: list[Group],
+    params: Mapping[str, nn.Parameter],
+    *,
+    strict: bool = True,
+) -> list[ParamGroup]:
+    """One ``ParamGroup`` per ``Group`` (same id and removable flag), slices resolved to parameters.
+
+    ``strict``: an initializer without a parameter (a frozen constant, a folded tensor) is an error; otherwise
+    its slices are dropped and the group becomes non-removable (it could never be all zero). Axis and indices are checked against the parameter's shape.
+    """
+    out: list[ParamGroup] = []
+    for group in groups:
+        slices: list[ParamSlice] = []
+        dropped = False
+        for piece in group.params:
+            param = params.get(piece.initializer)
+            if param is None:
+                if strict:
+                    raise AsgnasError(f"group {group.id}: initializer {piece.initializer!r} has no torch parameter")
+                dropped = True
+                continue
+            axis = piece.axis + param.dim() if piece.axis < 0 else piece.axis
+            if piece.indices is None:
+                slices.append(ParamSlice(param, axis if 0 <= axis < max(param.dim(), 1) else 0, None))
+                continue
+            if not 0 <= axis < param.dim():
+                raise AsgnasError(f"group {group.id}: axis {piece.axis} out of range for {piece.initializer!r} "
+                                  f"of shape {tuple(param.shape)}")
+            size = param.shape[axis]
+            indices = [int(i) for i in piece.indices]
+            if any(not 0 <= i < size for i in indices):
+                raise AsgnasError(f"group {group.id}: index out of range [0, {size}) on axis {axis} of "
+                                  f"{piece.initializer!r}")
+            slices.append(ParamSlice(param, axis, indices))
+        removable = group.removable and bool(slices) and not dropped  # a partial group cannot reach zero
+        out.append(ParamGroup(group.id, slices, removable))
+    return out
