@@ -93,9 +93,20 @@ def _auto_offset(model: Model) -> int:
     return max(ids) + 1 if ids else 0
 
 
+def _ensure_shapes(model: Model) -> None:
+    """Static inference, then the onnxruntime fallback for holes (Resize fed by unfolded scale chains leaves
+    them; Concat widths and MACs need them)."""
+    ensure_shapes(model)
+    holes = [v for n in model.graph for v in n.outputs if v.shape is None or None in v.shape]
+    if holes:
+        from asgnas.passes.shape_infer import infer_by_running
+
+        infer_by_running(model, holes)
+
+
 def analyze_erasing(model: Model, id_offset: int | None = None) -> ErasingAnalysis:
     """Run the analysis (no IR change beyond filling missing shapes) and return it."""
-    ensure_shapes(model)
+    _ensure_shapes(model)
     flow = DataFlow(model.graph)
     sg = build_segment_graph(flow)
     costs = node_costs(model)

@@ -26,6 +26,10 @@ from asgnas.passes.erasing.ops import FOLDABLE, op_info
 #: do not materialise folded constants above this many elements (they are never needed that large)
 _MAX_FOLD = 1 << 20
 
+#: layout ops through which a side tensor is still "that initializer" (zero the initializer, zero the alias):
+#: the exporters' Identity dedup aliases and the legacy Linear's ``Transpose(weight)``
+ALIAS_OPS = frozenset({"Identity", "Transpose", "Reshape", "Squeeze", "Unsqueeze", "Flatten", "Cast"})
+
 
 class DataFlow:
     """Data/side classification of one graph plus a constant evaluator for the side chains."""
@@ -50,6 +54,12 @@ class DataFlow:
         self._is_data_node = set(self.data_nodes)
         self._const: dict[Value, np.ndarray | None] = {}
         self._sinks: dict[Node, frozenset[Node]] = {}
+
+    def adopt(self, node: Node) -> None:
+        """Register a data node created by a rewrite (its outputs carry data)."""
+        self.data_nodes.append(node)
+        self._is_data_node.add(node)
+        self._data.update(node.outputs)
 
     # --- classification ---------------------------------------------------------------------------------------
     def is_data(self, value: Value | None) -> bool:
@@ -88,11 +98,11 @@ class DataFlow:
 
     # --- parameters -------------------------------------------------------------------------------------------
     def resolve_param(self, value: Value | None) -> Value | None:
-        """The float initializer a non-data operand is (possibly through exporter Identity aliases), else None."""
+        """The float initializer a non-data operand is (possibly through ``ALIAS_OPS`` aliases), else None."""
         seen = 0
         while value is not None and not value.is_initializer:
             producer = value.producer
-            if producer is None or producer.op_type != "Identity" or self.is_data(value) or seen > 64:
+            if producer is None or producer.op_type not in ALIAS_OPS or self.is_data(value) or seen > 64:
                 return None
             value = producer.inputs[0]
             seen += 1
@@ -102,13 +112,13 @@ class DataFlow:
         return value if np.issubdtype(dtype, np.floating) else None
 
     def param_users(self, root: Value) -> list[tuple[Node, Value]]:
-        """Every non-alias node reading initializer ``root`` (directly or via Identity aliases), with the alias."""
+        """Every non-alias node reading initializer ``root`` (directly or via ``ALIAS_OPS``), with the alias."""
         users: list[tuple[Node, Value]] = []
         stack = [root]
         while stack:
             value = stack.pop()
-            for user, _ in value.uses:
-                if user.op_type == "Identity" and not self.is_data_node(user):
+            for user, slot in value.uses:
+                if user.op_type in ALIAS_OPS and slot == 0 and not self.is_data_node(user):
                     stack.extend(user.outputs)
                 else:
                     users.append((user, value))

@@ -241,8 +241,8 @@ def node_zero(flow: DataFlow, node: Node, info: OpInfo, zeroed: set[str]) -> tup
     def is_zero(slot: int) -> bool:
         value = node.inputs[slot]
         root = flow.resolve_param(value)
-        if root is not None and root.name in zeroed:
-            return True
+        if root is not None:  # a trainable variable: zero only if zeroed with the group (training moves it)
+            return root.name in zeroed
         const = flow.const_of(value)
         return const is not None and not const.any()
 

@@ -26,13 +26,15 @@ from asgnas.passes.groups import Group, TensorSlice
 
 
 def trainable_params(flow: DataFlow, node: Node) -> list[str]:
-    """Initializer names of a node's trainable variables (through exporter Identity aliases)."""
+    """Initializer names of a node's trainable variables (through exporter aliases, see ``ALIAS_OPS``).
+
+    Unknown ops: every float initializer they read (so they still get a group, marked not removable).
+    """
     info = op_info(node)
-    if info is None:
-        return []
     data = set(flow.data_slots(node))
+    slots = range(len(node.inputs)) if info is None else (*info.mul_slots, *info.add_slots, *info.param_slots)
     names: list[str] = []
-    for slot in (*info.mul_slots, *info.add_slots, *info.param_slots):
+    for slot in slots:
         if slot < len(node.inputs) and slot not in data:
             root = flow.resolve_param(node.inputs[slot])
             if root is not None and root.name not in names:
@@ -50,16 +52,27 @@ def build_groups(
     groups: list[Group] = []
     for seg in sg.segments:
         seg_nodes = [nodes[n] for n in seg.nodes]
-        params: list[str] = []
+        inside = set(seg_nodes)
+        owned: list[str] = []
+        shared: dict[str, str] = {}  # param -> a node outside the segment reading it
         for node in seg_nodes:
-            params += [p for p in trainable_params(flow, node) if p not in params]
-        if not params:
-            continue
+            for name in trainable_params(flow, node):
+                if name in owned or name in shared:
+                    continue
+                outside = [(u, a) for u, a in flow.param_users(flow.graph.values[name]) if u not in inside]
+                if outside:
+                    user, alias = outside[0]
+                    via = "" if alias.name == name else f" (alias {alias.name})"
+                    shared[name] = f"{name}{via} is shared with node {user.name} ({user.op_type})"
+                else:
+                    owned.append(name)
+        if not owned:
+            continue  # nothing of its own to zero: parameter-free for the search space (pools, shared constants)
         group = Group(id=id_offset + len(groups), kind="erase", nodes=list(seg.nodes), params=[], space=seg.id)
         seg.group = group.id
-        reason = _check(flow, sg, seg, seg_nodes, params)
+        reason = _check(flow, sg, seg, seg_nodes, owned, shared)
         aux, extra_params, extra_macs = _concat_consequences(flow, sg, seg, nodes, node_costs)
-        group.params = [TensorSlice(p) for p in params] + aux
+        group.params = [TensorSlice(p) for p in owned] + aux
         group.removable = not reason
         group.reason = reason
         group.num_params = _owned_size(flow, seg_nodes) + extra_params
@@ -68,8 +81,20 @@ def build_groups(
     return groups
 
 
-def _check(flow: DataFlow, sg: SegmentGraph, seg: Segment, seg_nodes: list[Node], params: list[str]) -> str:
-    """Empty when ``seg`` is a minimal removal structure, else the first violated condition."""
+def _check(
+    flow: DataFlow,
+    sg: SegmentGraph,
+    seg: Segment,
+    seg_nodes: list[Node],
+    params: list[str],
+    shared: dict[str, str],
+) -> str:
+    """Empty when ``seg`` is a minimal removal structure, else the first violated condition.
+
+    Z4 refinement: the group holds only the segment's *own* variables; a variable also read outside (weight tying,
+    exporter dedup of equal initializers) is never zeroed, so the segment is removable only when it is
+    zero-invariant without it.
+    """
     head = seg_nodes[0]
     if seg.kind == "unknown":
         return f"unknown op {head.op_type} (node {head.name})"
@@ -88,13 +113,6 @@ def _check(flow: DataFlow, sg: SegmentGraph, seg: Segment, seg_nodes: list[Node]
             return f"consumer {target.nodes[0]} ({target.op}) is not an erase-joint: {why}"
         what = "an unknown op" if target.kind == "unknown" else "not an erase-joint"
         return f"consumer {target.nodes[0]} ({target.op}) is {what}"
-    inside = set(seg_nodes)
-    for name in params:  # Z4
-        root = flow.graph.values[name]
-        for user, alias in flow.param_users(root):
-            if user not in inside:
-                via = "" if alias is root else f" (alias {alias.name})"
-                return f"parameter {name}{via} is shared with node {user.name} ({user.op_type})"
     zeroed = set(params)  # Z1: walk forward with the group's variables at zero
     state, breaker = False, None
     for node in seg_nodes:
@@ -104,6 +122,8 @@ def _check(flow: DataFlow, sg: SegmentGraph, seg: Segment, seg_nodes: list[Node]
             breaker = node
         state = kill or (state and zp)
     if not state:
+        if shared:  # Z4: what would have zeroed it is shared
+            return f"not zero-invariant without a shared parameter: {next(iter(shared.values()))}"
         if breaker is not None:
             return f"not zero-invariant: node {breaker.name} ({breaker.op_type}) maps zero to non-zero"
         return f"not zero-invariant: zeroing its parameters does not zero node {seg.nodes[-1]}"
