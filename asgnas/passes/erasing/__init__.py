@@ -10,8 +10,8 @@ Steps (spec 2.1-2.4): classify data flow vs constant/shape side chains (``datafl
 exclusively, non-erase-joint multi-input ops are boundaries), then check each parameterised segment for Z1-Z5
 (``structures``). Op knowledge lives in the data tables of ``ops``. Linear in nodes + edges.
 
-Group ids start at ``id_offset`` (default: after the largest id of ``model.analyses["pruning_groups"]`` when
-the pruning analysis ran first, else 0); ``Group.space`` is the segment id, which is how the oracle and the
+Group ids start at ``id_offset`` (default: after the largest channel-group id of an analysis already in
+``model.analyses``, i.e. when the pruning analysis ran first, else 0); ``Group.space`` is the segment id, which is how the oracle and the
 construction find a group's segment, so a later renumbering of ids is harmless.
 """
 
@@ -83,13 +83,13 @@ class ErasingAnalysis:
 
 
 def _auto_offset(model: Model) -> int:
-    prune = model.analyses.get("pruning_groups")
-    groups = getattr(prune, "groups", None)
-    if groups is None and isinstance(prune, dict):
-        groups = prune.get("groups")
-    if groups is None and isinstance(prune, list):
-        groups = prune
-    ids = [g.id for g in groups or () if hasattr(g, "id")]
+    """One past the largest channel-group id of any analysis already stored (the pruning analysis)."""
+    ids = [
+        g.id
+        for result in model.analyses.values()
+        for g in (getattr(result, "groups", None) or ())
+        if getattr(g, "kind", None) == "prune"
+    ]
     return max(ids) + 1 if ids else 0
 
 
