@@ -14,20 +14,18 @@ One optimizer step has up to three phases (PAPER_SPEC section 3.1):
   moments) are reset every step, so neither momentum nor (decoupled) weight decay can revive them.
   At ``hard_zero_step`` any redundant group still non-zero is forced to zero (exact target count).
 
-Implementation notes (why it is fast): groups are never looped over.  Each parameter is cut into *slots*
-along the axis its groups select on; per-slot sums (|x|^2, <x,d>, |d|^2) are reduced in cache-sized chunks
-and scattered into group-level vectors with one ``index_add_`` per parameter.  All lambda/projection logic is
-vectorised over groups.  The parameter update then multiplies each slot by a per-slot factor and adds the
-base step, again chunk by chunk so that the two passes over a chunk hit the cache.  Tensors are created on
-the parameter's device and dtype; the only host sync in a hybrid step is reading which groups were just
-projected (a boolean vector over groups).
+Why it is fast: groups are never looped over.  Each parameter is cut into *slots* along the axis its groups
+select on.  Pass 1 updates the optimizer state and writes per-slot sums (|x|^2, <x,d>, |d|^2) into one stat
+buffer; a single ``index_add_`` turns them into per-group sums; lambda and the half-space test are vectorised
+over groups; pass 2 multiplies each slot by one factor and adds the base step.  Both passes walk each tensor
+in cache-sized chunks so that the several operations on a chunk reuse the cache.  Tensors live on the
+parameter's device and dtype; the only host sync in a hybrid step reads which groups were just projected.
 
 The global bookkeeping (step, scores, redundant/zero masks, counters) lives in the standard optimizer state
 under the key ``"asgnas"``, so ``state_dict()`` / ``load_state_dict()`` resume a run bit-for-bit.
 """
 from __future__ import annotations
 
-import math
 import warnings
 from typing import Any, Callable, Iterable, Optional, Sequence
 
@@ -46,17 +44,20 @@ _FLAT, _SLOT, _WHOLE = 0, 1, 2  # chunking modes of a parameter
 
 
 class _Entry:
-    """Per-parameter plan: how to chunk it, which slots are redundant/zero (rebuilt when masks change)."""
+    """Per-parameter plan: chunking, cached views, where its per-slot stats go, redundant/zero flags."""
 
     __slots__ = (
-        "param", "group", "binding", "mode", "axis", "chunks", "other_dims", "bshape", "stat", "max_chunk",
-        "removable", "has_redundant", "has_active", "all_zero", "keep", "slot_map_cpu",
+        "param", "group", "binding", "mode", "axis", "chunks", "other_dims", "n_chunk_max", "pviews", "sids",
+        "sviews", "col", "ncols", "statviews", "partial", "scrviews", "removable", "has_redundant", "has_active",
+        "all_zero", "keep", "keepviews", "slot_map_cpu", "key", "ptr",
     )
 
     def __init__(self, param: torch.Tensor, group: dict, binding: Optional[Binding], chunk_numel: int) -> None:
         self.param = param
         self.group = group
         self.binding = binding
+        self.key = (param.device, param.dtype)
+        self.ptr = param.data_ptr()  # cached views die if the caller swaps param.data (e.g. model.to())
         n = param.numel()
         if binding is not None and not binding.flat:
             self.mode = _SLOT
@@ -66,60 +67,58 @@ class _Entry:
             ns = binding.n_slots
             self.chunks = [(s, min(step, ns - s)) for s in range(0, ns, step)]
             self.other_dims = tuple(d for d in range(param.dim()) if d != self.axis)
-            self.bshape = [1] * param.dim()
-            self.max_chunk = min(step, ns) * per_slot
-            self.stat = None  # [3, n_slots], allocated lazily
+            self.n_chunk_max = min(step, ns) * per_slot
         elif param.is_contiguous():
             self.mode = _FLAT
             self.axis = 0
             self.chunks = [(s, min(chunk_numel, n - s)) for s in range(0, max(n, 1), chunk_numel)]
             self.other_dims = ()
-            self.bshape = [1]
-            self.max_chunk = min(chunk_numel, n)
-            self.stat = None  # [3, n_chunks]
-        else:  # odd memory layout: process in one piece, no views needed
+            self.n_chunk_max = min(chunk_numel, max(n, 1))
+        else:  # unusual memory layout: one piece, no flattening
             self.mode = _WHOLE
             self.axis = 0
             self.chunks = [(0, n)]
             self.other_dims = ()
-            self.bshape = [1]
-            self.max_chunk = n
-            self.stat = None
+            self.n_chunk_max = max(n, 1)
+        self.pviews = [self.view(param, c) for c in self.chunks]
+        self.sids: tuple = ()
+        self.sviews: list[list[torch.Tensor]] = [[] for _ in self.chunks]
+        self.col = 0
+        self.ncols = 0 if binding is None else (binding.n_slots if self.mode == _SLOT else 1)
+        self.statviews: list = []
+        self.partial: Optional[torch.Tensor] = None
+        self.scrviews: list = []
         self.removable = False
         self.has_redundant = False
         self.has_active = False
         self.all_zero = False
         self.keep: Optional[torch.Tensor] = None  # 1.0/0.0 per slot, only when some slot is zero
+        self.keepviews: list = []
         self.slot_map_cpu: Optional[torch.Tensor] = None
 
     def view(self, t: torch.Tensor, c: tuple[int, int]) -> torch.Tensor:
+        if len(self.chunks) == 1:
+            return t.view(-1) if self.mode == _FLAT else t
         if self.mode == _SLOT:
             return t.narrow(self.axis, c[0], c[1])
-        if self.mode == _FLAT:
-            return t.view(-1).narrow(0, c[0], c[1])
-        return t
+        return t.view(-1).narrow(0, c[0], c[1])
 
-    def slot_vec(self, v: torch.Tensor, c: tuple[int, int]) -> torch.Tensor:
-        """Per-slot vector ``v`` restricted to chunk ``c`` and shaped to broadcast against the chunk."""
-        if self.mode == _SLOT:
-            shape = list(self.bshape)
-            shape[self.axis] = c[1]
-            return v.narrow(0, c[0], c[1]).view(shape)
-        return v  # one slot: shape [1] broadcasts against anything
-
-
-class _HP:
-    """Hyper-parameters of one parameter for the current step (read from its param_group every step, so that
-    lr schedulers work)."""
-
-    __slots__ = ("lr", "wd", "momentum", "nesterov", "beta1", "beta2", "eps", "bc1", "bc2_sqrt", "pre", "wdd",
-                 "first")
+    def slot_views(self, v: torch.Tensor) -> list[torch.Tensor]:
+        """Per-slot vector ``v`` cut per chunk and shaped to broadcast against the chunk."""
+        if self.mode != _SLOT:
+            return [v] * len(self.chunks)  # one slot: shape [1] broadcasts against anything
+        out = []
+        for s0, n in self.chunks:
+            shape = [1] * self.param.dim()
+            shape[self.axis] = n
+            out.append(v.narrow(0, s0, n).view(shape))
+        return out
 
 
 class HybridSparseOptimizer(torch.optim.Optimizer):
     """Base class; use :class:`asgnas.optim.H2SPG` or :class:`asgnas.optim.DHSPG`."""
 
-    #: elements per chunk of the fused passes; ~1 MiB of float32 keeps three operands in L2
+    #: elements per chunk; ~1 MiB of float32, so that a chunk's operands stay in L2 between operations
     chunk_numel: int = 1 << 18
 
     def __init__(
@@ -191,7 +190,6 @@ class HybridSparseOptimizer(torch.optim.Optimizer):
         self._sizes = self.layout.sizes.to(self._home, self._acc_dtype)
         self._removable_dev = self.layout.removable.to(self._home)
         self._rem_index = torch.nonzero(self.layout.removable).flatten().to(self._home)
-        self._scratch: dict[tuple[torch.device, torch.dtype], torch.Tensor] = {}
         self._last: dict[str, Any] = {}
         self.state[GLOBAL_STATE_KEY] = self._fresh_global_state()
         self._build_entries()
@@ -219,6 +217,15 @@ class HybridSparseOptimizer(torch.optim.Optimizer):
             self._build_entries()
 
     def _build_entries(self) -> None:
+        G = self.layout.n_groups
+        grouped_params = [b.param for b in self.layout.bindings.values()]
+        if grouped_params:
+            self._home = grouped_params[0].device
+            self._acc_dtype = (torch.float64 if any(p.dtype == torch.float64 for p in grouped_params)
+                               else torch.float32)
+            self._sizes = self.layout.sizes.to(self._home, self._acc_dtype)
+            self._removable_dev = self.layout.removable.to(self._home)
+            self._rem_index = torch.nonzero(self.layout.removable).flatten().to(self._home)
         self._entries: list[_Entry] = []
         for group in self.param_groups:
             for p in group["params"]:
@@ -227,9 +234,43 @@ class HybridSparseOptimizer(torch.optim.Optimizer):
                 if b is not None:
                     e.removable = bool(self.layout.removable[b.slot_group[b.slot_group >= 0]].any())
                     m = b.slot_group.clone()
-                    m[m < 0] = self.layout.n_groups
+                    m[m < 0] = G  # ungrouped slots point at a padding group
                     e.slot_map_cpu = m
                 self._entries.append(e)
+        # Scratch: three chunk-sized buffers per (device, dtype), allocated once - fresh large allocations
+        # would page-fault on every step on CPU.
+        self._scratch: dict[tuple, torch.Tensor] = {}
+        need: dict[tuple, int] = {}
+        for e in self._entries:
+            need[e.key] = max(need.get(e.key, 1), e.n_chunk_max)
+        for key, n in need.items():
+            self._scratch[key] = torch.empty(3 * n, device=key[0], dtype=key[1])
+        for e in self._entries:
+            buf, n = self._scratch[e.key], need[e.key]
+            e.scrviews = [tuple(buf[i * n:i * n + pv.numel()].view(pv.shape) for i in range(3)) for pv in e.pviews]
+        # Stat buffer per (device, dtype): columns = slots of all grouped tensors; slot-mode columns first
+        # (their |x|, |d| rows hold norms and get squared), then one column per flat tensor (holds squares).
+        self._stat: dict[tuple, dict[str, Any]] = {}
+        grouped = [e for e in self._entries if e.binding is not None]
+        for key in {e.key for e in grouped}:
+            mine = [e for e in grouped if e.key == key]
+            ordered = [e for e in mine if e.mode == _SLOT] + [e for e in mine if e.mode != _SLOT]
+            col, gids = 0, []
+            for e in ordered:
+                e.col = col
+                col += e.ncols
+                gids.append(e.slot_map_cpu)
+            n_slot_cols = sum(e.ncols for e in mine if e.mode == _SLOT)
+            buf = torch.zeros(3, col, device=key[0], dtype=key[1])
+            self._stat[key] = {"buf": buf, "n_slot": n_slot_cols, "gids": torch.cat(gids).to(self._home)}
+            for e in mine:
+                if e.mode == _SLOT:
+                    e.statviews = [tuple(buf[r, e.col + s0:e.col + s0 + n] for r in range(3)) for s0, n in e.chunks]
+                elif len(e.chunks) == 1:
+                    e.statviews = [tuple(buf[r, e.col] for r in range(3))]
+                else:  # per-chunk partial sums, reduced into the column afterwards
+                    e.partial = torch.zeros(3, len(e.chunks), device=key[0], dtype=key[1])
+                    e.statviews = [tuple(e.partial[r, i] for r in range(3)) for i in range(len(e.chunks))]
         self._refresh()
 
     def _gstate(self) -> dict[str, Any]:
@@ -239,7 +280,7 @@ class HybridSparseOptimizer(torch.optim.Optimizer):
         return gs
 
     def _refresh(self) -> None:
-        """Recompute the host-side per-parameter flags after the redundant or zero set changed."""
+        """Recompute per-parameter flags and the batched slot maps after the redundant or zero set changed."""
         gs = self._gstate()
         pad = torch.zeros(1, dtype=torch.bool)
         red = torch.cat([gs["redundant"], pad])
@@ -247,6 +288,7 @@ class HybridSparseOptimizer(torch.optim.Optimizer):
         active = red & ~zero
         self._active_dev = active[:-1].to(self._home)
         self._n_active = int(active.sum())
+        scale_plan: dict[tuple, dict[str, Any]] = {}
         for e in self._entries:
             if e.slot_map_cpu is None:
                 continue
@@ -256,246 +298,236 @@ class HybridSparseOptimizer(torch.optim.Optimizer):
             e.has_active = bool(active[m].any())
             e.all_zero = bool(z.all())
             e.keep = (~z).to(dtype=e.param.dtype, device=e.param.device) if bool(z.any()) else None
-
-    def _scratch_for(self, e: _Entry) -> torch.Tensor:
-        """Three chunk-sized scratch buffers per (device, dtype), reused across steps: fresh large
-        allocations would page-fault every step on CPU."""
-        p = e.param
-        key = (p.device, p.dtype)
-        need = 3 * max(1, e.max_chunk)
-        buf = self._scratch.get(key)
-        if buf is None or buf.numel() < need:
-            buf = torch.empty(need, device=p.device, dtype=p.dtype)
-            self._scratch[key] = buf
-        return buf
-
-    def _hp(self, e: _Entry, has_grad: bool) -> _HP:
-        g = e.group
-        hp = _HP()
-        hp.lr = float(g["lr"])
-        hp.wd = float(g["weight_decay"])
-        hp.momentum = float(g["momentum"])
-        hp.nesterov = bool(g["nesterov"])
-        hp.beta1, hp.beta2 = (float(b) for b in g["betas"])
-        hp.eps = float(g["eps"])
-        hp.wdd = hp.wd if self.variant == "adamw" else 0.0  # decoupled decay enters the trial point
-        hp.pre = 1.0 - hp.lr * hp.wdd
-        hp.first = False
-        hp.bc1 = 1.0
-        hp.bc2_sqrt = 1.0
-        if not has_grad:  # torch semantics: no gradient, no state change
-            return hp
-        st = self.state[e.param]
-        if self.variant == "sgd":
-            if hp.momentum != 0.0 and "momentum_buffer" not in st:
-                st["momentum_buffer"] = torch.empty_like(e.param, memory_format=torch.preserve_format)
-                hp.first = True
-        else:
-            if "exp_avg" not in st:
-                st["step"] = 0
-                st["exp_avg"] = torch.zeros_like(e.param, memory_format=torch.preserve_format)
-                st["exp_avg_sq"] = torch.zeros_like(e.param, memory_format=torch.preserve_format)
-            st["step"] += 1
-            step = st["step"]
-            hp.bc1 = 1.0 - hp.beta1 ** step
-            hp.bc2_sqrt = (1.0 - hp.beta2 ** step) ** 0.5
-        return hp
+            e.keepviews = e.slot_views(e.keep) if e.keep is not None else []
+            if e.has_redundant:
+                plan = scale_plan.setdefault(e.key, {"entries": [], "maps": [], "keeps": [], "any_zero": False})
+                plan["entries"].append(e)
+                plan["maps"].append(m)
+                plan["keeps"].append((~z).to(e.param.dtype))
+                plan["any_zero"] |= e.keep is not None
+        # One gather per (device, dtype) builds every redundant-bearing tensor's slot factors in a step.
+        for key, plan in scale_plan.items():
+            plan["map"] = torch.cat(plan.pop("maps")).to(key[0])
+            keeps = plan.pop("keeps")
+            plan["keep"] = torch.cat(keeps).to(key[0]) if plan["any_zero"] else None
+            plan["sizes"] = [int(k.numel()) for k in keeps]
+        self._scale_plan = scale_plan
 
     def _state_tensors(self, e: _Entry) -> list[torch.Tensor]:
         st = self.state[e.param]
         if self.variant == "sgd":
-            return [st["momentum_buffer"]] if "momentum_buffer" in st else []
+            b = st.get("momentum_buffer")
+            return [] if b is None else [b]
         return [st["exp_avg"], st["exp_avg_sq"]] if "exp_avg" in st else []
 
-    # ------------------------------------------------------------------ base-optimizer kernels (one chunk)
-    # The formulas mirror torch.optim.SGD / Adam / AdamW (single-tensor path) so that the warm-up is
-    # bit-identical to them.
-    def _update_state(self, hp: _HP, pc: torch.Tensor, gc: torch.Tensor, sc: list[torch.Tensor],
-                      scr: torch.Tensor) -> None:
+    def _state_views(self, e: _Entry) -> list[list[torch.Tensor]]:
+        """Per-chunk views of the state tensors, cached until the tensors are replaced (load_state_dict)."""
+        ts = self._state_tensors(e)
+        sids = tuple(id(t) for t in ts)
+        if sids != e.sids:
+            e.sids = sids
+            e.sviews = [[e.view(t, c) for t in ts] for c in e.chunks]
+        return e.sviews
+
+    def _group_hp(self, g: dict) -> dict[str, Any]:
+        lr, wd = float(g["lr"]), float(g["weight_decay"])
+        wdd = wd if self.variant == "adamw" else 0.0  # decoupled decay also enters the trial point
+        b1, b2 = (float(b) for b in g["betas"])
+        return {"lr": lr, "wd": wd, "m": float(g["momentum"]), "nesterov": bool(g["nesterov"]), "b1": b1,
+                "b2": b2, "eps": float(g["eps"]), "wdd": wdd, "pre": 1.0 - lr * wdd}
+
+    def _prepare(self, e: _Entry, hp: dict[str, Any]) -> tuple[float, float, bool]:
+        """Create missing state and advance the per-tensor step; returns (bias corr. 1, sqrt bias corr. 2,
+        first momentum step)."""
+        st = self.state[e.param]
         if self.variant == "sgd":
-            if hp.momentum == 0.0:
+            if hp["m"] != 0.0 and "momentum_buffer" not in st:
+                st["momentum_buffer"] = torch.empty_like(e.param, memory_format=torch.preserve_format)
+                return 1.0, 1.0, True
+            return 1.0, 1.0, False
+        if "exp_avg" not in st:
+            st["step"] = 0
+            st["exp_avg"] = torch.zeros_like(e.param, memory_format=torch.preserve_format)
+            st["exp_avg_sq"] = torch.zeros_like(e.param, memory_format=torch.preserve_format)
+        st["step"] += 1
+        k = st["step"]
+        return 1.0 - hp["b1"] ** k, (1.0 - hp["b2"] ** k) ** 0.5, False
+
+    # ------------------------------------------------------------------ base-optimizer kernels (one chunk)
+    # Same formulas as torch.optim.SGD / Adam / AdamW, except that the momentum update is one fused
+    # ``buf = g + m * buf`` (one pass instead of two; equal up to rounding).
+    def _update_state(self, hp: dict, first: bool, pc: torch.Tensor, gc: torch.Tensor, sc: list[torch.Tensor],
+                      s1: torch.Tensor) -> None:
+        if self.variant == "sgd":
+            if hp["m"] == 0.0:
                 return
-            g1 = gc if hp.wd == 0.0 else torch.add(gc, pc, alpha=hp.wd, out=scr)
-            if hp.first:
+            g1 = gc if hp["wd"] == 0.0 else torch.add(gc, pc, alpha=hp["wd"], out=s1)
+            if first:
                 sc[0].copy_(g1)
             else:
-                sc[0].mul_(hp.momentum).add_(g1)
+                torch.add(g1, sc[0], alpha=hp["m"], out=sc[0])
             return
-        g1 = gc if (hp.wd == 0.0 or self.variant == "adamw") else torch.add(gc, pc, alpha=hp.wd, out=scr)
-        sc[0].lerp_(g1, 1.0 - hp.beta1)
-        sc[1].mul_(hp.beta2).addcmul_(g1, g1, value=1.0 - hp.beta2)
+        g1 = gc if (hp["wd"] == 0.0 or self.variant == "adamw") else torch.add(gc, pc, alpha=hp["wd"], out=s1)
+        sc[0].lerp_(g1, 1.0 - hp["b1"])
+        sc[1].mul_(hp["b2"]).addcmul_(g1, g1, value=1.0 - hp["b2"])
 
-    def _direction(self, hp: _HP, pc: torch.Tensor, gc: torch.Tensor, sc: list[torch.Tensor],
-                   scr: torch.Tensor) -> torch.Tensor:
-        """SGD: the update direction d (p -= lr d).  Adam: the denominator (p -= lr/bc1 * m / denom)."""
+    def _direction(self, hp: dict, bc2s: float, pc: torch.Tensor, gc: torch.Tensor, sc: list[torch.Tensor],
+                   s2: torch.Tensor) -> torch.Tensor:
+        """SGD: the direction d (x -= lr d).  Adam: the denominator (x -= lr/bc1 * m / denom)."""
         if self.variant == "sgd":
-            if hp.momentum == 0.0:
-                return gc if hp.wd == 0.0 else torch.add(gc, pc, alpha=hp.wd, out=scr)
-            if hp.nesterov:
-                g1 = gc if hp.wd == 0.0 else torch.add(gc, pc, alpha=hp.wd, out=scr)
-                return torch.add(g1, sc[0], alpha=hp.momentum, out=scr)
+            if hp["m"] == 0.0:
+                return gc if hp["wd"] == 0.0 else torch.add(gc, pc, alpha=hp["wd"], out=s2)
+            if hp["nesterov"]:
+                g1 = gc if hp["wd"] == 0.0 else torch.add(gc, pc, alpha=hp["wd"], out=s2)
+                return torch.add(g1, sc[0], alpha=hp["m"], out=s2)
             return sc[0]
-        denom = torch.sqrt(sc[1], out=scr)
-        return denom.div_(hp.bc2_sqrt).add_(hp.eps)
+        return torch.sqrt(sc[1], out=s2).div_(bc2s).add_(hp["eps"])
 
-    def _apply(self, hp: _HP, pc: torch.Tensor, d: torch.Tensor, sc: list[torch.Tensor]) -> None:
+    def _apply(self, hp: dict, bc1: float, pc: torch.Tensor, d: torch.Tensor, sc: list[torch.Tensor]) -> None:
         if self.variant == "sgd":
-            pc.add_(d, alpha=-hp.lr)
+            pc.add_(d, alpha=-hp["lr"])
         else:
-            pc.addcdiv_(sc[0], d, value=-hp.lr / hp.bc1)
+            pc.addcdiv_(sc[0], d, value=-hp["lr"] / bc1)
 
-    def _stat_direction(self, hp: _HP, d: torch.Tensor, sc: list[torch.Tensor], scr: torch.Tensor) -> torch.Tensor:
-        """The direction used for scores and lambda: for Adam the bias-corrected m_hat / (sqrt(v_hat) + eps)."""
+    def _stat_direction(self, bc1: float, d: torch.Tensor, sc: list[torch.Tensor], s3: torch.Tensor
+                        ) -> torch.Tensor:
+        """Direction for scores and lambda; for Adam the bias-corrected m_hat / (sqrt(v_hat) + eps)."""
         if self.variant == "sgd":
             return d
-        return torch.div(sc[0], d, out=scr).div_(hp.bc1)
+        return torch.div(sc[0], d, out=s3).div_(bc1)
 
-    def _chunk_stats(self, e: _Entry, ci: int, c: tuple[int, int], x: torch.Tensor, d: Optional[torch.Tensor],
-                     scr: torch.Tensor) -> None:
-        """Write per-slot |x|^2 (as a norm), <x,d>, |d|^2 (as a norm) of chunk ``c`` into ``e.stat``."""
-        st = e.stat
+    def _chunk_stats(self, e: _Entry, x: torch.Tensor, d: Optional[torch.Tensor], out: tuple,
+                     s1: torch.Tensor) -> None:
+        """Per-slot |x| (slot mode) or |x|^2 (flat), <x,d>, |d| or |d|^2 of one chunk into ``out``."""
+        o0, o1, o2 = out
         if e.mode == _SLOT:
-            s0, n = c
-            if d is None:
-                tgt = st[:, s0:s0 + n]
-                tgt[1:].zero_()
-                if x.dim() == 1:
-                    torch.abs(x, out=tgt[0])
-                else:
-                    torch.linalg.vector_norm(x, dim=e.other_dims, out=tgt[0])
-                return
             if x.dim() == 1:  # one element per slot
-                torch.abs(x, out=st[0, s0:s0 + n])
-                torch.mul(x, d, out=st[1, s0:s0 + n])
-                torch.abs(d, out=st[2, s0:s0 + n])
-            else:
-                torch.linalg.vector_norm(x, dim=e.other_dims, out=st[0, s0:s0 + n])
-                prod = torch.mul(x, d, out=scr[:x.numel()].view(x.shape))
-                torch.sum(prod, dim=e.other_dims, out=st[1, s0:s0 + n])
-                torch.linalg.vector_norm(d, dim=e.other_dims, out=st[2, s0:s0 + n])
+                torch.abs(x, out=o0)
+                if d is None:
+                    o1.zero_()
+                    o2.zero_()
+                    return
+                torch.mul(x, d, out=o1)
+                torch.abs(d, out=o2)
+                return
+            torch.linalg.vector_norm(x, dim=e.other_dims, out=o0)
+            if d is None:
+                o1.zero_()
+                o2.zero_()
+                return
+            torch.sum(torch.mul(x, d, out=s1), dim=e.other_dims, out=o1)
+            torch.linalg.vector_norm(d, dim=e.other_dims, out=o2)
             return
         if e.mode == _FLAT:
-            # contiguous 1-D chunks: BLAS dot reads each operand once and needs no temporary
-            torch.dot(x, x, out=st[0, ci])
+            # contiguous 1-D chunk: BLAS dot reads each operand once and needs no temporary
+            torch.dot(x, x, out=o0)
             if d is None:
-                st[1:, ci].zero_()
-            else:
-                torch.dot(x, d, out=st[1, ci])
-                torch.dot(d, d, out=st[2, ci])
+                o1.zero_()
+                o2.zero_()
+                return
+            torch.dot(x, d, out=o1)
+            torch.dot(d, d, out=o2)
             return
-        st[0, 0] = x.pow(2).sum()
+        o0.copy_(x.pow(2).sum())
         if d is None:
-            st[1:, 0].zero_()
-        else:
-            st[1, 0] = (x * d).sum()
-            st[2, 0] = d.pow(2).sum()
-
-    def _alloc_stat(self, e: _Entry) -> None:
-        if e.stat is None:
-            cols = e.binding.n_slots if e.mode == _SLOT else len(e.chunks)
-            e.stat = torch.zeros(3, cols, device=e.param.device, dtype=e.param.dtype)
-
-    def _finish_stats(self, e: _Entry) -> torch.Tensor:
-        """Per-slot [3, n_grouped_slots] sums on the home device: |x|^2, <x,d>, |d|^2."""
-        st = e.stat
-        if e.mode == _SLOT:
-            st[0::2].square_()
-            s = st if e.binding.grouped_slots is None else st.index_select(1, e.binding.grouped_slots)
-        else:
-            s = st.sum(dim=1, keepdim=True)
-        return s.to(device=self._home, dtype=self._acc_dtype)
+            o1.zero_()
+            o2.zero_()
+            return
+        o1.copy_((x * d).sum())
+        o2.copy_(d.pow(2).sum())
 
     # ------------------------------------------------------------------ passes over one parameter
-    def _fused(self, e: _Entry, hp: _HP, stats: bool) -> None:
+    def _fused(self, e: _Entry, hp: dict, stats: bool) -> None:
         """State update + base step in one chunked pass (optionally recording stats of x_t, d_t first)."""
-        p, g = e.param, e.param.grad
+        g = e.param.grad
         if g.is_sparse:
             raise RuntimeError("sparse gradients are not supported")
         if e.mode == _FLAT and not g.is_contiguous():
             g = g.contiguous()
-        sc_full = self._state_tensors(e)
-        scr = self._scratch_for(e)
-        m = max(1, e.max_chunk)
-        s1, s2, s3 = scr[:m], scr[m:2 * m], scr[2 * m:3 * m]
-        if stats:
-            self._alloc_stat(e)
-        for ci, c in enumerate(e.chunks):
-            pc, gc = e.view(p, c), e.view(g, c)
-            sc = [e.view(s, c) for s in sc_full]
-            shp = pc.shape
-            self._update_state(hp, pc, gc, sc, s1[:pc.numel()].view(shp))
-            if e.keep is not None:  # zero groups: reset their optimizer state every step
-                k = e.slot_vec(e.keep, c)
+        bc1, bc2s, first = self._prepare(e, hp)
+        svs = self._state_views(e)
+        keepviews = e.keepviews
+        pre = hp["pre"]
+        for i, c in enumerate(e.chunks):
+            pc, gc, sc = e.pviews[i], e.view(g, c), svs[i]
+            s1, s2, s3 = e.scrviews[i]
+            self._update_state(hp, first, pc, gc, sc, s1)
+            if keepviews:  # zero groups: reset their optimizer state every step
                 for s in sc:
-                    s.mul_(k)
-            d = self._direction(hp, pc, gc, sc, s2[:pc.numel()].view(shp))
+                    s.mul_(keepviews[i])
+            d = self._direction(hp, bc2s, pc, gc, sc, s2)
             if stats:
-                self._chunk_stats(e, ci, c, pc, self._stat_direction(hp, d, sc, s3[:pc.numel()].view(shp)), s1)
-            if hp.pre != 1.0:
-                pc.mul_(hp.pre)
-            self._apply(hp, pc, d, sc)
-            if e.keep is not None:
-                pc.mul_(e.slot_vec(e.keep, c))
+                self._chunk_stats(e, pc, self._stat_direction(bc1, d, sc, s3), e.statviews[i], s1)
+            if pre != 1.0:
+                pc.mul_(pre)
+            self._apply(hp, bc1, pc, d, sc)
+            if keepviews:
+                pc.mul_(keepviews[i])
+        if stats and e.partial is not None:
+            self._reduce_partial(e)
 
-    def _pass1(self, e: _Entry, hp: _HP) -> None:
-        """State update and stats of (x_t, d_t); the parameter is left untouched until pass 2."""
-        p, g = e.param, e.param.grad
-        self._alloc_stat(e)
-        scr = self._scratch_for(e)
-        m = max(1, e.max_chunk)
-        s1, s2, s3 = scr[:m], scr[m:2 * m], scr[2 * m:3 * m]
+    def _reduce_partial(self, e: _Entry) -> None:
+        buf = self._stat[e.key]["buf"]
+        torch.sum(e.partial, dim=1, out=buf[:, e.col])
+
+    def _pass1(self, e: _Entry, hp: dict) -> tuple[float, float]:
+        """State update and stats of (x_t, d_t); the parameter itself is left for pass 2."""
+        g = e.param.grad
         if g is None:
-            for ci, c in enumerate(e.chunks):
-                self._chunk_stats(e, ci, c, e.view(p, c), None, s1)
-            return
+            for i in range(len(e.chunks)):
+                self._chunk_stats(e, e.pviews[i], None, e.statviews[i], e.scrviews[i][0])
+            if e.partial is not None:
+                self._reduce_partial(e)
+            return 1.0, 1.0
         if g.is_sparse:
             raise RuntimeError("sparse gradients are not supported")
         if e.mode == _FLAT and not g.is_contiguous():
             g = g.contiguous()
-        sc_full = self._state_tensors(e)
-        for ci, c in enumerate(e.chunks):
-            pc, gc = e.view(p, c), e.view(g, c)
-            sc = [e.view(s, c) for s in sc_full]
-            shp = pc.shape
-            self._update_state(hp, pc, gc, sc, s1[:pc.numel()].view(shp))
-            d = self._direction(hp, pc, gc, sc, s2[:pc.numel()].view(shp))
-            self._chunk_stats(e, ci, c, pc, self._stat_direction(hp, d, sc, s3[:pc.numel()].view(shp)), s1)
+        bc1, bc2s, first = self._prepare(e, hp)
+        svs = self._state_views(e)
+        for i, c in enumerate(e.chunks):
+            pc, gc, sc = e.pviews[i], e.view(g, c), svs[i]
+            s1, s2, s3 = e.scrviews[i]
+            self._update_state(hp, first, pc, gc, sc, s1)
+            d = self._direction(hp, bc2s, pc, gc, sc, s2)
+            self._chunk_stats(e, pc, self._stat_direction(bc1, d, sc, s3), e.statviews[i], s1)
+        if e.partial is not None:
+            self._reduce_partial(e)
+        return bc1, bc2s
 
-    def _pass2(self, e: _Entry, hp: _HP, scale: Optional[torch.Tensor]) -> None:
-        """x <- scale * x - lr * d per slot (scale = 1 - lr*wd_decoupled - lr*lambda/|x| or 0), then reset
-        zero slots of x and state."""
+    def _pass2(self, e: _Entry, hp: dict, bc: tuple[float, float], scale: Optional[torch.Tensor]) -> None:
+        """x <- scale * x - lr * d per slot (scale = 1 - lr*wd_dec - lr*lambda/|x|, 0 for zero groups, or the
+        plain AdamW decay factor), then reset zero slots of x and of the state."""
         p, g = e.param, e.param.grad
-        sc_full = self._state_tensors(e)
         if e.all_zero:
             p.zero_()
-            for s in sc_full:
+            for s in self._state_tensors(e):
                 s.zero_()
             return
         if g is not None and e.mode == _FLAT and not g.is_contiguous():
             g = g.contiguous()
-        scr = self._scratch_for(e)
-        m = max(1, e.max_chunk)
-        s1, s2 = scr[:m], scr[m:2 * m]
-        for c in e.chunks:
-            pc = e.view(p, c)
-            shp = pc.shape
+        svs = self._state_views(e)
+        scales = e.slot_views(scale) if scale is not None else None
+        keepviews = e.keepviews
+        bc1, bc2s = bc
+        pre = hp["pre"]
+        for i, c in enumerate(e.chunks):
+            pc = e.pviews[i]
             if g is None:
-                if scale is not None:
-                    pc.mul_(e.slot_vec(scale, c))
+                if scales is not None:
+                    pc.mul_(scales[i])
                 continue
-            gc = e.view(g, c)
-            sc = [e.view(s, c) for s in sc_full]
-            d = self._direction(hp, pc, gc, sc, s2[:pc.numel()].view(shp))  # uses the old x (coupled weight decay)
-            if scale is not None:
-                pc.mul_(e.slot_vec(scale, c))
-            elif hp.pre != 1.0:
-                pc.mul_(hp.pre)
-            self._apply(hp, pc, d, sc)
-            if e.keep is not None:
-                k = e.slot_vec(e.keep, c)
-                pc.mul_(k)
+            gc, sc = e.view(g, c), svs[i]
+            d = self._direction(hp, bc2s, pc, gc, sc, e.scrviews[i][1])  # before x changes (coupled decay)
+            if scales is not None:
+                pc.mul_(scales[i])
+            elif pre != 1.0:
+                pc.mul_(pre)
+            self._apply(hp, bc1, pc, d, sc)
+            if keepviews:
+                pc.mul_(keepviews[i])
                 for s in sc:
-                    s.mul_(k)
+                    s.mul_(keepviews[i])
 
     # ------------------------------------------------------------------ the step
     @torch.no_grad()
@@ -505,35 +537,35 @@ class HybridSparseOptimizer(torch.optim.Optimizer):
             with torch.enable_grad():
                 loss = closure()
         gs = self._gstate()
+        if any(e.param.data_ptr() != e.ptr for e in self._entries):
+            self._build_entries()
         t = gs["step"]
         selecting = not gs["selected"] and t >= self.warmup_steps
         scoring = not gs["selected"] and (selecting or self.score_momentum > 0.0)
         hybrid = gs["selected"] and self._n_active > 0
         two_pass = selecting or hybrid
-        if selecting or scoring:
-            needs_stats = lambda e: e.removable  # noqa: E731
-        elif hybrid:
-            needs_stats = lambda e: e.has_active  # noqa: E731
-        else:
-            needs_stats = lambda e: False  # noqa: E731
 
-        acc = None
-        stat_entries: list[tuple[_Entry, _HP]] = []
+        hps = {id(g): self._group_hp(g) for g in self.param_groups}
+        stat_entries: list[tuple[_Entry, dict, tuple[float, float]]] = []
         for e in self._entries:
-            if e.all_zero:  # erased tensors: nothing to update (pass 2 handles those zeroed this step)
+            if e.all_zero:  # erased tensors: nothing to update (pass 2 handles those zeroed in this step)
                 continue
-            want = needs_stats(e)
-            if e.param.grad is None and not (want and two_pass):
-                continue
-            hp = self._hp(e, has_grad=e.param.grad is not None)
-            if want and two_pass:
-                self._pass1(e, hp)
-                stat_entries.append((e, hp))
+            if scoring:
+                want = e.removable
+            elif hybrid:
+                want = e.has_active
             else:
+                want = False
+            hp = hps[id(e.group)]
+            if want and (two_pass or e.param.grad is None):
+                stat_entries.append((e, hp, self._pass1(e, hp)))
+            elif e.param.grad is not None:
                 self._fused(e, hp, stats=want)
                 if want:
-                    stat_entries.append((e, hp))
+                    stat_entries.append((e, hp, (1.0, 1.0)))
 
+        acc = accw = None
+        uniform = True
         if stat_entries:
             acc, accw, uniform = self._accumulate(stat_entries, weighted=two_pass)
         if scoring and acc is not None:
@@ -541,37 +573,50 @@ class HybridSparseOptimizer(torch.optim.Optimizer):
         if selecting:
             self._select(gs)
         if two_pass:
-            scales = self._hybrid_decisions(gs, t, acc, accw, uniform) if self._n_active > 0 else None
-            for e, hp in stat_entries:
-                self._pass2(e, hp, self._slot_scale(e, hp, scales) if scales is not None else None)
+            scales: dict[int, torch.Tensor] = {}
+            if self._n_active > 0:
+                coef_ext = self._hybrid_decisions(gs, t, acc, accw, uniform)
+                scales = self._slot_scales(coef_ext, hps)
+            for e, hp, bc in stat_entries:
+                if e.param.grad is not None or e.has_redundant:
+                    self._pass2(e, hp, bc, scales.get(id(e)))
         gs["step"] = t + 1
         return loss
 
-    def _accumulate(self, stat_entries: list[tuple[_Entry, _HP]], weighted: bool
-                    ) -> tuple[torch.Tensor, Optional[torch.Tensor], bool]:
-        """Scatter per-slot sums into group vectors: acc = [|x|^2, <x,d>, |d|^2]; when the step sizes differ
-        between tensors, also accw = [sum lr|x|^2, sum lr<x,d>, sum lr*wd_dec|x|^2] for the trial point."""
+    def _accumulate(self, stat_entries: list, weighted: bool) -> tuple[torch.Tensor, Optional[torch.Tensor], bool]:
+        """Scatter per-slot sums into group vectors: acc = [|x|^2, <x,d>, |d|^2]; when step sizes differ
+        between tensors also accw = [sum lr|x|^2, sum lr<x,d>, sum lr*wd_dec*|x|^2] for the trial point.
+
+        Columns of tensors not processed in this step hold stale values; they only reach groups that are
+        not used in this step (every tensor of a used group is processed)."""
         G = self.layout.n_groups
-        acc = torch.zeros(3, G, device=self._home, dtype=self._acc_dtype)
-        keys = {(hp.lr, hp.wdd) for _, hp in stat_entries}
+        acc = torch.zeros(3, G + 1, device=self._home, dtype=self._acc_dtype)
+        keys = {(hp["lr"], hp["wdd"]) for _, hp, _ in stat_entries}
         uniform = len(keys) <= 1
-        accw = None if (uniform or not weighted) else torch.zeros(3, G, device=self._home, dtype=self._acc_dtype)
-        for e, hp in stat_entries:
-            s = self._finish_stats(e)
-            gids = e.binding.gids
-            if gids.device != self._home:
-                gids = gids.to(self._home)
-            acc.index_add_(1, gids, s)
-            if accw is not None:
-                accw[:2].index_add_(1, gids, s[:2], alpha=hp.lr)
-                if hp.wdd != 0.0:
-                    accw[2].index_add_(0, gids, s[0], alpha=hp.lr * hp.wdd)
+        vals_by_key = {}
+        for key, sb in self._stat.items():
+            vals = sb["buf"].clone()
+            vals[0::2, :sb["n_slot"]].square_()
+            vals = vals.to(device=self._home, dtype=self._acc_dtype)
+            vals_by_key[key] = vals
+            acc.index_add_(1, sb["gids"], vals)
+        accw = None
+        if weighted and not uniform:
+            accw = torch.zeros(3, G + 1, device=self._home, dtype=self._acc_dtype)
+            for e, hp, _ in stat_entries:
+                sb = self._stat[e.key]
+                v = vals_by_key[e.key][:, e.col:e.col + e.ncols]
+                gids = sb["gids"][e.col:e.col + e.ncols]
+                accw[:2].index_add_(1, gids, v[:2], alpha=hp["lr"])
+                if hp["wdd"] != 0.0:
+                    accw[2].index_add_(0, gids, v[0], alpha=hp["lr"] * hp["wdd"])
+            accw = accw[:, :G]
         if uniform and stat_entries:
             self._uniform_hp = stat_entries[0][1]
-        return acc, accw, uniform
+        return acc[:, :G], accw, uniform
 
     def _update_scores(self, gs: dict[str, Any], acc: torch.Tensor) -> None:
-        rem, ri = self._removable_dev, self._rem_index
+        ri = self._rem_index
         xx, xd, dd = (acc[i].index_select(0, ri) for i in range(3))  # index_select: no host sync
         sizes = self._sizes.index_select(0, ri)
         if self.score_fn is None:
@@ -581,10 +626,10 @@ class HybridSparseOptimizer(torch.optim.Optimizer):
         full = torch.full((self.layout.n_groups,), float("nan"), device=self._home, dtype=self._acc_dtype)
         full.index_copy_(0, ri, s.to(self._acc_dtype))
         if gs["scores"] is None or gs["score_steps"] == 0:
-            gs["scores"] = full  # EMA starts at the first observed score, not at 0 (no bias toward 0)
+            gs["scores"] = full  # the EMA starts at the first observed score, not at 0
         else:
             w = self.score_momentum
-            gs["scores"] = torch.where(rem, w * gs["scores"] + (1.0 - w) * full, full)
+            gs["scores"] = torch.where(self._removable_dev, w * gs["scores"] + (1.0 - w) * full, full)
         gs["score_steps"] += 1
 
     # ------------------------------------------------------------------ selection
@@ -641,12 +686,12 @@ class HybridSparseOptimizer(torch.optim.Optimizer):
         """Adaptive lambda, half-space test and forced zeros, vectorised over groups.
 
         Returns ``coef_ext`` = lambda_g / |x_g| for groups that stay active (0 elsewhere, plus a trailing
-        0 for ungrouped slots); marks newly zero groups in the state.
+        0 for ungrouped slots); marks the newly zero groups in the state.
         """
         XX, XD, DD = acc[0], acc[1], acc[2]
         if uniform:
             hp = self._uniform_hp
-            XXl, XDl, XXa = hp.lr * XX, hp.lr * XD, (1.0 - hp.lr * hp.wdd) * XX
+            XXl, XDl, XXa = hp["lr"] * XX, hp["lr"] * XD, (1.0 - hp["lr"] * hp["wdd"]) * XX
         else:
             XXl, XDl, XXa = accw[0], accw[1], XX - accw[2]
         active = self._active_dev
@@ -655,6 +700,7 @@ class HybridSparseOptimizer(torch.optim.Optimizer):
         safe_nx = torch.where(pos, nx, torch.ones_like(nx))
         lam = torch.full_like(XX, self.lmbda)
         if t >= self.penalty_start:
+            # DHSPG rule: for <x,d> < 0 keep the step a descent direction of f while shrinking |x|
             neg = XD < 0
             lam_min = -XD / safe_nx
             lam_max = -DD * nx / torch.where(neg, XD, -torch.ones_like(XD))
@@ -662,8 +708,7 @@ class HybridSparseOptimizer(torch.optim.Optimizer):
             lam_ad = torch.where(lam_ad >= lam_max, 0.5 * (lam_min + lam_max), lam_ad)
             lam = torch.where(neg, lam_ad, lam)
         coef = lam / safe_nx
-        # a redundant group that is already exactly zero just joins the zero set
-        project = active & ~pos
+        project = active & ~pos  # a redundant group that is exactly zero already joins the zero set
         if t >= self.projection_start:
             inner = XXa - coef * XXl - XDl  # <x_trial, x> from group sums, no extra pass
             project = project | (active & (inner < self.epsilon * XX))
@@ -675,7 +720,7 @@ class HybridSparseOptimizer(torch.optim.Optimizer):
         coef = torch.where(keep_active, coef, torch.zeros_like(coef))
         self._last = {"lambda": lam, "lambda_mask": keep_active}
 
-        # one host sync per step: which groups became zero (needed to re-plan the parameter passes)
+        # the one host sync of a hybrid step: which groups became zero (re-plans the parameter passes)
         newly = torch.nonzero(project).flatten().cpu()
         if newly.numel():
             n_forced = int(forced.sum())
@@ -685,16 +730,28 @@ class HybridSparseOptimizer(torch.optim.Optimizer):
             self._refresh()
         return torch.cat([coef, coef.new_zeros(1)])
 
-    def _slot_scale(self, e: _Entry, hp: _HP, coef_ext: torch.Tensor) -> Optional[torch.Tensor]:
-        """Per-slot factor on x: 1 - lr*wd_dec - lr*lambda_g/|x_g| (active), 0 (zero groups), pre (others)."""
-        if not e.has_redundant:
-            return None
-        c = coef_ext.to(device=e.param.device, dtype=e.param.dtype)
-        idx = e.binding.slot_map
-        s = c.index_select(0, idx).mul_(-hp.lr).add_(hp.pre)
-        if e.keep is not None:
-            s.mul_(e.keep)
-        return s
+    def _slot_scales(self, coef_ext: torch.Tensor, hps: dict[int, dict]) -> dict[int, torch.Tensor]:
+        """Per-slot factor on x for every redundant-bearing tensor: 1 - lr*wd_dec - lr*lambda_g/|x_g| (active),
+        0 (zero groups), 1 - lr*wd_dec (other slots); one gather per (device, dtype)."""
+        out: dict[int, torch.Tensor] = {}
+        for key, plan in self._scale_plan.items():
+            c = coef_ext.to(device=key[0], dtype=key[1])
+            s = c.index_select(0, plan["map"])
+            ents = plan["entries"]
+            hp0 = hps[id(ents[0].group)]
+            if len({(hps[id(e.group)]["lr"], hps[id(e.group)]["pre"]) for e in ents}) == 1:
+                s.mul_(-hp0["lr"]).add_(hp0["pre"])
+                parts = s.split(plan["sizes"])
+            else:
+                parts = list(s.split(plan["sizes"]))
+                for i, e in enumerate(ents):
+                    hp = hps[id(e.group)]
+                    parts[i].mul_(-hp["lr"]).add_(hp["pre"])
+            if plan["keep"] is not None:
+                s.mul_(plan["keep"])
+            for e, part in zip(ents, parts):
+                out[id(e)] = part
+        return out
 
     # ------------------------------------------------------------------ public helpers
     def force_zero_redundant(self) -> int:
@@ -720,8 +777,9 @@ class HybridSparseOptimizer(torch.optim.Optimizer):
                     for s in states:
                         s.zero_()
                     continue
-                full = (0, e.binding.n_slots) if e.mode == _SLOT else None
-                k = e.slot_vec(e.keep, full) if full else e.keep
+                shape = [1] * e.param.dim()
+                shape[e.axis] = e.binding.n_slots
+                k = e.keep.view(shape)
                 e.param.mul_(k)
                 for s in states:
                     s.mul_(k)
@@ -747,20 +805,18 @@ class HybridSparseOptimizer(torch.optim.Optimizer):
 
     @torch.no_grad()
     def group_norms(self) -> torch.Tensor:
-        """L2 norm of every group's current values (compact group order), one pass over grouped tensors."""
-        acc = torch.zeros(self.layout.n_groups, device=self._home, dtype=self._acc_dtype)
+        """L2 norm of every group's current values (compact group order); one pass over grouped tensors."""
+        acc = torch.zeros(self.layout.n_groups + 1, device=self._home, dtype=self._acc_dtype)
         for e in self._entries:
             if e.binding is None:
                 continue
             p = e.param
             if e.mode == _SLOT:
                 v = p.pow(2) if p.dim() == 1 else torch.linalg.vector_norm(p, dim=e.other_dims).square()
-                if e.binding.grouped_slots is not None:
-                    v = v.index_select(0, e.binding.grouped_slots)
             else:
                 v = torch.linalg.vector_norm(p).square().reshape(1)
-            acc.index_add_(0, e.binding.gids.to(self._home), v.to(self._home, self._acc_dtype))
-        return acc.sqrt()
+            acc.index_add_(0, e.slot_map_cpu.to(self._home), v.to(self._home, self._acc_dtype))
+        return acc[:-1].sqrt()
 
     def metrics(self) -> dict[str, Any]:
         """Progress report (costs one read pass over the grouped tensors).
@@ -779,6 +835,7 @@ class HybridSparseOptimizer(torch.optim.Optimizer):
         is_zero = norms == 0
         n_rem = self.layout.n_removable
         n_zero = int((is_zero & rem).sum())
+        n_red_zero = int((is_zero & red).sum())
         lam, lam_mask = self._last.get("lambda"), self._last.get("lambda_mask")
         lam = None if lam is None else lam[lam_mask]
         return {
@@ -792,12 +849,12 @@ class HybridSparseOptimizer(torch.optim.Optimizer):
             "selection_shortfall": gs["shortfall"],
             "num_zero_groups": n_zero,
             "group_sparsity": n_zero / n_rem if n_rem else 0.0,
-            "num_redundant_zero": int((is_zero & red).sum()),
+            "num_redundant_zero": n_red_zero,
             "redundant_norm_sum": float(norms[red].sum()),
             "important_norm_sum": float(norms[~red].sum()),
             "forced_zero_groups": gs["forced"],
             "projected_groups": gs["projected"],
-            "target_reached": bool(gs["selected"]) and int((is_zero & red).sum()) == int(gs["redundant"].sum()),
+            "target_reached": bool(gs["selected"]) and n_red_zero == int(gs["redundant"].sum()),
             "lambda_mean": float(lam.mean()) if lam is not None and lam.numel() else float("nan"),
             "score_steps": gs["score_steps"],
         }
@@ -806,7 +863,7 @@ class HybridSparseOptimizer(torch.optim.Optimizer):
     def state_dict(self) -> dict[str, Any]:
         sd = super().state_dict()
         gs = sd["state"].get(GLOBAL_STATE_KEY)
-        if gs is not None:  # snapshot, so that later steps do not mutate a saved dict
+        if gs is not None:  # a snapshot, so that later steps do not mutate a saved dict
             sd["state"][GLOBAL_STATE_KEY] = {k: (v.clone() if torch.is_tensor(v) else v) for k, v in gs.items()}
         return sd
 
