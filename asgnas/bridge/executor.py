@@ -1383,6 +1383,12 @@ class OnnxModule(nn.Module):
         return {init: params[key] for init, key in self._param_keys.items()}
 
     @property
+    def stat_for_initializer(self) -> dict[str, Tensor]:
+        """BN running-statistic initializer -> its buffer (statistics held as private copies are not listed)."""
+        buffers = self.stats._buffers
+        return {s.initializer: buffers[s.key] for s in self._stats if s.initializer is not None}
+
+    @property
     def initializer_for_param(self) -> dict[str, str]:
         """Qualified parameter name (as in ``named_parameters()``) -> initializer name."""
         return {f"params.{key}": init for init, key in self._param_keys.items()}
