@@ -76,6 +76,7 @@ class ErasingAnalysis:
             ],
             "not_removable": [{"id": g.id, "segment": g.space, "reason": g.reason} for g in self.groups
                               if not g.removable],
+            "shared_only": [{"segment": s.id, "reason": s.note} for s in self.graph.segments if s.note],
         }
 
     def to_json(self) -> dict[str, Any]:

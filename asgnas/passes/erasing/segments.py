@@ -47,7 +47,8 @@ class Segment:
     feeds_output: bool = False
     outputs: list[str] = field(default_factory=list)  # graph outputs it produces
     zero_transparent: bool = False  # fed zeros (params as they are), it outputs zeros
-    group: int | None = None  # id of its erase group (segments with trainable parameters)
+    group: int | None = None  # id of its erase group (segments with trainable parameters of their own)
+    note: str = ""  # why a segment with parameters has no group (all of them shared)
 
     @property
     def producers(self) -> list[int]:
@@ -70,6 +71,7 @@ class Segment:
             "feeds_output": self.feeds_output,
             "zero_transparent": self.zero_transparent,
             "group": self.group,
+            "note": self.note,
         }
 
 

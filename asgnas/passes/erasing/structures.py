@@ -67,7 +67,11 @@ def build_groups(
                 else:
                     owned.append(name)
         if not owned:
-            continue  # nothing of its own to zero: parameter-free for the search space (pools, shared constants)
+            # nothing of its own to zero: parameter-free for the search space (weight-tied convs, pools whose
+            # BN constants the exporter shared); noted on the segment so reports can say why
+            if shared:
+                seg.note = f"only shared parameters: {next(iter(shared.values()))}"
+            continue
         group = Group(id=id_offset + len(groups), kind="erase", nodes=list(seg.nodes), params=[], space=seg.id)
         seg.group = group.id
         reason = _check(flow, sg, seg, seg_nodes, owned, shared)
