@@ -8,4 +8,12 @@ __version__ = "0.1.0"
 
 from asgnas.errors import AsgnasError
 
-__all__ = ["AsgnasError", "__version__"]
+__all__ = ["ASGNAS", "AsgnasError", "__version__"]
+
+
+def __getattr__(name: str):
+    if name == "ASGNAS":  # imports torch: only when asked for
+        from asgnas.api import ASGNAS
+
+        return ASGNAS
+    raise AttributeError(f"module 'asgnas' has no attribute {name!r}")

@@ -40,8 +40,15 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _register_all_passes() -> None:
+    import asgnas.bridge.train_pass  # noqa: F401  (the train pass lives above the pass layer: it needs torch)
+    import asgnas.passes  # noqa: F401
+
+
 def list_passes() -> str:
     from asgnas.passes import PASS_REGISTRY
+
+    _register_all_passes()
 
     width = max(len(name) for name in PASS_REGISTRY)
     lines = []
@@ -85,6 +92,7 @@ def run(argv: Sequence[str] | None = None) -> int:
     from asgnas.ir import load_model, save_model
     from asgnas.passes import PassContext, PassManager, VerifyFailed, parse_pipeline
 
+    _register_all_passes()
     passes = parse_pipeline(args.passes)  # before loading: a typo fails fast
     model = load_model(model_path)
     manager = PassManager(passes, print_ir_after_all=args.print_ir_after_all)

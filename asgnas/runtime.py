@@ -57,3 +57,17 @@ def random_feeds(
 
 def model_feeds(model: Model, seed: int = 0, symbolic_dim: int = 1) -> dict[str, np.ndarray]:
     return random_feeds([(v.name, v.dtype, v.shape) for v in model.graph.inputs], seed, symbolic_dim)
+
+
+def onnx_accuracy(model: Model, x: np.ndarray, y: np.ndarray, batch_size: int = 256) -> float:
+    """Validation accuracy measured in onnxruntime (the deployed runtime), batch by batch or one by one."""
+    sess = session(model, device="auto")
+    name = sess.get_inputs()[0].name
+    fixed = sess.get_inputs()[0].shape[0]
+    step = fixed if isinstance(fixed, int) and fixed > 0 else batch_size
+    usable = len(x) - len(x) % step if step == fixed else len(x)  # a fixed batch drops the remainder
+    correct = sum(
+        int((sess.run(None, {name: x[i:i + step]})[0].argmax(-1) == y[i:i + step]).sum())
+        for i in range(0, usable, step)
+    )
+    return correct / max(usable, 1)

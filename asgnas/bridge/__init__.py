@@ -9,10 +9,27 @@
 Depends on torch; nothing in ``asgnas.ir`` / ``asgnas.passes`` imports this package.
 """
 
-from asgnas.bridge.alias import untie_initializer_aliases
-from asgnas.bridge.executor import OnnxModule, default_trainable, supported_ops
-from asgnas.bridge.export import PARAM_MAP_KEY, BUFFER_MAP_KEY, export_torch_model
-from asgnas.bridge.mapping import params_by_initializer, to_param_groups
+import importlib
+
+_EXPORTS = {
+    "untie_initializer_aliases": "asgnas.bridge.alias",
+    "OnnxModule": "asgnas.bridge.executor",
+    "default_trainable": "asgnas.bridge.executor",
+    "supported_ops": "asgnas.bridge.executor",
+    "PARAM_MAP_KEY": "asgnas.bridge.export",
+    "BUFFER_MAP_KEY": "asgnas.bridge.export",
+    "export_torch_model": "asgnas.bridge.export",
+    "params_by_initializer": "asgnas.bridge.mapping",
+    "to_param_groups": "asgnas.bridge.mapping",
+}
+
+
+def __getattr__(name: str):
+    """Lazy exports: importing ``asgnas.bridge.train_pass`` (to register the pass) must not import torch."""
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'asgnas.bridge' has no attribute {name!r}")
+
 
 __all__ = [
     "BUFFER_MAP_KEY",

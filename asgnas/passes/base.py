@@ -55,6 +55,7 @@ class PassContext:
     checkpoints: dict[str, Model] = field(default_factory=dict)  # named snapshots, e.g. "group-sparse"
     reference_name: str | None = None  # checkpoint ``verify`` compares against by default
     results: dict[str, Any] = field(default_factory=dict)  # report key -> latest results (top level of the report)
+    dataset: Any = None  # set by ``train``: construct-subnet then measures the slim model's accuracy
     quiet: bool = False
     log: Callable[[str], None] = print
 

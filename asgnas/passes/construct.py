@@ -62,4 +62,9 @@ class ConstructSubnetPass(Pass):
     def run(self, model: Model, ctx: PassContext) -> dict[str, Any]:
         result = construct_subnet(model)
         ctx.results["cost"] = result["cost"]
+        trained = ctx.results.get("train")
+        if ctx.dataset is not None and trained is not None:
+            from asgnas.runtime import onnx_accuracy
+
+            trained["val_accuracy_slim"] = onnx_accuracy(model, ctx.dataset.x_val, ctx.dataset.y_val)
         return result

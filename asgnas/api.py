@@ -1,0 +1,123 @@
+"""The Python API: ``ASGNAS(torch_model, dummy_input)`` or ``ASGNAS.from_onnx(path)``, then an optimizer, a normal
+training loop, and ``construct_subnet(out_dir)``.
+
+    nas = ASGNAS(model, torch.randn(1, 3, 32, 32))
+    optimizer = nas.h2spg(lr=0.05, target_group_sparsity=0.5, warmup_steps=200, hard_zero_step=900)
+    for x, y in loader: ...; loss.backward(); optimizer.step()
+    summary = nas.construct_subnet("out/")   # full.onnx, slim.onnx, params/MACs before and after, max_abs_diff
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+from torch import nn
+
+from asgnas.bridge.executor import OnnxModule
+from asgnas.bridge.export import PARAM_MAP_KEY, export_torch_model
+from asgnas.bridge.mapping import params_by_initializer, to_param_groups
+from asgnas.ir import Model, load_model, save_model
+from asgnas.optim import DHSPG, H2SPG
+from asgnas.passes.groups import SearchSpace, group_is_zero
+from asgnas.passes.search_space import analyze_search_space
+
+
+class ASGNAS:
+    """One network, its search space, and the mapping from groups to its torch parameters."""
+
+    def __init__(self, model: nn.Module, dummy_input: torch.Tensor | Sequence[torch.Tensor], *,
+                 workdir: str | os.PathLike | None = None, opset: int = 17) -> None:
+        self.model = model
+        self.dummy_input = dummy_input
+        self.opset = opset
+        self.workdir = Path(workdir) if workdir is not None else Path(".asgnas")
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.ir = self._export(self.workdir / "traced.onnx")
+        self.search_space: SearchSpace = analyze_search_space(self.ir)
+        self._param_for_initializer = params_by_initializer(model, self.ir.analyses[PARAM_MAP_KEY])
+        self._optimizer: torch.optim.Optimizer | None = None
+        self._executor: OnnxModule | None = None
+
+    @classmethod
+    def from_onnx(cls, path: str | os.PathLike, *, workdir: str | os.PathLike | None = None) -> "ASGNAS":
+        """Train an ONNX model from any framework: ``self.model`` is a torch module executing its IR."""
+        self = cls.__new__(cls)
+        self.ir = load_model(path)
+        self.search_space = analyze_search_space(self.ir)
+        self._executor = OnnxModule(self.ir)
+        self.model = self._executor
+        self.dummy_input = None
+        self.opset = self.ir.opset
+        self.workdir = Path(workdir) if workdir is not None else Path(path).parent
+        self._param_for_initializer = dict(self._executor.param_for_initializer)
+        self._optimizer = None
+        return self
+
+    def _export(self, path: Path) -> Model:
+        was_training = self.model.training
+        try:
+            return export_torch_model(self.model, self.dummy_input, path, opset=self.opset)
+        finally:
+            self.model.train(was_training)
+
+    # --- optimizers -----------------------------------------------------------------------------------------------
+    def groups(self, kind: str) -> list:
+        kinds = {"prune", "erase"} if kind == "both" else {kind}
+        return [g for g in self.search_space.groups if g.kind in kinds]
+
+    def h2spg(self, lr: float = 0.05, target_group_sparsity: float | int = 0.5, *, kind: str = "erase",
+              **options: Any) -> H2SPG:
+        """H2SPG over the removal structures (``kind="both"`` adds channel groups), guarded by the hierarchy oracle."""
+        from asgnas.passes.hierarchy import build_oracle
+
+        groups = self.groups(kind)
+        param_groups = to_param_groups(groups, self._param_for_initializer, strict=False)
+        self._optimizer = H2SPG(self.model.parameters(), param_groups, lr=lr,
+                                target_group_sparsity=target_group_sparsity,
+                                validity_oracle=build_oracle(self.ir, groups), **options)
+        return self._optimizer
+
+    def dhspg(self, lr: float = 0.05, target_group_sparsity: float | int = 0.5, *, kind: str = "prune",
+              **options: Any) -> DHSPG:
+        """DHSPG over the channel groups (pruning-only mode)."""
+        param_groups = to_param_groups(self.groups(kind), self._param_for_initializer, strict=False)
+        self._optimizer = DHSPG(self.model.parameters(), param_groups, lr=lr,
+                                target_group_sparsity=target_group_sparsity, **options)
+        return self._optimizer
+
+    # --- construction -------------------------------------------------------------------------------------------
+    def construct_subnet(self, out_dir: str | os.PathLike) -> dict[str, Any]:
+        """Write the trained full model and the slim model as ONNX, prove them equal in onnxruntime."""
+        from asgnas.passes.construct import construct_subnet
+        from asgnas.passes.verify import compare_models
+
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        full_path, slim_path = out / "full.onnx", out / "slim.onnx"
+        if self._executor is not None:
+            full = self._executor.write_back(self.ir)
+            save_model(full, full_path)
+        else:
+            full = self._export(full_path)
+        removable = [g for g in analyze_search_space(full).groups if g.removable]
+        zero = sum(group_is_zero(full, g) for g in removable)
+        slim = load_model(full_path)
+        built = construct_subnet(slim)
+        comparison = compare_models(slim, load_model(full_path))
+        save_model(slim, slim_path)
+        return {
+            "full_onnx": str(full_path),
+            "subnet_onnx": str(slim_path),
+            "params_before": built["cost"]["before"]["params"],
+            "params_after": built["cost"]["after"]["params"],
+            "macs_before": built["cost"]["before"]["macs"],
+            "macs_after": built["cost"]["after"]["macs"],
+            "max_abs_diff": comparison["max_abs_diff"],
+            "max_rel_diff": comparison["max_rel_diff"],
+            "group_sparsity": zero / len(removable) if removable else 0.0,
+            "erased_structures": built["erased_structures"],
+            "pruned_channel_groups": built["pruned_channel_groups"],
+        }

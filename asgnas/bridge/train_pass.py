@@ -1,0 +1,117 @@
+"""``train``: train the model itself with H2SPG or DHSPG, so a model from any framework goes ONNX -> slim ONNX.
+
+    train{optimizer=h2spg,data=digits,epochs=10,target-sparsity=0.5,lr=0.05,batch-size=64}
+
+Reads: the IR and ``model.analyses["search_space"]`` (runs ``search-space`` when missing). Writes: the trained
+initializers (and BatchNorm running statistics) back into the IR; a ``group-sparse`` checkpoint that becomes
+``verify``'s reference; the data set on the pipeline context so ``construct-subnet`` can measure the slim model's
+accuracy. Report key ``train``: options, per-epoch history, optimizer metrics, validation accuracy of the trained
+full model (in onnxruntime), and, once ``construct-subnet`` ran, of the slim model.
+The module registers with the pass registry without importing torch; torch loads when the pass runs.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from asgnas.errors import AsgnasError
+from asgnas.ir import Model
+from asgnas.passes.base import Option, Pass, PassContext, register_pass
+
+CHECKPOINT = "group-sparse"
+
+
+def sample_shape(model: Model) -> tuple[int, ...]:
+    """Per-sample input shape (batch dim dropped); every other dim must be static."""
+    if len(model.graph.inputs) != 1:
+        raise AsgnasError(f"train supports models with one input, this one has {len(model.graph.inputs)}")
+    shape = model.graph.inputs[0].shape
+    if not shape or any(not isinstance(d, int) for d in shape[1:]):
+        raise AsgnasError(f"train needs a static per-sample input shape, got {shape}")
+    return tuple(shape[1:])
+
+
+def fixed_batch(model: Model) -> int | None:
+    first = model.graph.inputs[0].shape[0]
+    return first if isinstance(first, int) and first > 0 else None
+
+
+@register_pass
+class TrainPass(Pass):
+    name = "train"
+    summary = "train with H2SPG (erase structures) or DHSPG (prune channels) until the target groups are exactly zero"
+    options = (
+        Option("optimizer", str, "h2spg", "structured-sparsity optimizer", choices=("h2spg", "dhspg")),
+        Option("data", str, "digits", "digits | npz:PATH | synthetic"),
+        Option("epochs", int, 10, "training epochs"),
+        Option("target-sparsity", float, 0.5, "fraction (<1) or count (>=1) of removable groups to zero"),
+        Option("kind", str, "auto", "groups to sparsify: auto (h2spg: erase, dhspg: prune), prune, erase, both",
+               choices=("auto", "prune", "erase", "both")),
+        Option("lr", float, 0.05, "learning rate (cosine schedule)"),
+        Option("batch-size", int, 64, "batch size (a fixed-batch model trains at its own batch)"),
+        Option("variant", str, "sgd", "base optimizer", choices=("sgd", "adam", "adamw")),
+        Option("momentum", float, 0.9, "SGD momentum"),
+        Option("weight-decay", float, 0.0, "weight decay"),
+        Option("seed", int, 0, "seed for data order, split and initial state"),
+        Option("device", str, "auto", "cpu, cuda or auto", choices=("auto", "cpu", "cuda")),
+        Option("quiet", bool, False, "no progress output"),
+    )
+
+    def run(self, model: Model, ctx: PassContext) -> dict[str, Any]:
+        import math
+
+        import torch
+
+        from asgnas.bridge.executor import OnnxModule
+        from asgnas.bridge.training import DEFAULT_KIND, Schedule, build_optimizer, pick_device, train
+        from asgnas.data import load_dataset
+        from asgnas.passes.hierarchy import build_oracle
+        from asgnas.passes.search_space import SEARCH_SPACE_KEY, analyze_search_space
+        from asgnas.runtime import onnx_accuracy
+
+        cfg = self.config
+        space = model.analyses.get(SEARCH_SPACE_KEY) or analyze_search_space(model)
+        kind = DEFAULT_KIND[cfg["optimizer"]] if cfg["kind"] == "auto" else cfg["kind"]
+        kinds = {"prune", "erase"} if kind == "both" else {kind}
+        groups = [g for g in space.groups if g.kind in kinds]
+        if not any(g.removable for g in groups):
+            raise AsgnasError(f"the search space has no removable {kind} groups to train")
+        out_shape = model.graph.outputs[0].shape
+        num_classes = out_shape[-1] if out_shape and isinstance(out_shape[-1], int) else None
+        data = load_dataset(cfg["data"], sample_shape(model), num_classes, seed=cfg["seed"])
+        batch = fixed_batch(model) or cfg["batch-size"]
+        device = pick_device(cfg["device"])
+        torch.manual_seed(cfg["seed"])
+        module = OnnxModule(model).to(device)
+        params = list(module.parameters())
+        steps = math.ceil(len(data.x_train) / batch) if fixed_batch(model) is None else len(data.x_train) // batch
+        schedule = Schedule.for_budget(cfg["epochs"], steps)
+        target = cfg["target-sparsity"]
+        optimizer = build_optimizer(
+            cfg["optimizer"], params, groups, module.param_for_initializer, lr=cfg["lr"],
+            target=int(target) if target >= 1 else target, schedule=schedule,
+            oracle=build_oracle(model, groups) if cfg["optimizer"] == "h2spg" else None,
+            variant=cfg["variant"], momentum=cfg["momentum"], weight_decay=cfg["weight-decay"],
+        )
+        if fixed_batch(model) is not None:  # keep only whole batches of the model's own size
+            keep = len(data.x_train) - len(data.x_train) % batch
+            data.x_train, data.y_train = data.x_train[:keep], data.y_train[:keep]
+        log = None if (cfg["quiet"] or ctx.quiet) else ctx.log
+        history = train(module, optimizer, data, epochs=cfg["epochs"], batch_size=batch, device=device,
+                        seed=cfg["seed"], log=log)
+        module.write_back(model)
+        ctx.checkpoint(CHECKPOINT, model, as_reference=True)
+        ctx.dataset = data
+        metrics = optimizer.metrics()
+        return {
+            "optimizer": cfg["optimizer"],
+            "kind": kind,
+            "data": cfg["data"],
+            "device": str(device),
+            "epochs": history.epochs,
+            "seconds": round(history.seconds, 2),
+            "schedule": vars(schedule),
+            "metrics": {k: v for k, v in metrics.items() if isinstance(v, (int, float, str, bool))},
+            "zero_groups": sorted(int(i) for i in optimizer.zero_group_ids),
+            "val_accuracy_full": onnx_accuracy(model, data.x_val, data.y_val),
+        }
