@@ -33,7 +33,7 @@ def batches(n_steps: int, batch: int = 64, seed: int = 0) -> list[torch.Tensor]:
 
 # ---------------------------------------------------------------------------------------------- models
 class ConvNet(nn.Module):
-    """8x8 digits: conv-bn-relu x2, global pooling, linear.  Channel groups span conv weight rows, conv bias,
+    """8x8 digits: conv-bn-relu x2, 2x2 average pooling, linear.  Channel groups span conv weight rows, conv bias,
     BN gamma and beta (four tensors).  ``conv_bias=False`` drops the conv bias, whose gradient in front of a BN
     is rounding noise (Adam amplifies noise to full-size steps, so exact comparisons need it gone)."""
 
@@ -43,13 +43,13 @@ class ConvNet(nn.Module):
         self.bn1 = nn.BatchNorm2d(c1)
         self.conv2 = nn.Conv2d(c1, c2, 3, padding=1, bias=conv_bias)
         self.bn2 = nn.BatchNorm2d(c2)
-        self.fc = nn.Linear(c2, 10)
+        self.fc = nn.Linear(c2 * 16, 10)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x.view(-1, 1, 8, 8)
         x = F.relu(self.bn1(self.conv1(x)))
         x = F.relu(self.bn2(self.conv2(x)))
-        return self.fc(x.mean(dim=(2, 3)))
+        return self.fc(F.avg_pool2d(x, 2).flatten(1))
 
     def channel_groups(self) -> list[ParamGroup]:
         out = []
@@ -119,7 +119,7 @@ def train(model: nn.Module, opt: torch.optim.Optimizer, idx: Sequence[torch.Tens
         opt.zero_grad()
         loss.backward()
         opt.step()
-        losses.append(float(loss))
+        losses.append(loss.item())
         if hook is not None:
             hook(t)
     return losses

@@ -85,13 +85,13 @@ def test_per_tensor_learning_rates_match_reference():
 
     bn, rest = split(model)
     rbn, rrest = split(ref_model)
-    opt = H2SPG([dict(params=rest), dict(params=bn, lr=0.003, weight_decay=0.0)], groups, lr=0.01,
+    opt = H2SPG([dict(params=rest), dict(params=bn, lr=0.006, weight_decay=0.0)], groups, lr=0.01,
                 variant="adamw", weight_decay=0.05, target_group_sparsity=0.5, warmup_steps=2, lmbda=20.0,
                 epsilon=0.9)
     base = dict(momentum=0.0, nesterov=False, betas=(0.9, 0.999), eps=1e-8)
     k = resolve_target_count(0.5, len(groups))
     ref = NaiveHybrid([dict(params=rrest, lr=0.01, weight_decay=0.05, **base),
-                       dict(params=rbn, lr=0.003, weight_decay=0.0, **base)], ref_groups, k, "adamw",
+                       dict(params=rbn, lr=0.006, weight_decay=0.0, **base)], ref_groups, k, "adamw",
                       warmup_steps=2, score_momentum=0.9, lmbda=20.0, amplify=20.0, cap=1e3, epsilon=0.9,
                       penalty_start=2, projection_start=2, hard_zero_step=None, select=lambda o: o[:k])
     for t, i in enumerate(batches(16, batch=48, seed=2)):
