@@ -259,6 +259,24 @@ def zero_erase_groups(model: Model, analysis: ErasingAnalysis) -> list[int]:
     return [g.id for g in analysis.removable() if group_is_zero(model, g)]
 
 
+def select_erasable(analysis: ErasingAnalysis, ids: Collection[int],
+                    oracle: ValidityOracle | None = None) -> tuple[list[int], list[int]]:
+    """(erasable, skipped): all of ``ids`` when they are valid together, else a greedy valid subset in the given
+    order (a skipped zero structure simply stays in the network: it contributes zero anyway)."""
+    oracle = oracle or ValidityOracle(analysis)
+    ids = list(dict.fromkeys(ids))
+    oracle.reset()
+    if oracle.is_valid(ids):
+        for gid in ids:
+            oracle.try_remove(gid)  # leave the oracle holding the set (construct_erased re-checks it)
+        return ids, []
+    chosen: list[int] = []
+    skipped: list[int] = []
+    for gid in ids:
+        (chosen if oracle.try_remove(gid) else skipped).append(gid)
+    return chosen, skipped
+
+
 @register_pass
 class EraseSubnetPass(Pass):
     name = "erase-subnet"
@@ -270,14 +288,9 @@ class EraseSubnetPass(Pass):
         analysis = model.analyses.get(ANALYSIS_KEY) or analyze_erasing(model)
         zero = zero_erase_groups(model, analysis)
         oracle = ValidityOracle(analysis)
-        if oracle.is_valid(zero):
-            chosen, skipped = zero, []
-        else:
-            if self.config["strict"]:
-                raise AsgnasError(f"zero structures are not erasable together: {oracle.why_invalid(zero)}")
-            chosen, skipped = [], []
-            for gid in zero:  # greedy: keep what stays valid; skipped ones simply remain in the network
-                (chosen if oracle.try_remove(gid) else skipped).append(gid)
+        if self.config["strict"] and not oracle.is_valid(zero):
+            raise AsgnasError(f"zero structures are not erasable together: {oracle.why_invalid(zero)}")
+        chosen, skipped = select_erasable(analysis, zero, oracle)
         if not chosen:
             return {"zero_groups": zero, "erased_groups": [], "skipped": skipped}
         result = construct_erased(model, analysis, chosen, oracle=oracle)

@@ -427,16 +427,19 @@ class HierarchyPass(Pass):
             analysis = model.analyses[ANALYSIS_KEY] = analyze_erasing(model)
         hierarchy = build_hierarchy(analysis)
         space_groups = _search_space_groups(model)
-        if space_groups is not None:  # mirror parents/children onto the search space's copies (matched by space)
+        if space_groups is not None:  # mirror onto the search space's erase groups (matched by segment id)
+            by_id = analysis.by_id()
             by_space = {g.space: g for g in analysis.groups}
-            id_of = {g.space: g.id for g in space_groups if g.kind == "erase"}
+            space_id = {g.space: g.id for g in space_groups if g.kind == "erase"}
+
+            def translate(ids: list[int]) -> list[int]:
+                return [space_id[by_id[i].space] for i in ids if by_id[i].space in space_id]
+
             for group in space_groups:
-                twin = by_space.get(group.space) if group.kind == "erase" else None
-                if twin is not None:
-                    group.children = [id_of[by_space_id] for by_space_id in
-                                      (analysis.by_id()[c].space for c in twin.children) if by_space_id in id_of]
-                    group.parents = [id_of[p] for p in (analysis.by_id()[c].space for c in twin.parents)
-                                     if p in id_of]
+                twin = by_space.get(group.space)
+                if group.kind == "erase" and twin is not None and group is not twin:
+                    group.children = translate(twin.children)
+                    group.parents = translate(twin.parents)
         model.analyses[HIERARCHY_KEY] = hierarchy
         return hierarchy.summary()
 

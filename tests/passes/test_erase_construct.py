@@ -202,3 +202,27 @@ def test_erase_subnet_skips_what_cannot_go_together() -> None:
         for group in analyze_erasing(fresh).removable():
             zero_group(fresh, group)
         PassManager(parse_pipeline("erase-subnet{strict=true}")).run(fresh)
+
+
+def test_sub_keeps_its_semantics() -> None:
+    """x - branch(x): the right operand is erasable (x - 0 == x); a branch on the left is not."""
+
+    class SubNet(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.stem = torch.nn.Conv2d(3, 4, 3, padding=1)
+            self.right = torch.nn.Sequential(torch.nn.Conv2d(4, 4, 3, padding=1), torch.nn.BatchNorm2d(4))
+            self.left = torch.nn.Sequential(torch.nn.Conv2d(4, 4, 1), torch.nn.BatchNorm2d(4))
+            self.head = torch.nn.Conv2d(4, 2, 1)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            h = torch.relu(self.stem(x))
+            return self.head(self.left(h) - self.right(h))
+
+    model = load(export_module(SubNet(), torch.randn(1, 3, 6, 6), "sub_net"))
+    analysis = analyze_erasing(model)
+    groups = {g.params[0].initializer.split(".")[0]: g for g in analysis.groups}
+    assert groups["right"].removable
+    assert not groups["left"].removable and "Sub" in groups["left"].reason
+    _zero_construct_compare(model, [groups["right"].id])
+    assert not any(n.op_type == "Sub" for n in model.graph)

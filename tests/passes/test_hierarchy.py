@@ -201,3 +201,28 @@ def test_oracle_is_fast_on_a_10k_node_graph() -> None:
         times.append(time.perf_counter() - start)
     assert statistics.fmean(times) < 1e-3  # spec target: <= 1 ms per query (measured: a few microseconds)
     assert len(oracle.removed) > len(order) // 2
+
+
+def test_hierarchy_pass_mirrors_onto_a_renumbered_search_space() -> None:
+    """The oracle and the pass find erase groups by segment id, so renumbered copies work."""
+    import dataclasses
+
+    from asgnas.passes.groups import SearchSpace
+
+    model = load(zoo_onnx("stackedunets", "legacy"))
+    analysis = analyze_erasing(model)
+    copies = [dataclasses.replace(g, id=g.id + 100, parents=[], children=[]) for g in analysis.groups]
+    prune = [Group(id=i, kind="prune", nodes=[], params=[], space=f"ch{i % 2}") for i in range(4)]
+    model.analyses["search_space"] = SearchSpace(prune + copies)
+    PassManager(parse_pipeline("erasing-groups,hierarchy")).run(model)
+    fresh = model.analyses["erasing_groups"]
+    assert fresh.groups[0].id == 4  # ids follow the channel groups already stored
+    copy_id = {g.space: g.id for g in copies}
+    space_of = {g.id: g.space for g in fresh.groups}
+    assert any(g.children for g in copies)
+    for original in fresh.groups:
+        copy = next(g for g in copies if g.space == original.space)
+        assert copy.children == [copy_id[space_of[c]] for c in original.children]
+        assert copy.parents == [copy_id[space_of[p]] for p in original.parents]
+    oracle = build_oracle(model)  # over the search space: channel ids 0..3, erase ids 100..
+    assert oracle.try_remove(0) and not oracle.try_remove(2) and oracle.try_remove(copies[3].id)
