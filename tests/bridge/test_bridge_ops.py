@@ -333,3 +333,32 @@ def test_supported_ops_cover_the_brief() -> None:
     Constant ConstantOfShape Expand Tile Cast Identity Dropout ReduceMean ReduceSum ReduceMax Where Equal Less
     Greater Range Einsum""".split()
     assert set(wanted) <= set(supported_ops())
+
+
+def test_dropout_follows_the_module_mode() -> None:
+    proto = _model("Dropout", {"x": X4}, {"r": np.float32(0.5)}, {}, 13)
+    module = OnnxModule(lift(proto))
+    x = torch.from_numpy(np.abs(X4) + 1)
+    torch.manual_seed(0)
+    train = module.train()(x)
+    dropped = train == 0
+    assert 0.3 < float(dropped.float().mean()) < 0.7
+    torch.testing.assert_close(train[~dropped], 2 * x[~dropped])
+    torch.testing.assert_close(module.eval()(x), x)
+
+
+def test_bn_train_mode_updates_running_stats_like_torch() -> None:
+    """ONNX momentum 0.9 == torch momentum 0.1; batch statistics in the forward."""
+    stats = {"s": _rand(4), "b": _rand(4), "m": _rand(4), "v": np.abs(_rand(4)) + 0.5}
+    module = OnnxModule(lift(_model("BatchNormalization", {"x": X4}, stats, {"momentum": 0.9}, 15))).train()
+    bn = torch.nn.BatchNorm2d(4, momentum=0.1).train()
+    with torch.no_grad():
+        bn.weight.copy_(torch.from_numpy(stats["s"]))
+        bn.bias.copy_(torch.from_numpy(stats["b"]))
+        bn.running_mean.copy_(torch.from_numpy(stats["m"]))
+        bn.running_var.copy_(torch.from_numpy(stats["v"]))
+    x = torch.from_numpy(X4)
+    torch.testing.assert_close(module(x), bn(x))
+    assert set(module.param_for_initializer) == {"s", "b"}
+    torch.testing.assert_close(module.stat_for_initializer["m"], bn.running_mean)
+    torch.testing.assert_close(module.stat_for_initializer["v"], bn.running_var)
