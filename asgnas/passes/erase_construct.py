@@ -34,7 +34,7 @@ from asgnas.passes.erasing.channels import ChannelPlan, trace_channels
 from asgnas.passes.erasing.dataflow import DataFlow
 from asgnas.passes.erasing.ops import op_info
 from asgnas.passes.groups import group_is_zero
-from asgnas.passes.hierarchy import ValidityOracle
+from asgnas.passes.hierarchy import HIERARCHY_KEY, ValidityOracle
 
 
 def _broadcasts(out: Value, keep: Value) -> bool:
@@ -237,7 +237,9 @@ def construct_erased(
     dead_nodes, dead_inits = eliminate_dead_code(model.graph)
     # fixed point: DCE never leaves a reader of a deleted tensor, so a second worklist round has nothing to do
     assert not rewriter.deleted
-    model.analyses.pop(ANALYSIS_KEY, None)  # node names changed: the analysis no longer describes the model
+    # the analyses describe the old graph (segments, plans, oracle state): drop them
+    model.analyses.pop(ANALYSIS_KEY, None)
+    model.analyses.pop(HIERARCHY_KEY, None)
     after = total_cost(model)
     return {
         "erased_groups": ids,

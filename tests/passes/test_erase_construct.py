@@ -226,3 +226,34 @@ def test_sub_keeps_its_semantics() -> None:
     assert not groups["left"].removable and "Sub" in groups["left"].reason
     _zero_construct_compare(model, [groups["right"].id])
     assert not any(n.op_type == "Sub" for n in model.graph)
+
+
+@pytest.mark.parametrize("exporter", EXPORTERS)
+def test_concat_flatten_linear_with_dynamic_batch(exporter: str) -> None:
+    """Concat -> BN -> Flatten -> Linear: an erased operand drops a block of H*W columns per channel."""
+
+    class CatHead(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.stem = torch.nn.Conv2d(3, 4, 3, padding=1)
+            self.a = torch.nn.Sequential(torch.nn.Conv2d(4, 2, 3, padding=1), torch.nn.BatchNorm2d(2))
+            self.b = torch.nn.Sequential(torch.nn.Conv2d(4, 3, 1), torch.nn.ReLU())
+            self.bn = torch.nn.BatchNorm2d(9)
+            self.fc = torch.nn.Linear(9 * 4, 5)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            h = torch.relu(self.stem(x))
+            c = torch.cat([self.a(h), self.b(h), h], dim=1)
+            return self.fc(torch.flatten(torch.nn.functional.max_pool2d(self.bn(c), 2), 1))
+
+    path = export_module(CatHead(), torch.randn(1, 3, 4, 4), "cat_head", exporter, dynamic_batch=True)
+    model = load(path)
+    analysis = analyze_erasing(model)
+    groups = {g.params[0].initializer.split(".")[0]: g for g in analysis.removable()}
+    assert set(groups) == {"a", "b"}
+    positions = [p.indices for p in groups["b"].params if p.indices is not None]
+    assert positions == [[2, 3, 4], [2, 3, 4]]  # its BN scale/bias slices (Z3)
+    _zero_construct_compare(model, [groups["b"].id])
+    fc = next(v for v in model.graph.values.values() if v.is_initializer and v.const.shape[0] == 5
+              and len(v.const.shape) == 2)
+    assert fc.const.shape[1] == 6 * 4  # 9 -> 6 channels, 4 columns each

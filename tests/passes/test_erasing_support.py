@@ -72,9 +72,11 @@ def zoo_onnx(name: str, exporter: str = "legacy") -> Path:
     return export_onnx(case, _DIR / f"{name}.{exporter}.onnx", exporter)
 
 
-def export_module(module: torch.nn.Module, example: torch.Tensor, name: str, exporter: str = "legacy") -> Path:
+def export_module(module: torch.nn.Module, example: torch.Tensor, name: str, exporter: str = "legacy",
+                  dynamic_batch: bool = False) -> Path:
+    torch.manual_seed(0)
     module = randomize_norms(module).eval()
-    case = ModelCase(name, build=lambda: module, inputs=lambda: (example,))
+    case = ModelCase(name, build=lambda: module, inputs=lambda: (example,), dynamic_batch=dynamic_batch)
     return export_onnx(case, _DIR / f"{name}.{exporter}.onnx", exporter)
 
 

@@ -64,12 +64,6 @@ def _rank(value: Value) -> int | None:
     return None if value.shape is None else len(value.shape)
 
 
-def _static(value: Value) -> list[int] | None:
-    if value.shape is None or not all(isinstance(d, int) and d >= 0 for d in value.shape):
-        return None
-    return list(value.shape)
-
-
 def _channel_dim(value: Value, axis: int) -> int | None:
     if value.shape is None or axis >= len(value.shape):
         return None
@@ -252,26 +246,27 @@ def _follow(
         return None
 
     if role == "flatten":
-        shape = _static(value)
-        if shape is None:
-            return f"{what}: input shape not static"
+        shape = value.shape
+        if not all(isinstance(d, int) and d >= 0 for d in shape[ax:]):
+            return f"{what}: channel and trailing dims not static"
         if user.op_type == "Flatten":
             start = _norm_axis(int(user.attr("axis", 1)), rank)
         else:
-            target = flow.const_of(user.inputs[1])
-            out_shape = _static(out)
-            if target is None or out_shape is None:
+            out_shape = out.shape
+            if flow.const_of(user.inputs[1]) is None or out_shape is None:
                 return f"{what}: target shape unknown"
-            if out_shape == shape:
+            if tuple(out_shape) == tuple(shape):
                 stack.append((out, ax, base, block))
                 return None
             start = len(out_shape) - 1
-            if out_shape[:start] != shape[:start] or out_shape[start] != int(np.prod(shape[start:])):
+            # a flatten of the trailing axes: same leading dims (symbolic batch allowed), product at the end
+            if tuple(out_shape[:start]) != tuple(shape[:start]) or out_shape[start] != int(np.prod(shape[start:])):
                 return f"{what} is not a flatten of trailing axes"
-            plan.touches.append(Touch(user.name, "reshape", [], [], base, block, extent))
         if start != ax:
             return f"{what} does not flatten from the channel axis"
         factor = int(np.prod(shape[ax + 1:], dtype=np.int64))
+        if user.op_type == "Reshape":  # its target shape may spell the flattened size out: fixed at construction
+            plan.touches.append(Touch(user.name, "reshape", [], [], base * factor, block * factor, extent * factor))
         stack.append((out, ax, base * factor, block * factor))
         return None
 
