@@ -19,6 +19,7 @@ import numbers
 from dataclasses import dataclass
 from typing import Iterable, Optional, Protocol, Sequence, runtime_checkable
 
+import numpy as np
 import torch
 
 __all__ = [
@@ -149,53 +150,58 @@ class GroupLayout:
         self.removable = torch.tensor([bool(g.removable) for g in self.groups], dtype=torch.bool)
         known = {id(p) for p in params}
 
-        # param id -> (param, axis, slot -> group array)
-        per_param: dict[int, tuple[torch.Tensor, int, torch.Tensor]] = {}
+        # param id -> (param, axis, slot -> group array); numpy here: this loop runs once per slice
+        per_param: dict[int, tuple[torch.Tensor, int, np.ndarray]] = {}
         sizes = [0] * n
         for gi, g in enumerate(self.groups):
             if not g.slices:
                 raise ValueError(f"group {g.id} has no slices")
             for sl in g.slices:
                 p = sl.param
-                if id(p) not in known:
-                    raise ValueError(f"group {g.id}: a sliced tensor is not among the optimizer's params")
+                pid = id(p)
+                entry = per_param.get(pid)
+                if entry is None:
+                    if pid not in known:
+                        raise ValueError(f"group {g.id}: a sliced tensor is not among the optimizer's params")
+                    ndim = max(p.dim(), 1)
+                    axis = sl.axis + ndim if sl.axis < 0 else sl.axis
+                    if not 0 <= axis < ndim:
+                        raise ValueError(f"group {g.id}: axis {sl.axis} out of range for shape {tuple(p.shape)}")
+                    length = p.shape[axis] if p.dim() > 0 else 1
+                    entry = per_param[pid] = (p, axis, np.full(length, -1, dtype=np.int64))
+                p, axis0, slots = entry
+                length = slots.shape[0]
                 ndim = max(p.dim(), 1)
                 axis = sl.axis + ndim if sl.axis < 0 else sl.axis
-                if not 0 <= axis < ndim:
-                    raise ValueError(f"group {g.id}: axis {sl.axis} out of range for shape {tuple(p.shape)}")
-                length = p.shape[axis] if p.dim() > 0 else 1
-                if sl.indices is None:
-                    idx = torch.arange(length, dtype=torch.long)
-                else:
-                    idx = torch.as_tensor(list(sl.indices), dtype=torch.long).flatten()
-                    if idx.numel() and (int(idx.min()) < 0 or int(idx.max()) >= length):
-                        raise ValueError(f"group {g.id}: index out of range for axis {axis} of {tuple(p.shape)}")
-                    if torch.unique(idx).numel() != idx.numel():
-                        raise ValueError(f"group {g.id}: repeated indices in one slice")
-                if id(p) not in per_param:
-                    per_param[id(p)] = (p, axis, torch.full((length,), -1, dtype=torch.long))
-                _, axis0, slots = per_param[id(p)]
                 if axis0 != axis:
                     # Two different axes of one tensor always intersect, so the element sets would overlap.
                     raise ValueError(
                         f"group {g.id}: tensor of shape {tuple(p.shape)} is sliced on axis {axis} here and on "
                         f"axis {axis0} by another slice; groups must not share elements"
                     )
-                if bool((slots[idx] >= 0).any()):
-                    other = self.ids[int(slots[idx][slots[idx] >= 0][0])]
+                if sl.indices is None:
+                    idx = np.arange(length)
+                else:
+                    idx = np.asarray(sl.indices, dtype=np.int64).reshape(-1)
+                    if idx.size and (idx.min() < 0 or idx.max() >= length):
+                        raise ValueError(f"group {g.id}: index out of range for axis {axis} of {tuple(p.shape)}")
+                    if idx.size > 1 and np.unique(idx).size != idx.size:
+                        raise ValueError(f"group {g.id}: repeated indices in one slice")
+                taken = slots[idx]
+                if (taken >= 0).any():
+                    other = self.ids[int(taken[taken >= 0][0])]
                     raise ValueError(
                         f"groups {other} and {g.id} overlap on a tensor of shape {tuple(p.shape)}; "
                         "an element may belong to one group only"
                     )
                 slots[idx] = gi
-                per_elem = p.numel() // length if length else 0
-                sizes[gi] += per_elem * idx.numel()
+                sizes[gi] += (p.numel() // length if length else 0) * idx.size
         for gi, s in enumerate(sizes):
             if s == 0:
                 raise ValueError(f"group {self.ids[gi]} selects no elements")
         self.sizes = torch.tensor(sizes, dtype=torch.float64)
         self.bindings: dict[int, Binding] = {
-            pid: Binding(p, axis, slots, n) for pid, (p, axis, slots) in per_param.items()
+            pid: Binding(p, axis, torch.from_numpy(slots), n) for pid, (p, axis, slots) in per_param.items()
         }
 
     @property
