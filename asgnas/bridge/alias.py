@@ -19,21 +19,17 @@ from asgnas.ir import ConstTensor, Graph, Model, Value
 def materialize(graph: Graph, value: Value, array: np.ndarray) -> None:
     """Make ``value`` an initializer holding ``array``, deleting the node that produced it.
 
-    The producer's input initializer is dropped too when nothing else reads it (no dead constants left behind).
+    The producer's inputs stay even when nothing reads them any more: callers may still map names to them
+    (an executor parameter, a torch name); dropping dead initializers is ``dce``'s job.
     """
     producer = value.producer
-    sources: list[Value] = []
     if producer is not None:
-        sources = [v for v in producer.inputs if v is not None]
         graph.remove_node(producer)  # ``value`` survives: it still has uses (or is a graph output)
         graph.values[value.name] = value
     array = np.array(array, copy=True)
     value.const = ConstTensor(array=array)
     value.dtype = value.const.dtype
     value.shape = tuple(array.shape)
-    for src in sources:
-        if src.is_initializer and not src.uses and not graph.is_output(src) and src.name in graph.values:
-            graph.remove_value(src)
 
 
 def untie_initializer_aliases(

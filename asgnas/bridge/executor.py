@@ -80,11 +80,13 @@ def _err(node: Node, message: str) -> AsgnasError:
 class _Ctx:
     """What an op builder may know at construction: attributes, opset, and the constant inputs."""
 
-    def __init__(self, node: Node, opset: int, frozen: Callable[[Value], np.ndarray | None], live_out: list[bool]):
+    def __init__(self, node: Node, opset: int, frozen: Callable[[Value], np.ndarray | None], live_out: list[bool],
+                 stat_buffers: bool = False):
         self.node = node
         self.opset = opset
         self._frozen = frozen
         self.live_out = live_out  # per output: read by a live node or a graph output
+        self.stat_buffers = stat_buffers  # BatchNormalization: both running statistics are module buffers
 
     def attr(self, key: str, default: Any = None) -> Any:
         return self.node.attr(key, default)
@@ -511,13 +513,15 @@ def _batch_norm(ctx: _Ctx) -> OpFn:
     node_training = bool(ctx.attr("training_mode", 0)) if ctx.opset >= 14 else len(ctx.node.outputs) > 1
     extra = any(ctx.live_out[1:])
     onnx_momentum = float(ctx.attr("momentum", 0.9))
+    update = ctx.stat_buffers  # never update computed statistics in place: other nodes may read them
 
     def run(xs: list, tr: bool):
         x, scale, bias, mean, var = xs[:5]
         if not (tr or node_training):
             return F.batch_norm(x, mean, var, scale, bias, False, 0.0, eps)
         # batch statistics; torch's train mode also updates the running buffers in place
-        y = F.batch_norm(x, mean if tr else None, var if tr else None, scale, bias, True, momentum, eps)
+        running = tr and update
+        y = F.batch_norm(x, mean if running else None, var if running else None, scale, bias, True, momentum, eps)
         if not extra:
             return y
         dims = [0] + list(range(2, x.dim()))  # ONNX's training outputs: updated running stats (population var)
@@ -1200,11 +1204,23 @@ def _is_float(value: Value) -> bool:
     return value.const is not None and value.const.dtype in _FLOAT_TYPES
 
 
+def _read_as_data(value: Value, depth: int = 0) -> bool:
+    """Some node reads ``value`` (directly or through Identity) at a data slot, not a configuration slot."""
+    for node, index in value.uses:
+        if node.op_type == "Identity" and depth < 16:
+            if any(_read_as_data(out, depth + 1) for out in node.outputs):
+                return True
+        elif index not in _CONFIG_SLOTS.get(node.op_type, ()):
+            return True
+    return False
+
+
 def default_trainable(value: Value) -> bool:
-    """A float initializer of rank >= 1 read as data by some node (not only as a scale/pad/clip setting)."""
+    """A float initializer of rank >= 1 read as data by some node (not only as a scale/pad/clip setting or a
+    BN running statistic, also through Identity aliases)."""
     if not value.is_initializer or not _is_float(value) or len(value.const.shape) == 0:
         return False
-    return any(index not in _CONFIG_SLOTS.get(node.op_type, ()) for node, index in value.uses)
+    return _read_as_data(value)
 
 
 _NAME_CHARS = re.compile(r"[^0-9A-Za-z_]")
@@ -1351,7 +1367,11 @@ class OnnxModule(nn.Module):
         for position, node in enumerate(executed):
             live_out = [bool(v.uses) and any(u in live for u, _ in v.uses) or v.name in graph_outputs
                         for v in node.outputs]
-            ctx = _Ctx(node, model.opset, frozen, live_out)
+            stat_buffers = node.op_type == "BatchNormalization" and all(
+                bound.get(bn_stat_inputs.get((node.name, slot), ""), ("",))[0] == "stats"
+                or bound.get(node.inputs[slot].name, ("",))[0] == "stats"
+                for slot in _BN_STAT_SLOTS)
+            ctx = _Ctx(node, model.opset, frozen, live_out, stat_buffers)
             try:
                 fn = _BUILDERS[node.op_type](ctx)
             except AsgnasError as err:
@@ -1374,6 +1394,10 @@ class OnnxModule(nn.Module):
         for v in graph.outputs:
             if v.name not in bound and v.producer is None and v not in graph.inputs:
                 raise AsgnasError(f"graph output {v.name} has no producer", file=model.source)
+
+    def extra_repr(self) -> str:
+        return (f"nodes={len(self._steps)}, params={len(self._param_keys)}, bn_stats={len(self._stats)}, "
+                f"inputs={self.input_names}, outputs={self.output_names}")
 
     # --- maps -------------------------------------------------------------------------------------
     @property
@@ -1473,7 +1497,10 @@ class OnnxModule(nn.Module):
             current = node.inputs[stat.slot]
             dtype = helper.tensor_dtype_to_np_dtype(current.dtype or TensorProto.FLOAT)
             array = array.astype(dtype)
-            if (current.producer is not None and current.producer.op_type == "Identity"
+            if (current.is_initializer and not graph.is_output(current)
+                    and all(u is node and i == stat.slot for u, i in current.uses)):
+                current.const.array = array  # already its own (an earlier write_back untied it)
+            elif (current.producer is not None and current.producer.op_type == "Identity"
                     and len(current.uses) == 1 and not graph.is_output(current)):
                 materialize(graph, current, array)  # the alias becomes the BN's own initializer
             else:

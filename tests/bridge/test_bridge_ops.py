@@ -362,3 +362,23 @@ def test_bn_train_mode_updates_running_stats_like_torch() -> None:
     assert set(module.param_for_initializer) == {"s", "b"}
     torch.testing.assert_close(module.stat_for_initializer["m"], bn.running_mean)
     torch.testing.assert_close(module.stat_for_initializer["v"], bn.running_var)
+
+
+def test_bn_with_computed_statistics_is_not_updated_in_place() -> None:
+    """Running statistics that are computed (not constants) are read, never written, in train mode."""
+    nodes = [
+        helper.make_node("Add", ["m0", "shift"], ["m"]),
+        helper.make_node("BatchNormalization", ["x", "s", "b", "m", "v"], ["y"]),
+        helper.make_node("Mul", ["m", "two"], ["m2"]),
+    ]
+    inits = {"m0": _rand(4), "shift": _rand(4), "s": _rand(4), "b": _rand(4), "v": np.abs(_rand(4)) + 0.5,
+             "two": np.float32(2.0)}
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", F32, X4.shape)],
+                              [helper.make_tensor_value_info("y", F32, None), helper.make_tensor_value_info("m2", F32, None)],
+                              [numpy_helper.from_array(a, n) for n, a in inits.items()])
+    module = OnnxModule(lift(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 15)], ir_version=10)))
+    y, m2 = module.train()(torch.from_numpy(X4))
+    torch.testing.assert_close(m2, torch.from_numpy(2 * (inits["m0"] + inits["shift"])))
+    want = torch.nn.functional.batch_norm(torch.from_numpy(X4), None, None, torch.from_numpy(inits["s"]),
+                                          torch.from_numpy(inits["b"]), True)
+    torch.testing.assert_close(y, want)

@@ -109,3 +109,11 @@ def test_aliased_bn_statistics_get_their_own_initializers(tmp_path: Path) -> Non
                 assert node.inputs[slot].is_initializer, (node.name, slot)
     got = ort_run(save_model(model, tmp_path / "trained.onnx"), feeds)
     _assert_same(got, want)
+    # a second round writes into the now-untied initializers: no new (orphaned) initializers appear
+    count = len(model.graph.initializers())
+    with torch.no_grad():
+        module.train()(**{k: torch.from_numpy(v) for k, v in feeds.items()})
+    want = _torch_outputs(module.eval(), feeds)
+    module.write_back()
+    assert len(model.graph.initializers()) == count
+    _assert_same(ort_run(save_model(model, tmp_path / "trained2.onnx"), feeds), want)
