@@ -48,7 +48,8 @@ _TORCH_DTYPES: dict[int, torch.dtype] = {
     TensorProto.UINT8: torch.uint8,
     TensorProto.BOOL: torch.bool,
 }
-for _onnx_type, _name in ((TensorProto.UINT16, "uint16"), (TensorProto.UINT32, "uint32"), (TensorProto.UINT64, "uint64")):
+for _onnx_type, _name in ((TensorProto.UINT16, "uint16"), (TensorProto.UINT32, "uint32"),
+                          (TensorProto.UINT64, "uint64")):
     if hasattr(torch, _name):  # torch >= 2.3
         _TORCH_DTYPES[_onnx_type] = getattr(torch, _name)
 
@@ -426,7 +427,8 @@ def _window_pads(ctx: _Ctx) -> Callable[[Sequence[int], Sequence[int], Sequence[
     return lambda sizes, k, s, d: [int(p) for p in pads] if pads else [0] * (2 * len(sizes))
 
 
-def _apply_pads(x: Tensor, pads: Sequence[int], value: float, limit: Sequence[int] | None = None) -> tuple[Tensor, list[int]]:
+def _apply_pads(x: Tensor, pads: Sequence[int], value: float,
+                limit: Sequence[int] | None = None) -> tuple[Tensor, list[int]]:
     """Symmetric pads within ``limit`` go to the torch op (returned); anything else is padded explicitly."""
     nd = len(pads) // 2
     begins, ends = list(pads[:nd]), list(pads[nd:])
@@ -1391,9 +1393,16 @@ class OnnxModule(nn.Module):
                            and v.name not in graph_outputs and v.name not in bound})
             self._steps.append((fn, inputs, [v.name for v in node.outputs], free))
 
+        # every value read must come from somewhere: a dangling name fails now, not at the first forward
+        available = set(bound) | set(self.input_names) | {v.name for n in executed for v in n.outputs}
+        for node in executed:
+            for v in node.inputs:
+                if v is not None and v.name not in available:
+                    raise AsgnasError(f"input {v.name!r} has no producer, initializer or graph input",
+                                      file=model.source, node=node.name, op=node.op_type)
         for v in graph.outputs:
-            if v.name not in bound and v.producer is None and v not in graph.inputs:
-                raise AsgnasError(f"graph output {v.name} has no producer", file=model.source)
+            if v.name not in available:
+                raise AsgnasError(f"graph output {v.name!r} has no producer", file=model.source)
 
     def extra_repr(self) -> str:
         return (f"nodes={len(self._steps)}, params={len(self._param_keys)}, bn_stats={len(self._stats)}, "

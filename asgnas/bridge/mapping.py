@@ -37,7 +37,8 @@ def to_param_groups(
     """One ``ParamGroup`` per ``Group`` (same id and removable flag), slices resolved to parameters.
 
     ``strict``: an initializer without a parameter (a frozen constant, a folded tensor) is an error; otherwise
-    its slices are dropped and the group becomes non-removable (it could never be all zero). Axis and indices are checked against the parameter's shape.
+    its slices are dropped and the group becomes non-removable (it could never be all zero). Axis and indices
+    are checked against the parameter's shape.
     """
     out: list[ParamGroup] = []
     for group in groups:
