@@ -314,3 +314,32 @@ def test_package_imports_only_torch_and_numpy():
             "and m != 'asgnas.errors')]; print(bad); sys.exit(1 if bad else 0)")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert r.returncode == 0, r.stdout + r.stderr
+
+
+def test_lr_from_param_groups_each_step_and_add_param_group():
+    torch.manual_seed(11)
+    model = ConvNet()
+    opt = H2SPG(model.parameters(), model.channel_groups(), lr=0.05, momentum=0.9, target_group_sparsity=0.5,
+                warmup_steps=2, lmbda=1.0)
+    train(model, opt, batches(4))
+    for g in opt.param_groups:  # what an lr scheduler does
+        g["lr"] = 0.0
+    before = [p.detach().clone() for p in model.parameters()]
+    train(model, opt, batches(2, seed=1))
+    for p, q in zip(before, model.parameters()):
+        assert torch.equal(p, q)  # lr 0: neither the base step nor the group-lasso term moves anything
+    extra = torch.nn.Parameter(torch.ones(2))
+    opt.add_param_group({"params": [extra], "lr": 0.5})
+    extra.grad = torch.ones(2)
+    opt.step()
+    assert torch.allclose(extra.detach(), torch.full((2,), 0.5))
+
+
+def test_hard_zero_before_search_forces_at_selection():
+    torch.manual_seed(12)
+    model = BranchNet()
+    groups = model.branch_groups()
+    opt = H2SPG(model.parameters(), groups, lr=0.05, target_group_sparsity=2, warmup_steps=3, hard_zero_step=1)
+    train(model, opt, batches(4))
+    m = opt.metrics()
+    assert m["num_zero_groups"] == 2 and m["forced_zero_groups"] == 2 and m["step"] == 4
