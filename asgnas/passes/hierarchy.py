@@ -387,18 +387,22 @@ def build_hierarchy(analysis: ErasingAnalysis) -> Hierarchy:
     kills: dict[int, list[int]] = {}
     for gid in sorted(removable):
         oracle._apply([gid], check=False)
-        gone = [i for i, st in enumerate(oracle._state) if st != _NONE]
+        # the undo log names exactly the segments whose state changed: no scan of the whole graph per group
+        gone = {index for array, index, _ in oracle._log if array is oracle._state}
         oracle._rollback(0)
         kills[gid] = sorted(seg_group[i] for i in gone if i in seg_group and seg_group[i] != gid)
     kill_sets = {g: set(k) for g, k in kills.items()}
     children: dict[int, list[int]] = {}
     for gid, killed in kill_sets.items():
-        # transitive reduction: drop B when some other killed C (not killed back by B) kills B too
-        direct = [
+        # transitive reduction: B is a direct child unless another killed C kills B too (C not killed back by B)
+        covered: set[int] = set()
+        for c in killed:
+            covered |= kill_sets.get(c, set())
+        children[gid] = [
             b for b in sorted(killed)
-            if not any(b in kill_sets.get(c, ()) and c not in kill_sets.get(b, ()) for c in killed if c != b)
+            if b not in covered
+            or not any(b in kill_sets.get(c, ()) and c not in kill_sets.get(b, ()) for c in killed if c != b)
         ]
-        children[gid] = direct
     parents: dict[int, list[int]] = {g.id: [] for g in analysis.groups}
     for gid, kids in children.items():
         for kid in kids:

@@ -54,6 +54,7 @@ class DataFlow:
         self._is_data_node = set(self.data_nodes)
         self._const: dict[Value, np.ndarray | None] = {}
         self._sinks: dict[Node, frozenset[Node]] = {}
+        self._params: dict[Value, Value | None] = {}
 
     def adopt(self, node: Node) -> None:
         """Register a data node created by a rewrite (its outputs carry data)."""
@@ -99,6 +100,15 @@ class DataFlow:
     # --- parameters -------------------------------------------------------------------------------------------
     def resolve_param(self, value: Value | None) -> Value | None:
         """The float initializer a non-data operand is (possibly through ``ALIAS_OPS`` aliases), else None."""
+        if value is None:
+            return None
+        if value in self._params:
+            return self._params[value]
+        root = self._resolve_param(value)
+        self._params[value] = root
+        return root
+
+    def _resolve_param(self, value: Value | None) -> Value | None:
         seen = 0
         while value is not None and not value.is_initializer:
             producer = value.producer
