@@ -19,6 +19,8 @@ _EXPORTS = {
     "PARAM_MAP_KEY": "asgnas.bridge.export",
     "BUFFER_MAP_KEY": "asgnas.bridge.export",
     "export_torch_model": "asgnas.bridge.export",
+    "map_torch_names": "asgnas.bridge.export",
+    "UNMAPPED_KEY": "asgnas.bridge.export",
     "params_by_initializer": "asgnas.bridge.mapping",
     "to_param_groups": "asgnas.bridge.mapping",
 }
