@@ -342,8 +342,8 @@ class Hierarchy:
     """``model.analyses["hierarchy"]``."""
 
     analysis: ErasingAnalysis
-    kills: dict[int, list[int]]  # group id -> every erase group removed when it alone is erased
-    children: dict[int, list[int]]
+    kills: dict[int, list[int]]  # removable group id -> every erase group removed when it alone is erased
+    children: dict[int, list[int]]  # transitive reduction of ``kills`` (erase groups only)
     parents: dict[int, list[int]]
     _static: _Static | None = field(default=None, repr=False)
 
@@ -407,9 +407,10 @@ def build_hierarchy(analysis: ErasingAnalysis) -> Hierarchy:
     for gid, kids in children.items():
         for kid in kids:
             parents.setdefault(kid, []).append(gid)
-    for group in analysis.groups:
-        group.children = list(children.get(group.id, []))
-        group.parents = sorted(parents.get(group.id, []))
+    erase_ids = {g.id for g in analysis.groups}
+    for group in analysis.groups:  # links to other kinds (channel groups, set by search-space) are kept
+        group.children = list(children.get(group.id, [])) + [c for c in group.children if c not in erase_ids]
+        group.parents = sorted(parents.get(group.id, [])) + [p for p in group.parents if p not in erase_ids]
     return Hierarchy(analysis, kills, children, parents, static)
 
 
