@@ -153,15 +153,13 @@ class _Rewriter:
         positions = sorted({p for s in slots for p in range(*plan.slot_range(s))})
         self._apply_plan(plan, positions)
         self.log["dropped_operands"].append(f"{node.name}:{node.inputs[slots[0]].name}")
-        keep = [v for i, v in enumerate(node.inputs) if i not in slots]
-        out = node.outputs[0]
+        keep = [v for i, v in enumerate(node.inputs) if i not in slots]  # output shapes: updated by the plan
         if not keep:
             self.delete(node)
         elif len(keep) == 1:
             self._bypass(node, keep[0])
         else:
             self._set_inputs(node, keep)
-        del out  # shapes were updated by the plan
 
     def _apply_plan(self, plan: ChannelPlan, positions: list[int]) -> None:
         def mapped(base: int, block: int) -> list[int]:
@@ -174,7 +172,7 @@ class _Rewriter:
                 self._slice_operand(node, slot, axis, index)
             if touch.role == "reshape":
                 self._fix_reshape(node, len(index))
-            if touch.role != "reshape":
+            else:
                 self.log["sliced"].append(touch.node)
         for name, axis, base, block in plan.values:
             value = self.graph.values.get(name)
