@@ -25,10 +25,10 @@ Vocabulary (spec 2.2):
   side-chain (non-data) nodes.
 - ``channel``: role on the channel path after a Concat joint (spec 2.4 Z3 / spec 4 pass 2):
   ``"transparent"`` (acts per channel and maps zero to zero; needs nothing), ``"reduce"`` (reduces other axes),
-  ``"affine"`` (per-channel constants
-  that must be sliced, additive ones join the structure as auxiliary slices), ``"flatten"`` (channel -> block of
-  columns), ``"stem"`` (contracts the channels: its input columns go), ``"concat"`` (nested Concat: offset),
-  ``""`` (cannot carry a removed channel range: the Concat is not an erase-joint).
+  ``"affine"`` (per-channel constants that must be sliced, additive ones join the structure as auxiliary
+  slices), ``"flatten"`` (channel -> block of columns), ``"stem"`` (contracts the channels: its input columns
+  go), ``"concat"`` (nested Concat: offset), ``""`` (cannot carry a removed channel range: the Concat is not an
+  erase-joint).
 """
 
 from __future__ import annotations
