@@ -21,7 +21,7 @@ from asgnas.passes.groups import group_is_zero
 
 def construct_subnet(model: Model) -> dict[str, Any]:
     """Remove the zero groups of ``model`` in place; returns what was removed and the cost before/after."""
-    from asgnas.passes.erase_construct import construct_erased
+    from asgnas.passes.erase_construct import construct_erased, select_erasable
     from asgnas.passes.erasing import analyze_erasing
     from asgnas.passes.prune_construct import construct_pruned
     from asgnas.passes.pruning import analyze_pruning
@@ -29,8 +29,10 @@ def construct_subnet(model: Model) -> dict[str, Any]:
 
     before = total_cost(model)
     erasing = analyze_erasing(model)
-    zero_structures = {g.id for g in erasing.removable() if group_is_zero(model, g)}
-    erased = construct_erased(model, erasing, zero_structures) if zero_structures else {}
+    zero = [g.id for g in erasing.removable() if group_is_zero(model, g)]
+    # zero structures that are not valid together: erase a valid subset, the rest stay (they contribute zero)
+    zero_structures, kept_zero = select_erasable(erasing, zero)
+    erased = construct_erased(model, erasing, set(zero_structures)) if zero_structures else {}
     model.analyses.clear()
 
     pruning = analyze_pruning(model)
@@ -46,6 +48,7 @@ def construct_subnet(model: Model) -> dict[str, Any]:
     after = total_cost(model)
     return {
         "erased_structures": len(zero_structures),
+        "zero_structures_kept": len(kept_zero),
         "pruned_channel_groups": len(zero_channels),
         "erase": erased,
         "prune": pruned,
