@@ -23,6 +23,7 @@ from asgnas.ir import Model, load_model, save_model
 from asgnas.optim import DHSPG, H2SPG
 from asgnas.passes.groups import SearchSpace, group_is_zero
 from asgnas.passes.search_space import analyze_search_space
+from asgnas.passes.untie import untie_initializer_aliases
 
 
 class ASGNAS:
@@ -46,6 +47,7 @@ class ASGNAS:
         """Train an ONNX model from any framework: ``self.model`` is a torch module executing its IR."""
         self = cls.__new__(cls)
         self.ir = load_model(path)
+        untie_initializer_aliases(self.ir)
         self.search_space = analyze_search_space(self.ir)
         self._executor = OnnxModule(self.ir)
         self.model = self._executor

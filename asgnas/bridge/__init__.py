@@ -12,7 +12,7 @@ Depends on torch; nothing in ``asgnas.ir`` / ``asgnas.passes`` imports this pack
 import importlib
 
 _EXPORTS = {
-    "untie_initializer_aliases": "asgnas.bridge.alias",
+    "untie_initializer_aliases": "asgnas.passes.untie",
     "OnnxModule": "asgnas.bridge.executor",
     "default_trainable": "asgnas.bridge.executor",
     "supported_ops": "asgnas.bridge.executor",

@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from onnx import TensorProto, helper
 from torch import Tensor, nn
 
-from asgnas.bridge.alias import materialize
+from asgnas.passes.untie import materialize
 from asgnas.errors import AsgnasError
 from asgnas.ir import Model, Node, Value
 

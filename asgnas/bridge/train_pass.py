@@ -67,10 +67,13 @@ class TrainPass(Pass):
         from asgnas.data import load_dataset
         from asgnas.passes.hierarchy import build_oracle
         from asgnas.passes.search_space import SEARCH_SPACE_KEY, analyze_search_space
+        from asgnas.passes.untie import untie_initializer_aliases
         from asgnas.runtime import onnx_accuracy
 
         cfg = self.config
-        space = model.analyses.get(SEARCH_SPACE_KEY) or analyze_search_space(model)
+        space = model.analyses.get(SEARCH_SPACE_KEY)
+        if untie_initializer_aliases(model) or space is None:  # exporter aliases would tie unrelated tensors
+            space = analyze_search_space(model)
         kind = DEFAULT_KIND[cfg["optimizer"]] if cfg["kind"] == "auto" else cfg["kind"]
         kinds = {"prune", "erase"} if kind == "both" else {kind}
         groups = [g for g in space.groups if g.kind in kinds]

@@ -1,4 +1,8 @@
-"""Undo the legacy exporter's initializer de-duplication (``init -> Identity -> torch_name``).
+"""``untie-aliases``: undo the legacy exporter's initializer de-duplication (``init -> Identity -> torch_name``).
+
+Reads: the IR. Writes: every ``Identity`` of an initializer becomes an initializer of its own (a copy); report key
+``untie-aliases``: how many. Run it before ``search-space`` on models from torch's legacy exporter (``train`` does
+it itself): a real weight share in torch exports as one initializer read by two nodes, never through an Identity.
 
 With ``do_constant_folding=False`` the TorchScript exporter keeps one initializer per *distinct value* and emits
 ``Identity`` nodes for every other tensor with the same bytes: a fresh BN's ``running_var`` becomes
@@ -9,11 +13,12 @@ not (ANCHORS section 0 item 7): training would tie unrelated tensors, and the gr
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
 
 from asgnas.ir import ConstTensor, Graph, Model, Value
+from asgnas.passes.base import Pass, PassContext, register_pass
 
 
 def materialize(graph: Graph, value: Value, array: np.ndarray) -> None:
@@ -60,3 +65,14 @@ def untie_initializer_aliases(
         untied[out.name] = untied.get(src.name, src.name)
         materialize(graph, out, src.const.array)
     return untied
+
+
+@register_pass
+class UntieAliasesPass(Pass):
+    name = "untie-aliases"
+    summary = "give every Identity-aliased initializer its own copy (the legacy exporter's de-duplication)"
+    preserves = frozenset()
+
+    def run(self, model: Model, ctx: PassContext) -> dict[str, Any]:
+        untied = untie_initializer_aliases(model)
+        return {"untied": len(untied)}
