@@ -1,0 +1,108 @@
+"""Training end to end: the train pass (ONNX -> slim ONNX) and the ASGNAS Python API (torch module and ONNX file)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import onnx
+import pytest
+import torch
+from torch import nn
+
+from asgnas import ASGNAS
+from asgnas.cli import main
+from asgnas.data import load_dataset
+from asgnas.ir import load_model
+from asgnas.runtime import onnx_accuracy
+from asgnas.zoo import build
+
+
+@pytest.fixture(scope="module")
+def superresnet_onnx(tmp_path_factory):
+    from asgnas.bridge.export import export_torch_model
+
+    torch.manual_seed(0)
+    net = build("superresnet", "tiny")
+    path = tmp_path_factory.mktemp("train") / "superresnet.onnx"
+    export_torch_model(net, net.example_input(1), path)
+    return path
+
+
+def test_train_pass_reaches_target_and_constructs_equivalent_slim_model(superresnet_onnx, tmp_path):
+    out, report_path = tmp_path / "slim.onnx", tmp_path / "r.json"
+    status = main([str(superresnet_onnx), "--passes",
+                   "search-space{groups=false},train{epochs=3,target-sparsity=0.5,quiet=true},construct-subnet,verify",
+                   "-o", str(out), "--report", str(report_path), "-q"])
+    assert status == 0
+    report = json.loads(report_path.read_text())
+    trained = report["train"]
+    removable = report["search_space"]["summary"]["num_removable_erase_groups"]
+    assert trained["metrics"]["num_zero_groups"] == round(0.5 * removable)  # exactly the target
+    assert len(trained["epochs"]) == 3 and trained["epochs"][-1]["loss"] < trained["epochs"][0]["loss"] * 1.5
+    assert report["verify"]["ok"] and report["verify"]["reference"] == "group-sparse"
+    assert report["cost"]["after"]["params"] < report["cost"]["before"]["params"]
+    assert trained["val_accuracy_slim"] == pytest.approx(trained["val_accuracy_full"], abs=0.005)  # same function
+    onnx.checker.check_model(onnx.load(str(out)), full_check=True)
+
+
+class _Net(nn.Module):
+    """Two parallel conv branches summed, then a residual block: removal structures for H2SPG."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU())
+        self.a = nn.Sequential(nn.Conv2d(8, 8, 3, padding=1), nn.BatchNorm2d(8))
+        self.b = nn.Sequential(nn.Conv2d(8, 8, 5, padding=2), nn.BatchNorm2d(8))
+        self.c = nn.Sequential(nn.Conv2d(8, 8, 1), nn.BatchNorm2d(8))
+        self.head = nn.Linear(8, 10)
+
+    def forward(self, x):
+        x = self.stem(x)
+        x = torch.relu(self.a(x) + self.b(x) + self.c(x))
+        return self.head(x.mean((2, 3)))
+
+
+def _fit(model, optimizer, data, epochs=3):
+    loss_fn = nn.CrossEntropyLoss()
+    x, y = torch.from_numpy(data.x_train), torch.from_numpy(data.y_train)
+    for _ in range(epochs):
+        for i in range(0, len(x), 64):
+            optimizer.zero_grad()
+            loss_fn(model(x[i:i + 64]), y[i:i + 64]).backward()
+            optimizer.step()
+
+
+def test_api_torch_module_round_trip(tmp_path):
+    torch.manual_seed(0)
+    net = _Net()
+    nas = ASGNAS(net, torch.randn(1, 1, 8, 8), workdir=tmp_path / "work")
+    assert len(nas.search_space.removable("erase")) >= 3
+    data = load_dataset("digits", (1, 8, 8))
+    steps = 3 * -(-len(data.x_train) // 64)
+    optimizer = nas.h2spg(lr=0.05, target_group_sparsity=1, warmup_steps=steps // 5, hard_zero_step=steps - 5,
+                          momentum=0.9)
+    _fit(net, optimizer, data)
+    assert optimizer.metrics()["num_zero_groups"] == 1
+    summary = nas.construct_subnet(tmp_path / "out")
+    assert summary["params_after"] < summary["params_before"] and summary["macs_after"] < summary["macs_before"]
+    assert summary["max_abs_diff"] < 1e-4
+    full, slim = load_model(summary["full_onnx"]), load_model(summary["subnet_onnx"])
+    net.eval()
+    with torch.no_grad():
+        expected = net(torch.from_numpy(data.x_val)).argmax(-1).numpy()
+    assert np.mean(expected == data.y_val) == pytest.approx(onnx_accuracy(full, data.x_val, data.y_val))
+    assert onnx_accuracy(slim, data.x_val, data.y_val) == pytest.approx(onnx_accuracy(full, data.x_val, data.y_val))
+
+
+def test_api_from_onnx_matches_onnxruntime(superresnet_onnx, tmp_path):
+    nas = ASGNAS.from_onnx(superresnet_onnx, workdir=tmp_path)
+    x = np.random.default_rng(0).standard_normal((2, 1, 8, 8)).astype(np.float32)
+    from asgnas.runtime import session
+
+    sess = session(str(superresnet_onnx))
+    expected = sess.run(None, {sess.get_inputs()[0].name: x})[0]
+    nas.model.eval()
+    with torch.no_grad():
+        got = nas.model(torch.from_numpy(x)).numpy()
+    assert np.allclose(got, expected, atol=1e-5 * max(1.0, np.abs(expected).max()))
