@@ -26,30 +26,38 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 from asgnas.optim import H2SPG, ParamGroup, ParamSlice  # noqa: E402
 
 
-def resnet50_shapes() -> list[tuple[tuple[int, ...], tuple[int, ...] | None]]:
-    """(conv weight shape, bn shape) for the 53 convs, then the fc layer (weight, bias)."""
-    convs = [(64, 3, 7, 7)]
-    cin = 64
-    for mid, out, blocks in [(64, 256, 3), (128, 512, 4), (256, 1024, 6), (512, 2048, 3)]:
-        for b in range(blocks):
-            convs += [(mid, cin, 1, 1), (mid, mid, 3, 3), (out, mid, 1, 1)]
+def resnet50_convs() -> list[tuple[tuple[int, int, int, int], int]]:
+    """(conv weight shape, residual block index or -1) for the 53 convs: -1 = stem or projection shortcut."""
+    convs: list[tuple[tuple[int, int, int, int], int]] = [((64, 3, 7, 7), -1)]
+    cin, block = 64, 0
+    for mid, out, n in [(64, 256, 3), (128, 512, 4), (256, 1024, 6), (512, 2048, 3)]:
+        for b in range(n):
+            convs += [((mid, cin, 1, 1), block), ((mid, mid, 3, 3), block), ((out, mid, 1, 1), block)]
             if b == 0:
-                convs.append((out, cin, 1, 1))
-            cin = out
-    return [(c, (c[0],)) for c in convs]
+                convs.append(((out, cin, 1, 1), -1))
+            cin, block = out, block + 1
+    return convs
 
 
-def make_resnet50(gen: torch.Generator) -> tuple[list[torch.nn.Parameter], list[ParamGroup]]:
+def make_resnet50(gen: torch.Generator, blocks: bool = False) -> tuple[list[torch.nn.Parameter], list[ParamGroup]]:
+    """161 tensors: conv weights, BN gamma/beta, fc.  Channel groups (DHSPG style: conv row + gamma + beta),
+    or with ``blocks=True`` one whole-tensor group per residual branch (its 3 convs and BNs, an H2SPG removal
+    structure; stem, shortcuts and fc ungrouped)."""
     params: list[torch.nn.Parameter] = []
     groups: list[ParamGroup] = []
-    for wshape, bshape in resnet50_shapes():
+    branch: dict[int, list[ParamSlice]] = {}
+    for wshape, block in resnet50_convs():
         w = torch.nn.Parameter(torch.randn(wshape, generator=gen) * 0.05)
-        gamma = torch.nn.Parameter(1.0 + 0.1 * torch.randn(bshape, generator=gen))
-        beta = torch.nn.Parameter(0.1 * torch.randn(bshape, generator=gen))
+        gamma = torch.nn.Parameter(1.0 + 0.1 * torch.randn(wshape[0], generator=gen))
+        beta = torch.nn.Parameter(0.1 * torch.randn(wshape[0], generator=gen))
         params += [w, gamma, beta]
-        for c in range(wshape[0]):
-            groups.append(ParamGroup(len(groups), [ParamSlice(w, 0, [c]), ParamSlice(gamma, 0, [c]),
-                                                   ParamSlice(beta, 0, [c])]))
+        if not blocks:
+            for c in range(wshape[0]):
+                groups.append(ParamGroup(len(groups), [ParamSlice(w, 0, [c]), ParamSlice(gamma, 0, [c]),
+                                                       ParamSlice(beta, 0, [c])]))
+        elif block >= 0:
+            branch.setdefault(block, []).extend([ParamSlice(w), ParamSlice(gamma), ParamSlice(beta)])
+    groups += [ParamGroup(b, sl) for b, sl in sorted(branch.items())]
     params.append(torch.nn.Parameter(torch.randn(1000, 2048, generator=gen) * 0.01))
     params.append(torch.nn.Parameter(torch.zeros(1000)))
     return params, groups
@@ -163,10 +171,14 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="fewer repeats, ResNet-50 and search only")
     ap.add_argument("--repeats", type=int, default=None)
+    ap.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
     args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, device cpu")
     r = args.repeats or (5 if args.quick else 15)
     bench_step("ResNet-50 channel groups", make_resnet50, r)
+    bench_step("ResNet-50 residual-branch groups", lambda g: make_resnet50(g, blocks=True), r)
     if not args.quick:
         bench_step("12-layer transformer neuron/head groups", make_transformer, max(3, r // 3))
     bench_search()
