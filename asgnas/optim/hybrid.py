@@ -271,6 +271,14 @@ class HybridSparseOptimizer(torch.optim.Optimizer):
                 else:  # per-chunk partial sums, reduced into the column afterwards
                     e.partial = torch.zeros(3, len(e.chunks), device=key[0], dtype=key[1])
                     e.statviews = [tuple(e.partial[r, i] for r in range(3)) for i in range(len(e.chunks))]
+        # all grouped tensors' slot -> group maps back to back, for the vectorised _refresh
+        self._grouped = grouped
+        sizes = [e.ncols for e in grouped]
+        self._cat_map = (torch.cat([e.slot_map_cpu for e in grouped]).numpy() if grouped
+                         else np.zeros(0, dtype=np.int64))
+        self._cat_starts = np.cumsum([0] + sizes[:-1]).astype(np.int64)
+        self._keep_count: dict[int, int] = {}
+        self._plan_key = None
         self._refresh()
 
     def _gstate(self) -> dict[str, Any]:
@@ -280,38 +288,54 @@ class HybridSparseOptimizer(torch.optim.Optimizer):
         return gs
 
     def _refresh(self) -> None:
-        """Recompute per-parameter flags and the batched slot maps after the redundant or zero set changed."""
+        """Recompute per-parameter flags and the batched slot maps after the redundant or zero set changed.
+
+        Vectorised over tensors with numpy (it runs whenever a group is projected); per-tensor keep masks are
+        rebuilt only for tensors whose zero pattern changed."""
         gs = self._gstate()
-        pad = torch.zeros(1, dtype=torch.bool)
-        red = torch.cat([gs["redundant"], pad])
-        zero = torch.cat([gs["zero"], pad])
-        active = red & ~zero
-        self._active_dev = active[:-1].to(self._home)
-        self._n_active = int(active.sum())
-        scale_plan: dict[tuple, dict[str, Any]] = {}
-        for e in self._entries:
-            if e.slot_map_cpu is None:
-                continue
-            m = e.slot_map_cpu
-            z = zero[m]
-            e.has_redundant = bool(red[m].any())
-            e.has_active = bool(active[m].any())
-            e.all_zero = bool(z.all())
-            e.keep = (~z).to(dtype=e.param.dtype, device=e.param.device) if bool(z.any()) else None
-            e.keepviews = e.slot_views(e.keep) if e.keep is not None else []
-            if e.has_redundant:
-                plan = scale_plan.setdefault(e.key, {"entries": [], "maps": [], "keeps": [], "any_zero": False})
-                plan["entries"].append(e)
-                plan["maps"].append(m)
-                plan["keeps"].append((~z).to(e.param.dtype))
-                plan["any_zero"] |= e.keep is not None
+        red_g = np.append(gs["redundant"].numpy(), False)
+        zero_g = np.append(gs["zero"].numpy(), False)
+        act_g = red_g & ~zero_g
+        self._active_dev = torch.from_numpy(act_g[:-1].copy()).to(self._home)
+        self._n_active = int(act_g.sum())
+        ents = self._grouped
+        if not ents:
+            self._scale_plan = {}
+            return
+        cat, starts = self._cat_map, self._cat_starts
+        red, zero, act = red_g[cat], zero_g[cat], act_g[cat]
+        has_red = np.logical_or.reduceat(red, starts)
+        has_act = np.logical_or.reduceat(act, starts)
+        n_zero = np.add.reduceat(zero.astype(np.int64), starts)
+        ends = np.append(starts[1:], cat.size)
+        for i, e in enumerate(ents):
+            e.has_redundant = bool(has_red[i])
+            e.has_active = bool(has_act[i])
+            e.all_zero = bool(n_zero[i] == ends[i] - starts[i])
+            if n_zero[i] == 0:
+                e.keep, e.keepviews = None, []
+            elif e.keep is None or self._keep_count.get(id(e)) != n_zero[i]:  # zeros only ever grow
+                k = torch.from_numpy((~zero[starts[i]:ends[i]]).astype(np.float32))
+                e.keep = k.to(device=e.param.device, dtype=e.param.dtype)
+                e.keepviews = e.slot_views(e.keep)
+            self._keep_count[id(e)] = int(n_zero[i])
         # One gather per (device, dtype) builds every redundant-bearing tensor's slot factors in a step.
-        for key, plan in scale_plan.items():
-            plan["map"] = torch.cat(plan.pop("maps")).to(key[0])
-            keeps = plan.pop("keeps")
-            plan["keep"] = torch.cat(keeps).to(key[0]) if plan["any_zero"] else None
-            plan["sizes"] = [int(k.numel()) for k in keeps]
-        self._scale_plan = scale_plan
+        plan_key = gs["redundant"].numpy().tobytes()
+        if getattr(self, "_plan_key", None) != plan_key:
+            self._plan_key = plan_key
+            self._scale_plan = {}
+            for i, e in enumerate(ents):
+                if e.has_redundant:
+                    plan = self._scale_plan.setdefault(e.key, {"entries": [], "idx": []})
+                    plan["entries"].append(e)
+                    plan["idx"].append(np.arange(starts[i], ends[i]))
+            for key, plan in self._scale_plan.items():
+                plan["idx"] = np.concatenate(plan["idx"])
+                plan["map"] = torch.from_numpy(cat[plan["idx"]]).to(key[0])
+                plan["sizes"] = [e.ncols for e in plan["entries"]]
+        for key, plan in self._scale_plan.items():
+            z = zero[plan["idx"]]
+            plan["keep"] = torch.from_numpy((~z).astype(np.float32)).to(key[0], key[1]) if z.any() else None
 
     def _state_tensors(self, e: _Entry) -> list[torch.Tensor]:
         st = self.state[e.param]
