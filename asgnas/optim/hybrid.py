@@ -357,8 +357,11 @@ class HybridSparseOptimizer(torch.optim.Optimizer):
         lr, wd = float(g["lr"]), float(g["weight_decay"])
         wdd = wd if self.variant == "adamw" else 0.0  # decoupled decay also enters the trial point
         b1, b2 = (float(b) for b in g["betas"])
-        return {"lr": lr, "wd": wd, "m": float(g["momentum"]), "nesterov": bool(g["nesterov"]), "b1": b1,
-                "b2": b2, "eps": float(g["eps"]), "wdd": wdd, "pre": 1.0 - lr * wdd}
+        m, nesterov, eps = float(g["momentum"]), bool(g["nesterov"]), float(g["eps"])
+        # d is exactly 0 wherever the optimizer state is 0 (momentum buffer, or Adam's m with eps > 0)
+        d_from_state = (m != 0.0 and not nesterov) if self.variant == "sgd" else eps > 0.0
+        return {"lr": lr, "wd": wd, "m": m, "nesterov": nesterov, "b1": b1, "b2": b2, "eps": eps, "wdd": wdd,
+                "pre": 1.0 - lr * wdd, "d_from_state": d_from_state}
 
     def _prepare(self, e: _Entry, hp: dict[str, Any]) -> tuple[float, float, bool]:
         """Create missing state and advance the per-tensor step; returns (bias corr. 1, sqrt bias corr. 2,
@@ -485,7 +488,7 @@ class HybridSparseOptimizer(torch.optim.Optimizer):
             if pre != 1.0:
                 pc.mul_(pre)
             self._apply(hp, bc1, pc, d, sc)
-            if keepviews:
+            if keepviews and not hp["d_from_state"]:
                 pc.mul_(keepviews[i])
         if stats and e.partial is not None:
             self._reduce_partial(e)
@@ -542,16 +545,17 @@ class HybridSparseOptimizer(torch.optim.Optimizer):
                     pc.mul_(scales[i])
                 continue
             gc, sc = e.view(g, c), svs[i]
+            if keepviews:  # reset the state of zero slots first: then d is 0 there for most variants
+                for s in sc:
+                    s.mul_(keepviews[i])
             d = self._direction(hp, bc2s, pc, gc, sc, e.scrviews[i][1])  # before x changes (coupled decay)
             if scales is not None:
-                pc.mul_(scales[i])
+                pc.mul_(scales[i])  # 0 on zero slots
             elif pre != 1.0:
                 pc.mul_(pre)
             self._apply(hp, bc1, pc, d, sc)
-            if keepviews:
+            if keepviews and not hp["d_from_state"]:  # d also depends on the raw gradient
                 pc.mul_(keepviews[i])
-                for s in sc:
-                    s.mul_(keepviews[i])
 
     # ------------------------------------------------------------------ the step
     @torch.no_grad()
