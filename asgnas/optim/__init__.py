@@ -2,7 +2,15 @@
 
 Pure torch + numpy.  Describe the zero-invariant groups with :class:`ParamGroup` / :class:`ParamSlice`, pass
 them with all trainable parameters to :class:`H2SPG` or :class:`DHSPG`, train as usual, and read
-``metrics()`` / ``zero_group_ids`` to know what to remove.
+``metrics()`` / ``zero_group_ids`` to know what to remove::
+
+    groups = [ParamGroup(i, [ParamSlice(conv.weight, 0, [i]), ParamSlice(bn.weight, 0, [i]),
+                             ParamSlice(bn.bias, 0, [i])]) for i in range(conv.out_channels)]
+    opt = H2SPG(model.parameters(), groups, lr=0.1, momentum=0.9, target_group_sparsity=0.5,
+                warmup_steps=1000, hard_zero_step=9000, validity_oracle=oracle)
+    for x, y in data:
+        opt.zero_grad(); loss_fn(model(x), y).backward(); opt.step()
+    opt.metrics()["group_sparsity"], opt.zero_group_ids
 """
 from .dhspg import DHSPG
 from .groups import GroupLayout, ParamGroup, ParamSlice, ValidityOracle, resolve_target_count

@@ -21,6 +21,12 @@ over groups; pass 2 multiplies each slot by one factor and adds the base step.  
 in cache-sized chunks so that the several operations on a chunk reuse the cache.  Tensors live on the
 parameter's device and dtype; the only host sync in a hybrid step reads which groups were just projected.
 
+Cost: a tensor without active redundant slots takes 2 element-wise ops per chunk (fused momentum + update;
+torch's SGD uses 3).  A tensor holding active redundant slots takes 7 (momentum, |x|, x*d, sum, |d|, scale,
+update) - the price of the group sums; ``tools/bench_optim.py`` measures the ratio against torch's SGD.  Ops
+are issued per tensor (torch's multi-tensor ``_foreach`` kernels are private API), so on GPUs with many small
+tensors the step is launch-bound.
+
 The global bookkeeping (step, scores, redundant/zero masks, counters) lives in the standard optimizer state
 under the key ``"asgnas"``, so ``state_dict()`` / ``load_state_dict()`` resume a run bit-for-bit.
 """
