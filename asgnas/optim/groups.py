@@ -98,31 +98,26 @@ def resolve_target_count(target_group_sparsity: float | int, n_removable: int) -
 class Binding:
     """How the groups cover one parameter tensor.
 
-    Every element of a bound parameter belongs to at most one group.  The parameter is cut into *slots*
-    along ``axis``; ``slot_group[s]`` is the compact index of the group owning slot ``s`` (or -1).
+    The parameter is cut into *slots* along ``axis`` (one slot per index).  ``mem_slot[i]`` / ``mem_group[i]``
+    list the memberships: slot ``mem_slot[i]`` belongs to group ``mem_group[i]`` (compact index).  A slot may
+    belong to no group, one group, or several (nested groups, e.g. a channel group inside a whole-tensor
+    removal structure).
 
-    ``flat`` bindings are those where a single group owns the whole tensor (the usual GeZIG case): they are
-    treated as one slot so that reductions can run on the flattened tensor.
+    ``flat`` bindings are those where only whole-tensor slices touch the tensor (the usual GeZIG case): the
+    tensor is one slot, so that reductions can run on the flattened tensor.
     """
 
-    __slots__ = ("param", "axis", "n_slots", "flat", "slot_group", "grouped_slots", "gids", "slot_map")
+    __slots__ = ("param", "axis", "n_slots", "flat", "mem_slot", "mem_group")
 
-    def __init__(self, param: torch.Tensor, axis: int, slot_group: torch.Tensor, n_groups: int) -> None:
+    def __init__(self, param: torch.Tensor, axis: Optional[int], n_slots: int, mem_slot: np.ndarray,
+                 mem_group: np.ndarray) -> None:
         self.param = param
-        dev = param.device
-        uniform = bool((slot_group == slot_group[0]).all()) and int(slot_group[0]) >= 0
-        self.flat = uniform
-        if uniform:
-            slot_group = slot_group[:1].clone()
-        self.axis = axis
-        self.n_slots = int(slot_group.numel())
-        self.slot_group = slot_group  # CPU int64, kept for host-side bookkeeping
-        mask = slot_group >= 0
-        # None when every slot is grouped, so the common case needs no gather.
-        self.grouped_slots = None if bool(mask.all()) else torch.nonzero(mask).flatten().to(dev)
-        self.gids = slot_group[mask].to(dev)
-        # slot -> group, ungrouped slots -> sentinel n_groups (a padding entry in group-level vectors)
-        self.slot_map = torch.where(mask, slot_group, torch.full_like(slot_group, n_groups)).to(dev)
+        self.flat = axis is None
+        self.axis = 0 if axis is None else axis
+        self.n_slots = 1 if axis is None else n_slots
+        order = np.lexsort((mem_group, mem_slot))  # by slot, then group: deterministic layouts
+        self.mem_slot = mem_slot[order]
+        self.mem_group = mem_group[order]
 
     def slot_numel(self) -> int:
         """Number of tensor elements in one slot."""
@@ -135,8 +130,12 @@ class GroupLayout:
     """Validated, precomputed index structure for a list of :class:`ParamGroup`.
 
     Attributes (all group-level tensors are indexed by the *compact* group index 0..G-1, i.e. the position in
-    ``groups``): ``ids`` (caller ids), ``removable`` (bool, CPU), ``sizes`` (float64 element counts, CPU) and
-    ``bindings`` (``id(param) -> Binding``).
+    ``groups``): ``ids`` (caller ids), ``removable`` (bool, CPU), ``sizes`` (float64 element counts, CPU),
+    ``bindings`` (``id(param) -> Binding``) and ``has_overlap`` (some element lies in several groups).
+
+    Rules: the index-selecting slices of one tensor must all use the same axis (slices on two axes would cut
+    the tensor into a grid, which the slot structure cannot express); whole-tensor slices (``indices=None``)
+    combine with any axis; a group may not list the same element twice.
     """
 
     def __init__(self, groups: Sequence[ParamGroup], params: Iterable[torch.Tensor]) -> None:
@@ -150,59 +149,74 @@ class GroupLayout:
         self.removable = torch.tensor([bool(g.removable) for g in self.groups], dtype=torch.bool)
         known = {id(p) for p in params}
 
-        # param id -> (param, axis, slot -> group array); numpy here: this loop runs once per slice
-        per_param: dict[int, tuple[torch.Tensor, int, np.ndarray]] = {}
-        sizes = [0] * n
-        for gi, g in enumerate(self.groups):
+        # First pass: the slot axis of every tensor (the axis of its index-selecting slices).
+        axis_of: dict[int, Optional[int]] = {}
+        tensor_of: dict[int, torch.Tensor] = {}
+        for g in self.groups:
             if not g.slices:
                 raise ValueError(f"group {g.id} has no slices")
             for sl in g.slices:
                 p = sl.param
                 pid = id(p)
-                entry = per_param.get(pid)
-                if entry is None:
-                    if pid not in known:
-                        raise ValueError(f"group {g.id}: a sliced tensor is not among the optimizer's params")
-                    ndim = max(p.dim(), 1)
-                    axis = sl.axis + ndim if sl.axis < 0 else sl.axis
-                    if not 0 <= axis < ndim:
-                        raise ValueError(f"group {g.id}: axis {sl.axis} out of range for shape {tuple(p.shape)}")
-                    length = p.shape[axis] if p.dim() > 0 else 1
-                    entry = per_param[pid] = (p, axis, np.full(length, -1, dtype=np.int64))
-                p, axis0, slots = entry
-                length = slots.shape[0]
+                if pid not in known:
+                    raise ValueError(f"group {g.id}: a sliced tensor is not among the optimizer's params")
+                tensor_of[pid] = p
                 ndim = max(p.dim(), 1)
                 axis = sl.axis + ndim if sl.axis < 0 else sl.axis
-                if axis0 != axis:
-                    # Two different axes of one tensor always intersect, so the element sets would overlap.
+                if not 0 <= axis < ndim:
+                    raise ValueError(f"group {g.id}: axis {sl.axis} out of range for shape {tuple(p.shape)}")
+                if sl.indices is None or p.dim() == 0:
+                    axis_of.setdefault(pid, None)
+                    continue
+                prev = axis_of.get(pid)
+                if prev is not None and prev != axis:
                     raise ValueError(
                         f"group {g.id}: tensor of shape {tuple(p.shape)} is sliced on axis {axis} here and on "
-                        f"axis {axis0} by another slice; groups must not share elements"
+                        f"axis {prev} by another slice; all index slices of a tensor must share one axis"
                     )
-                if sl.indices is None:
+                axis_of[pid] = axis
+
+        # Second pass: memberships (slot, group) per tensor; numpy, since this loop runs once per slice.
+        mem: dict[int, tuple[list[np.ndarray], list[np.ndarray]]] = {pid: ([], []) for pid in tensor_of}
+        sizes = [0] * n
+        for gi, g in enumerate(self.groups):
+            seen: dict[int, np.ndarray] = {}
+            for sl in g.slices:
+                p = sl.param
+                pid = id(p)
+                axis = axis_of[pid]
+                length = 1 if axis is None else p.shape[axis]
+                per_slot = p.numel() // length if length else 0
+                if sl.indices is None or p.dim() == 0:
                     idx = np.arange(length)
                 else:
                     idx = np.asarray(sl.indices, dtype=np.int64).reshape(-1)
                     if idx.size and (idx.min() < 0 or idx.max() >= length):
                         raise ValueError(f"group {g.id}: index out of range for axis {axis} of {tuple(p.shape)}")
-                    if idx.size > 1 and np.unique(idx).size != idx.size:
-                        raise ValueError(f"group {g.id}: repeated indices in one slice")
-                taken = slots[idx]
-                if (taken >= 0).any():
-                    other = self.ids[int(taken[taken >= 0][0])]
-                    raise ValueError(
-                        f"groups {other} and {g.id} overlap on a tensor of shape {tuple(p.shape)}; "
-                        "an element may belong to one group only"
-                    )
-                slots[idx] = gi
-                sizes[gi] += (p.numel() // length if length else 0) * idx.size
+                if pid in seen:  # several slices of one tensor in one group: must not repeat elements
+                    idx = np.concatenate([seen[pid], idx])
+                if idx.size > 1 and np.unique(idx).size != idx.size:
+                    raise ValueError(f"group {g.id}: repeated indices of one tensor")
+                new = idx[len(seen[pid]):] if pid in seen else idx
+                seen[pid] = idx
+                mem[pid][0].append(new)
+                mem[pid][1].append(np.full(new.size, gi, dtype=np.int64))
+                sizes[gi] += per_slot * int(new.size)
         for gi, s in enumerate(sizes):
             if s == 0:
                 raise ValueError(f"group {self.ids[gi]} selects no elements")
         self.sizes = torch.tensor(sizes, dtype=torch.float64)
-        self.bindings: dict[int, Binding] = {
-            pid: Binding(p, axis, torch.from_numpy(slots), n) for pid, (p, axis, slots) in per_param.items()
-        }
+        self.bindings: dict[int, Binding] = {}
+        self.has_overlap = False
+        for pid, p in tensor_of.items():
+            axis = axis_of[pid]
+            n_slots = 1 if axis is None else p.shape[axis]
+            ms, mg = np.concatenate(mem[pid][0]), np.concatenate(mem[pid][1])
+            if axis is None:
+                ms = np.zeros_like(ms)
+            b = Binding(p, axis, n_slots, ms, mg)
+            self.has_overlap |= bool(np.bincount(b.mem_slot, minlength=b.n_slots).max() > 1)
+            self.bindings[pid] = b
 
     @property
     def n_removable(self) -> int:

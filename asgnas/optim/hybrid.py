@@ -55,7 +55,7 @@ class _Entry:
     __slots__ = (
         "param", "group", "binding", "mode", "axis", "chunks", "other_dims", "n_chunk_max", "pviews", "sids",
         "sviews", "col", "ncols", "statviews", "partial", "scrviews", "removable", "has_redundant", "has_active",
-        "all_zero", "keep", "keepviews", "slot_map_cpu", "key", "ptr",
+        "all_zero", "keep", "keepviews", "key", "ptr", "mcols", "mgids",
     )
 
     def __init__(self, param: torch.Tensor, group: dict, binding: Optional[Binding], chunk_numel: int) -> None:
@@ -100,7 +100,8 @@ class _Entry:
         self.all_zero = False
         self.keep: Optional[torch.Tensor] = None  # 1.0/0.0 per slot, only when some slot is zero
         self.keepviews: list = []
-        self.slot_map_cpu: Optional[torch.Tensor] = None
+        self.mcols: Optional[torch.Tensor] = None  # memberships: stat-buffer column, group (home device)
+        self.mgids: Optional[torch.Tensor] = None
 
     def view(self, t: torch.Tensor, c: tuple[int, int]) -> torch.Tensor:
         if len(self.chunks) == 1:
@@ -238,10 +239,7 @@ class HybridSparseOptimizer(torch.optim.Optimizer):
                 b = self.layout.bindings.get(id(p))
                 e = _Entry(p, group, b, self.chunk_numel)
                 if b is not None:
-                    e.removable = bool(self.layout.removable[b.slot_group[b.slot_group >= 0]].any())
-                    m = b.slot_group.clone()
-                    m[m < 0] = G  # ungrouped slots point at a padding group
-                    e.slot_map_cpu = m
+                    e.removable = bool(self.layout.removable.numpy()[b.mem_group].any())
                 self._entries.append(e)
         # Scratch: three chunk-sized buffers per (device, dtype), allocated once - fresh large allocations
         # would page-fault on every step on CPU.
@@ -261,14 +259,19 @@ class HybridSparseOptimizer(torch.optim.Optimizer):
         for key in {e.key for e in grouped}:
             mine = [e for e in grouped if e.key == key]
             ordered = [e for e in mine if e.mode == _SLOT] + [e for e in mine if e.mode != _SLOT]
-            col, gids = 0, []
+            col, mcols, mgids = 0, [], []
             for e in ordered:
                 e.col = col
                 col += e.ncols
-                gids.append(e.slot_map_cpu)
+                mcols.append(e.col + e.binding.mem_slot)
+                mgids.append(e.binding.mem_group)
+                e.mcols = torch.from_numpy(mcols[-1]).to(self._home)
+                e.mgids = torch.from_numpy(mgids[-1]).to(self._home)
             n_slot_cols = sum(e.ncols for e in mine if e.mode == _SLOT)
             buf = torch.zeros(3, col, device=key[0], dtype=key[1])
-            self._stat[key] = {"buf": buf, "n_slot": n_slot_cols, "gids": torch.cat(gids).to(self._home)}
+            self._stat[key] = {"buf": buf, "n_slot": n_slot_cols, "ncols": col,
+                               "mcols": torch.from_numpy(np.concatenate(mcols)).to(self._home),
+                               "mgids": torch.from_numpy(np.concatenate(mgids)).to(self._home)}
             for e in mine:
                 if e.mode == _SLOT:
                     e.statviews = [tuple(buf[r, e.col + s0:e.col + s0 + n] for r in range(3)) for s0, n in e.chunks]
@@ -277,12 +280,17 @@ class HybridSparseOptimizer(torch.optim.Optimizer):
                 else:  # per-chunk partial sums, reduced into the column afterwards
                     e.partial = torch.zeros(3, len(e.chunks), device=key[0], dtype=key[1])
                     e.statviews = [tuple(e.partial[r, i] for r in range(3)) for i in range(len(e.chunks))]
-        # all grouped tensors' slot -> group maps back to back, for the vectorised _refresh
+        # all grouped tensors' memberships back to back (columns numbered over ``grouped``), for _refresh
         self._grouped = grouped
-        sizes = [e.ncols for e in grouped]
-        self._cat_map = (torch.cat([e.slot_map_cpu for e in grouped]).numpy() if grouped
+        ncols = np.array([e.ncols for e in grouped], dtype=np.int64)
+        nmem = np.array([e.binding.mem_slot.size for e in grouped], dtype=np.int64)
+        self._col_starts = np.cumsum(np.append(0, ncols[:-1])) if grouped else np.zeros(0, dtype=np.int64)
+        self._mem_starts = np.cumsum(np.append(0, nmem[:-1])) if grouped else np.zeros(0, dtype=np.int64)
+        self._n_cols = int(ncols.sum())
+        self._mem_col = (np.concatenate([c0 + e.binding.mem_slot for c0, e in zip(self._col_starts, grouped)])
+                         if grouped else np.zeros(0, dtype=np.int64))
+        self._mem_gid = (np.concatenate([e.binding.mem_group for e in grouped]) if grouped
                          else np.zeros(0, dtype=np.int64))
-        self._cat_starts = np.cumsum([0] + sizes[:-1]).astype(np.int64)
         self._keep_count: dict[int, int] = {}
         self._plan_key = None
         self._refresh()
@@ -297,50 +305,67 @@ class HybridSparseOptimizer(torch.optim.Optimizer):
         """Recompute per-parameter flags and the batched slot maps after the redundant or zero set changed.
 
         Vectorised over tensors with numpy (it runs whenever a group is projected); per-tensor keep masks are
-        rebuilt only for tensors whose zero pattern changed."""
+        rebuilt only for tensors whose zero pattern changed.  A slot is zero as soon as one of its groups is."""
         gs = self._gstate()
-        red_g = np.append(gs["redundant"].numpy(), False)
-        zero_g = np.append(gs["zero"].numpy(), False)
-        act_g = red_g & ~zero_g
-        self._active_dev = torch.from_numpy(act_g[:-1].copy()).to(self._home)
-        self._n_active = int(act_g.sum())
+        red_g = gs["redundant"].numpy()
+        zero_g = gs["zero"].numpy()
         ents = self._grouped
+        mg = self._mem_gid
+        if ents:
+            zero_col = np.bincount(self._mem_col, weights=zero_g[mg], minlength=self._n_cols) > 0
+            if self.layout.has_overlap:
+                # a redundant group whose every slot lies in zero groups (nested inside an erased structure)
+                # is zero itself: record it, it needs no more updates
+                live = np.bincount(mg, weights=~zero_col[self._mem_col], minlength=self.layout.n_groups)
+                absorbed = (live == 0) & red_g & ~zero_g
+                if absorbed.any():
+                    zero_g = zero_g | absorbed
+                    gs["zero"] = torch.from_numpy(zero_g.copy())
+                    gs["projected"] += int(absorbed.sum())
+        act_g = red_g & ~zero_g
+        self._active_dev = torch.from_numpy(act_g.copy()).to(self._home)
+        self._n_active = int(act_g.sum())
         if not ents:
             self._scale_plan = {}
             return
-        cat, starts = self._cat_map, self._cat_starts
-        red, zero, act = red_g[cat], zero_g[cat], act_g[cat]
-        has_red = np.logical_or.reduceat(red, starts)
-        has_act = np.logical_or.reduceat(act, starts)
-        n_zero = np.add.reduceat(zero.astype(np.int64), starts)
-        ends = np.append(starts[1:], cat.size)
+        has_red = np.logical_or.reduceat(red_g[mg], self._mem_starts)
+        has_act = np.logical_or.reduceat(act_g[mg], self._mem_starts)
+        n_zero = np.add.reduceat(zero_col.astype(np.int64), self._col_starts)
         for i, e in enumerate(ents):
             e.has_redundant = bool(has_red[i])
             e.has_active = bool(has_act[i])
-            e.all_zero = bool(n_zero[i] == ends[i] - starts[i])
+            e.all_zero = bool(n_zero[i] == e.ncols)
             if n_zero[i] == 0:
                 e.keep, e.keepviews = None, []
             elif e.keep is None or self._keep_count.get(id(e)) != n_zero[i]:  # zeros only ever grow
-                k = torch.from_numpy((~zero[starts[i]:ends[i]]).astype(np.float32))
+                c0 = self._col_starts[i]
+                k = torch.from_numpy((~zero_col[c0:c0 + e.ncols]).astype(np.float32))
                 e.keep = k.to(device=e.param.device, dtype=e.param.dtype)
                 e.keepviews = e.slot_views(e.keep)
             self._keep_count[id(e)] = int(n_zero[i])
-        # One gather per (device, dtype) builds every redundant-bearing tensor's slot factors in a step.
-        plan_key = gs["redundant"].numpy().tobytes()
+        # Per (device, dtype): the columns and memberships of every redundant-bearing tensor, so that one
+        # gather + one scatter build all their slot factors in a step (rebuilt when the redundant set changes).
+        plan_key = red_g.tobytes()
         if getattr(self, "_plan_key", None) != plan_key:
             self._plan_key = plan_key
             self._scale_plan = {}
             for i, e in enumerate(ents):
-                if e.has_redundant:
-                    plan = self._scale_plan.setdefault(e.key, {"entries": [], "idx": []})
-                    plan["entries"].append(e)
-                    plan["idx"].append(np.arange(starts[i], ends[i]))
+                if not e.has_redundant:
+                    continue
+                plan = self._scale_plan.setdefault(e.key, {"entries": [], "cols": [], "mcol": [], "mgid": [],
+                                                           "n": 0})
+                plan["entries"].append(e)
+                plan["cols"].append(self._col_starts[i] + np.arange(e.ncols))
+                plan["mcol"].append(plan["n"] + e.binding.mem_slot)
+                plan["mgid"].append(e.binding.mem_group)
+                plan["n"] += e.ncols
             for key, plan in self._scale_plan.items():
-                plan["idx"] = np.concatenate(plan["idx"])
-                plan["map"] = torch.from_numpy(cat[plan["idx"]]).to(key[0])
+                plan["cols"] = np.concatenate(plan["cols"])
+                plan["mcol"] = torch.from_numpy(np.concatenate(plan["mcol"])).to(key[0])
+                plan["mgid"] = torch.from_numpy(np.concatenate(plan["mgid"])).to(key[0])
                 plan["sizes"] = [e.ncols for e in plan["entries"]]
         for key, plan in self._scale_plan.items():
-            z = zero[plan["idx"]]
+            z = zero_col[plan["cols"]]
             plan["keep"] = torch.from_numpy((~z).astype(np.float32)).to(key[0], key[1]) if z.any() else None
 
     def _state_tensors(self, e: _Entry) -> list[torch.Tensor]:
@@ -600,6 +625,7 @@ class HybridSparseOptimizer(torch.optim.Optimizer):
 
         acc = accw = None
         uniform = True
+        self._stat_entries = stat_entries
         if stat_entries:
             acc, accw, uniform = self._accumulate(stat_entries, weighted=two_pass)
         if scoring and acc is not None:
@@ -608,9 +634,9 @@ class HybridSparseOptimizer(torch.optim.Optimizer):
             self._select(gs)
         if two_pass:
             scales: dict[int, torch.Tensor] = {}
-            if self._n_active > 0:
-                coef_ext = self._hybrid_decisions(gs, t, acc, accw, uniform)
-                scales = self._slot_scales(coef_ext, hps)
+            if self._n_active > 0 and acc is not None:
+                coef = self._hybrid_decisions(gs, t, acc, accw, uniform)
+                scales = self._slot_scales(coef, hps)
             for e, hp, bc in stat_entries:
                 if e.param.grad is not None or e.has_redundant:
                     self._pass2(e, hp, bc, scales.get(id(e)))
@@ -624,7 +650,7 @@ class HybridSparseOptimizer(torch.optim.Optimizer):
         Columns of tensors not processed in this step hold stale values; they only reach groups that are
         not used in this step (every tensor of a used group is processed)."""
         G = self.layout.n_groups
-        acc = torch.zeros(3, G + 1, device=self._home, dtype=self._acc_dtype)
+        acc = torch.zeros(3, G, device=self._home, dtype=self._acc_dtype)
         keys = {(hp["lr"], hp["wdd"]) for _, hp, _ in stat_entries}
         uniform = len(keys) <= 1
         vals_by_key = {}
@@ -633,21 +659,19 @@ class HybridSparseOptimizer(torch.optim.Optimizer):
             vals[0::2, :sb["n_slot"]].square_()
             vals = vals.to(device=self._home, dtype=self._acc_dtype)
             vals_by_key[key] = vals
-            acc.index_add_(1, sb["gids"], vals)
+            acc.index_add_(1, sb["mgids"], vals.index_select(1, sb["mcols"]))
+        self._vals = vals_by_key  # per-slot sums, reused by the overlap term of the half-space test
         accw = None
         if weighted and not uniform:
-            accw = torch.zeros(3, G + 1, device=self._home, dtype=self._acc_dtype)
+            accw = torch.zeros(3, G, device=self._home, dtype=self._acc_dtype)
             for e, hp, _ in stat_entries:
-                sb = self._stat[e.key]
-                v = vals_by_key[e.key][:, e.col:e.col + e.ncols]
-                gids = sb["gids"][e.col:e.col + e.ncols]
-                accw[:2].index_add_(1, gids, v[:2], alpha=hp["lr"])
+                v = vals_by_key[e.key].index_select(1, e.mcols)
+                accw[:2].index_add_(1, e.mgids, v[:2], alpha=hp["lr"])
                 if hp["wdd"] != 0.0:
-                    accw[2].index_add_(0, gids, v[0], alpha=hp["lr"] * hp["wdd"])
-            accw = accw[:, :G]
+                    accw[2].index_add_(0, e.mgids, v[0], alpha=hp["lr"] * hp["wdd"])
         if uniform and stat_entries:
             self._uniform_hp = stat_entries[0][1]
-        return acc[:, :G], accw, uniform
+        return acc, accw, uniform
 
     def _update_scores(self, gs: dict[str, Any], acc: torch.Tensor) -> None:
         ri = self._rem_index
@@ -719,8 +743,8 @@ class HybridSparseOptimizer(torch.optim.Optimizer):
                           uniform: bool) -> torch.Tensor:
         """Adaptive lambda, half-space test and forced zeros, vectorised over groups.
 
-        Returns ``coef_ext`` = lambda_g / |x_g| for groups that stay active (0 elsewhere, plus a trailing
-        0 for ungrouped slots); marks the newly zero groups in the state.
+        Returns ``coef`` = lambda_g / |x_g| for groups that stay active (0 elsewhere); marks the newly zero
+        groups in the state.
         """
         XX, XD, DD = acc[0], acc[1], acc[2]
         if uniform:
@@ -741,10 +765,12 @@ class HybridSparseOptimizer(torch.optim.Optimizer):
             lam_ad = (self.lmbda_amplify * lam_min).clamp(self.lmbda, self.lmbda * self.hat_lmbda_coeff)
             lam_ad = torch.where(lam_ad >= lam_max, 0.5 * (lam_min + lam_max), lam_ad)
             lam = torch.where(neg, lam_ad, lam)
-        coef = lam / safe_nx
+        coef = torch.where(active & pos, lam / safe_nx, torch.zeros_like(lam))
         project = active & ~pos  # a redundant group that is exactly zero already joins the zero set
         if t >= self.projection_start:
-            inner = XXa - coef * XXl - XDl  # <x_trial, x> from group sums, no extra pass
+            # <x_trial, x> from group sums, no extra pass over the tensors
+            cross = self._overlap_cross(coef, uniform) if self.layout.has_overlap else coef * XXl
+            inner = XXa - cross - XDl
             project = project | (active & (inner < self.epsilon * XX))
         forced = torch.zeros_like(project)
         if self.hard_zero_step is not None and t + 1 >= self.hard_zero_step:
@@ -762,15 +788,33 @@ class HybridSparseOptimizer(torch.optim.Optimizer):
             gs["forced"] += n_forced
             gs["projected"] += int(newly.numel()) - n_forced
             self._refresh()
-        return torch.cat([coef, coef.new_zeros(1)])
+        return coef
 
-    def _slot_scales(self, coef_ext: torch.Tensor, hps: dict[int, dict]) -> dict[int, torch.Tensor]:
-        """Per-slot factor on x for every redundant-bearing tensor: 1 - lr*wd_dec - lr*lambda_g/|x_g| (active),
-        0 (zero groups), 1 - lr*wd_dec (other slots); one gather per (device, dtype)."""
+    def _overlap_cross(self, coef: torch.Tensor, uniform: bool) -> torch.Tensor:
+        """sum over the slots of g of lr * |x_slot|^2 * (sum of lambda_h/|x_h| over the active groups h holding
+        the slot): the group-lasso part of <x_trial, x> when groups overlap (penalties of nested groups add)."""
+        cross = torch.zeros_like(coef)
+        for key, sb in self._stat.items():
+            vals = self._vals[key]
+            cs = torch.zeros(sb["ncols"], device=self._home, dtype=coef.dtype)
+            cs.index_add_(0, sb["mcols"], coef.index_select(0, sb["mgids"]))
+            term = cs * vals[0]
+            if uniform:
+                cross.index_add_(0, sb["mgids"], term.index_select(0, sb["mcols"]), alpha=self._uniform_hp["lr"])
+            else:
+                for e, hp, _ in self._stat_entries:
+                    if e.key == key:
+                        cross.index_add_(0, e.mgids, term.index_select(0, e.mcols), alpha=hp["lr"])
+        return cross
+
+    def _slot_scales(self, coef: torch.Tensor, hps: dict[int, dict]) -> dict[int, torch.Tensor]:
+        """Per-slot factor on x for every redundant-bearing tensor: 1 - lr*wd_dec - lr * (sum of lambda_g/|x_g|
+        over the slot's active groups), 0 on zero slots; one gather + one scatter per (device, dtype)."""
         out: dict[int, torch.Tensor] = {}
         for key, plan in self._scale_plan.items():
-            c = coef_ext.to(device=key[0], dtype=key[1])
-            s = c.index_select(0, plan["map"])
+            c = coef.to(device=key[0], dtype=key[1])
+            s = torch.zeros(plan["n"], device=key[0], dtype=key[1])
+            s.index_add_(0, plan["mcol"], c.index_select(0, plan["mgid"]))
             ents = plan["entries"]
             hp0 = hps[id(ents[0].group)]
             if len({(hps[id(e.group)]["lr"], hps[id(e.group)]["pre"]) for e in ents}) == 1:
@@ -840,7 +884,7 @@ class HybridSparseOptimizer(torch.optim.Optimizer):
     @torch.no_grad()
     def group_norms(self) -> torch.Tensor:
         """L2 norm of every group's current values (compact group order); one pass over grouped tensors."""
-        acc = torch.zeros(self.layout.n_groups + 1, device=self._home, dtype=self._acc_dtype)
+        acc = torch.zeros(self.layout.n_groups, device=self._home, dtype=self._acc_dtype)
         for e in self._entries:
             if e.binding is None:
                 continue
@@ -849,8 +893,9 @@ class HybridSparseOptimizer(torch.optim.Optimizer):
                 v = p.pow(2) if p.dim() == 1 else torch.linalg.vector_norm(p, dim=e.other_dims).square()
             else:
                 v = torch.linalg.vector_norm(p).square().reshape(1)
-            acc.index_add_(0, e.slot_map_cpu.to(self._home), v.to(self._home, self._acc_dtype))
-        return acc[:-1].sqrt()
+            v = v.reshape(-1).to(self._home, self._acc_dtype)
+            acc.index_add_(0, e.mgids, v.index_select(0, torch.from_numpy(e.binding.mem_slot).to(self._home)))
+        return acc.sqrt()
 
     def metrics(self) -> dict[str, Any]:
         """Progress report (costs one read pass over the grouped tensors).

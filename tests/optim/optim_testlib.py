@@ -250,11 +250,12 @@ class NaiveHybrid:
             new[id(p)] = pre * p - hp["lr"] * direction[id(p)]
         newly = set()
         if self.redundant is not None:
+            # lambda_g / |x_g| of every active redundant group; nested groups add their penalties per element
+            coef: dict[int, float] = {}
             for i in self.redundant:
                 if i in self.zero:
                     continue
-                gr = self.groups[i]
-                xx, xd, dd = stats(gr)
+                xx, xd, dd = stats(self.groups[i])
                 nx = math.sqrt(xx)
                 if nx == 0:
                     newly.add(i)
@@ -265,22 +266,44 @@ class NaiveHybrid:
                     lam = min(max(self.amp * lo, self.lmbda), self.lmbda * self.cap)
                     if lam >= hi:
                         lam = 0.5 * (lo + hi)
+                coef[i] = lam / nx
+
+            def csum(active: dict[int, float]) -> dict[int, torch.Tensor]:
+                out = {id(p): torch.zeros_like(p) for p in params}
+                for i, c in active.items():
+                    for sl in self.groups[i].slices:
+                        v = out[id(sl.param)]
+                        self._set(v, sl, self._get(v, sl) + c)
+                return out
+
+            cs = csum(coef)
+            hard = self.hard is not None and t + 1 >= self.hard
+            for i in list(coef):
                 inner = 0.0
-                trial = []
-                for sl in gr.slices:
+                for sl in self.groups[i].slices:
                     hp = self._hp(sl.param)
                     pre = 1 - hp["lr"] * hp["weight_decay"] if self.variant == "adamw" else 1.0
                     x = self._get(sl.param, sl)
-                    xt = pre * x - hp["lr"] * (self._get(direction[id(sl.param)], sl) + lam * x / nx)
+                    xt = pre * x - hp["lr"] * (self._get(direction[id(sl.param)], sl)
+                                               + self._get(cs[id(sl.param)], sl) * x)
                     inner += float((xt * x).sum())
-                    trial.append((sl, xt))
-                hard = self.hard is not None and t + 1 >= self.hard
+                xx = stats(self.groups[i])[0]
                 if (t >= self.projection_start and inner < self.eps_hs * xx) or hard:
                     newly.add(i)
-                else:
-                    for sl, xt in trial:
-                        self._set(new[id(sl.param)], sl, xt)
+                    del coef[i]
+            cs = csum(coef)  # penalties of the groups that stay
+            for p in params:
+                new[id(p)] -= self._hp(p)["lr"] * cs[id(p)] * p
         self.zero |= newly
+        if self.redundant is not None:  # nested groups whose every element lies in a zero group are zero too
+            covered = {id(p): torch.zeros_like(p, dtype=torch.bool) for p in params}
+            for i in self.zero:
+                for sl in self.groups[i].slices:
+                    self._set(covered[id(sl.param)], sl, torch.ones_like(self._get(covered[id(sl.param)], sl)))
+            for i in self.redundant:
+                if i not in self.zero and all(bool(self._get(covered[id(sl.param)], sl).all())
+                                              for sl in self.groups[i].slices):
+                    self.zero.add(i)
         for i in self.zero:
             for sl in self.groups[i].slices:
                 v = new[id(sl.param)]

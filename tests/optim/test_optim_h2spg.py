@@ -287,8 +287,10 @@ def test_group_validation_errors():
     w = torch.nn.Parameter(torch.randn(4, 3))
     other = torch.nn.Parameter(torch.randn(2))
     mk = lambda gs, params=(w,): H2SPG(list(params), gs, lr=0.1)  # noqa: E731
-    with pytest.raises(ValueError, match="overlap"):
-        mk([ParamGroup(0, [ParamSlice(w, 0, [0, 1])]), ParamGroup(1, [ParamSlice(w, 0, [1])])])
+    with pytest.raises(ValueError, match="repeated"):
+        mk([ParamGroup(0, [ParamSlice(w, 0, [0, 1]), ParamSlice(w, 0, [1])])])
+    with pytest.raises(ValueError, match="repeated"):
+        mk([ParamGroup(0, [ParamSlice(w), ParamSlice(w, 0, [1])])])
     with pytest.raises(ValueError, match="axis"):
         mk([ParamGroup(0, [ParamSlice(w, 0, [0])]), ParamGroup(1, [ParamSlice(w, 1, [1])])])
     with pytest.raises(ValueError, match="not among"):

@@ -139,3 +139,60 @@ def _remap_groups(groups, model, other):
     mp = {id(p): q for p, q in zip(model.parameters(), other.parameters())}
     return [ParamGroup(g.id, [ParamSlice(mp[id(s.param)], s.axis, s.indices) for s in g.slices], g.removable)
             for g in groups]
+
+
+@pytest.mark.parametrize("variant,kw", [("sgd", dict(lr=0.05, momentum=0.9, lmbda=10.0)),
+                                        ("adamw", dict(lr=0.01, weight_decay=1e-2, lmbda=60.0))])
+def test_nested_groups_match_reference(variant, kw):
+    """Channel groups inside whole-layer groups (kind="both"): penalties add, zero wins, exact trial point."""
+    from asgnas.optim import ParamGroup, ParamSlice
+
+    x, y = digits()
+    x = x.double()
+    torch.manual_seed(13)
+    model = ConvNet(conv_bias=False).double()
+    ref_model = copy.deepcopy(model)
+
+    def nested(m):
+        gs = m.channel_groups()  # ids 0..19
+        gs.append(ParamGroup(50, [ParamSlice(m.conv1.weight), ParamSlice(m.bn1.weight), ParamSlice(m.bn1.bias)]))
+        gs.append(ParamGroup(51, [ParamSlice(m.conv2.weight), ParamSlice(m.bn2.weight), ParamSlice(m.bn2.bias)]))
+        return gs
+
+    groups, ref_groups = nested(model), nested(ref_model)
+    chosen = [0, 1, 8, 9, 20]  # conv1 channels 0,1 inside the whole conv1 layer (both penalised) + conv2 0,1
+    rank = chosen + [i for i in range(len(groups)) if i not in chosen]
+
+    def score_fn(xx, xd, dd, sizes):
+        s = torch.zeros_like(xx)
+        for r, i in enumerate(rank):
+            s[i] = float(len(rank) - r)
+        return s
+
+    kw = dict(kw)
+    lmbda = kw.pop("lmbda")
+    opt = H2SPG(model.parameters(), groups, variant=variant, target_group_sparsity=len(chosen), warmup_steps=2,
+                lmbda=lmbda, epsilon=0.5, score_fn=score_fn, hard_zero_step=14, **kw)
+    assert opt.layout.has_overlap
+    base = dict(momentum=0.0, nesterov=False, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0)
+    base.update(kw)
+    _, amp, cap = LAMBDA_DEFAULTS[variant]
+    ref = NaiveHybrid([dict(params=list(ref_model.parameters()), **base)], ref_groups, len(chosen), variant,
+                      warmup_steps=2, score_momentum=0.9, lmbda=lmbda, amplify=amp, cap=cap, epsilon=0.5,
+                      penalty_start=2, projection_start=2, hard_zero_step=14, select=lambda order: sorted(chosen))
+    for t, i in enumerate(batches(16, batch=48, seed=6)):
+        for m in (model, ref_model):
+            m.zero_grad()
+            F.cross_entropy(m(x[i]), y[i]).backward()
+        opt.step()
+        ref.step()
+        for p, q in zip(model.parameters(), ref_model.parameters()):
+            torch.testing.assert_close(p, q, rtol=1e-9, atol=1e-12, msg=f"step {t}")
+        assert sorted(opt.zero_group_ids) == sorted(ref_groups[j].id for j in ref.zero), f"step {t}"
+    assert sorted(opt.redundant_group_ids) == sorted(groups[i].id for i in chosen)
+    m = opt.metrics()
+    assert m["num_redundant_zero"] == len(chosen)
+    assert m["projected_groups"] >= 2  # the half-space test (with the overlap term) fired, not only the safeguard
+    # conv1 erased as a whole: all its channel groups read as zero too; conv2's other channels live on
+    assert m["num_zero_groups"] == len(set(chosen) | set(range(8)))
+    assert not any(groups[i].id in opt.zero_group_ids for i in range(8, 20) if i not in chosen)
