@@ -153,8 +153,6 @@ class GroupLayout:
         axis_of: dict[int, Optional[int]] = {}
         tensor_of: dict[int, torch.Tensor] = {}
         for g in self.groups:
-            if not g.slices:
-                raise ValueError(f"group {g.id} has no slices")
             for sl in g.slices:
                 p = sl.param
                 pid = id(p)
@@ -203,15 +201,21 @@ class GroupLayout:
                 mem[pid][1].append(np.full(new.size, gi, dtype=np.int64))
                 sizes[gi] += per_slot * int(new.size)
         for gi, s in enumerate(sizes):
-            if s == 0:
-                raise ValueError(f"group {self.ids[gi]} selects no elements")
+            # an empty non-removable group is harmless (e.g. all its tensors were frozen); a removable one is a bug
+            if s == 0 and self.groups[gi].removable:
+                raise ValueError(f"removable group {self.ids[gi]} selects no elements")
         self.sizes = torch.tensor(sizes, dtype=torch.float64)
         self.bindings: dict[int, Binding] = {}
         self.has_overlap = False
+        sizes_arr = self.sizes.clone()
+        sizes_arr[sizes_arr == 0] = 1.0  # keeps per-element averages finite for empty (non-removable) groups
+        self.sizes = sizes_arr
         for pid, p in tensor_of.items():
             axis = axis_of[pid]
             n_slots = 1 if axis is None else p.shape[axis]
             ms, mg = np.concatenate(mem[pid][0]), np.concatenate(mem[pid][1])
+            if ms.size == 0:  # only empty index lists: the tensor is effectively ungrouped
+                continue
             if axis is None:
                 ms = np.zeros_like(ms)
             b = Binding(p, axis, n_slots, ms, mg)

@@ -303,7 +303,10 @@ def test_group_validation_errors():
         H2SPG([w], [ParamGroup(0, [ParamSlice(w)])], lr=0.1, target_group_sparsity=2)
     with pytest.raises(ValueError, match="variant"):
         H2SPG([w], [ParamGroup(0, [ParamSlice(w)])], lr=0.1, variant="rmsprop")
-    opt = H2SPG([w], [ParamGroup(i, [ParamSlice(w, 0, [i])]) for i in range(4)], lr=0.1, target_group_sparsity=0.5)
+    with pytest.raises(ValueError, match="no elements"):
+        mk([ParamGroup(0, [])])
+    opt = H2SPG([w], [ParamGroup(i, [ParamSlice(w, 0, [i])]) for i in range(4)] + [ParamGroup(9, [], False)],
+                lr=0.1, target_group_sparsity=0.5)  # an empty non-removable group is accepted and ignored
     assert opt.target_count == 2
     assert H2SPG([w], [ParamGroup(i, [ParamSlice(w, 0, [i])]) for i in range(4)], lr=0.1,
                  target_group_sparsity=0.375).target_count == 2  # 1.5 rounds half up
