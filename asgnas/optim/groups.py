@@ -10,6 +10,8 @@ one output channel of a conv together with its bias/BN rows) or the whole variab
 * :class:`GroupLayout`, the index structure built once per optimizer so that per-group reductions
   (norms, inner products) cost a few batched ops per *parameter*, never a Python loop over groups.
 
+Groups may nest (one element in several groups); the index slices of one tensor must share one axis.
+
 Pure torch; no ONNX, nothing else from asgnas.
 """
 from __future__ import annotations

@@ -14,6 +14,11 @@ One optimizer step has up to three phases (PAPER_SPEC section 3.1):
   moments) are reset every step, so neither momentum nor (decoupled) weight decay can revive them.
   At ``hard_zero_step`` any redundant group still non-zero is forced to zero (exact target count).
 
+Nested groups (an element in several groups, e.g. channel groups inside a whole-tensor removal structure) follow
+the overlapping group lasso: the penalties of all active groups holding an element add up, the half-space
+test uses the exact trial point, and an element is zero as soon as one of its groups is; a redundant group
+whose every element lies in zero groups is recorded as zero.
+
 Why it is fast: groups are never looped over.  Each parameter is cut into *slots* along the axis its groups
 select on.  Pass 1 updates the optimizer state and writes per-slot sums (|x|^2, <x,d>, |d|^2) into one stat
 buffer; a single ``index_add_`` turns them into per-group sums; lambda and the half-space test are vectorised
