@@ -229,7 +229,6 @@ class HybridSparseOptimizer(torch.optim.Optimizer):
             self._build_entries()
 
     def _build_entries(self) -> None:
-        G = self.layout.n_groups
         grouped_params = [b.param for b in self.layout.bindings.values()]
         if grouped_params:
             self._home = grouped_params[0].device
