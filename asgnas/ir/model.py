@@ -239,6 +239,7 @@ def _value_info(value: Value) -> ValueInfoProto:
     tensor_type = info.type.tensor_type
     tensor_type.elem_type = value.dtype
     if value.shape is not None:
+        tensor_type.shape.SetInParent()  # a scalar has a shape with no dims, not no shape
         dims = tensor_type.shape.dim
         for d in value.shape:
             dim = dims.add()
