@@ -1,0 +1,133 @@
+"""The paper-style table: each super-network, full vs H2SPG sub-network (params, MACs, accuracy, latency).
+
+    python tools/reproduce.py [--nets demosupnet,stackedunets,darts,superresnet,regnet] [--seeds 0,1,2]
+                              [--data digits|npz:PATH] [--size tiny|paper] [--epochs 12] [--device cpu|cuda]
+
+For every (net, seed): export the super-network, train it twice with the same budget through the ``train`` pass:
+once with no target (the full super-network baseline) and once with H2SPG at ``--target``; construct the
+sub-network, verify it in onnxruntime against the trained model, and measure onnxruntime CPU latency (batch 1,
+one thread). Prints mean and spread over the seeds; ``--out`` keeps the raw rows as JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from asgnas.bridge.export import export_torch_model
+from asgnas.cli import _register_all_passes
+from asgnas.data import load_dataset
+from asgnas.ir import load_model
+from asgnas.passes import PassContext, PassManager, parse_pipeline
+from asgnas.runtime import onnx_accuracy
+from asgnas.zoo import build
+
+
+def latency_ms(model, repeat: int = 30) -> float:
+    from asgnas.runtime import session
+
+    sess = session(model, device="cpu", threads=1)
+    shape = [d if isinstance(d, int) else 1 for d in sess.get_inputs()[0].shape]
+    x = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
+    name = sess.get_inputs()[0].name
+    for _ in range(5):
+        sess.run(None, {name: x})
+    times = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        sess.run(None, {name: x})
+        times.append(time.perf_counter() - start)
+    return 1e3 * float(np.median(times))
+
+
+def run_one(net_name: str, size: str, seed: int, args: argparse.Namespace, workdir: Path) -> dict:
+    torch.manual_seed(seed)
+    kwargs = {"in_channels": 1, "input_size": 8} if args.data == "digits" and size == "paper" else {}
+    net = build(net_name, size, **kwargs)
+    path = workdir / f"{net_name}_{seed}.onnx"
+    export_torch_model(net, net.example_input(1), path)
+    train = (f"train{{optimizer=h2spg,data={args.data},epochs={args.epochs},seed={seed},device={args.device},"
+             f"lr={args.lr},quiet=true,target-sparsity={{target}}}}")
+    full_model = load_model(path)
+    PassManager(parse_pipeline("untie-aliases,search-space{groups=false}," + train.format(target=0))).run(
+        full_model, PassContext(quiet=True))
+    data = load_dataset(args.data, tuple(net.example_input(1).shape[1:]), seed=seed)  # the same split as train's
+    baseline_acc = onnx_accuracy(full_model, data.x_val, data.y_val)
+
+    model = load_model(path)
+    report = PassManager(parse_pipeline(
+        "untie-aliases,search-space{groups=false}," + train.format(target=args.target)
+        + ",construct-subnet,verify{rtol=1e-3}")).run(model, PassContext(quiet=True))
+    cost = report["cost"]
+    return {
+        "net": net_name, "seed": seed,
+        "params_full": cost["before"]["params"], "params_slim": cost["after"]["params"],
+        "macs_full": cost["before"]["macs"], "macs_slim": cost["after"]["macs"],
+        "acc_baseline": baseline_acc, "acc_trained_full": report["train"]["val_accuracy_full"],
+        "acc_slim": report["train"]["val_accuracy_slim"],
+        "latency_full_ms": latency_ms(str(path)), "latency_slim_ms": latency_ms(model),
+        "erased": report["construct-subnet"]["erased_structures"],
+        "removable": report["search_space"]["summary"]["num_removable_erase_groups"],
+        "verify_max_abs_diff": report["verify"]["max_abs_diff"],
+    }
+
+
+def summarize(rows: list[dict]) -> str:
+    def stat(values: list[float], fmt: str) -> str:
+        mean = statistics.mean(values)
+        spread = statistics.pstdev(values) if len(values) > 1 else 0.0
+        return f"{mean:{fmt}} ± {spread:{fmt}}"
+
+    lines = ["| net | params full -> slim (kept) | MACs full -> slim (kept) | acc baseline | acc slim | "
+             "latency ratio / MACs ratio | erased |", "|" + "---|" * 7]
+    for net in dict.fromkeys(r["net"] for r in rows):
+        rs = [r for r in rows if r["net"] == net]
+        p_keep = [r["params_slim"] / r["params_full"] for r in rs]
+        m_keep = [r["macs_slim"] / r["macs_full"] for r in rs]
+        lat = [(r["latency_slim_ms"] / r["latency_full_ms"]) / (r["macs_slim"] / r["macs_full"]) for r in rs]
+        lines.append(
+            f"| {net} | {rs[0]['params_full']:,} -> {statistics.mean(r['params_slim'] for r in rs):,.0f} "
+            f"({stat(p_keep, '.2f')}) | {rs[0]['macs_full']:,} -> {statistics.mean(r['macs_slim'] for r in rs):,.0f} "
+            f"({stat(m_keep, '.2f')}) | {stat([100 * r['acc_baseline'] for r in rs], '.1f')} | "
+            f"{stat([100 * r['acc_slim'] for r in rs], '.1f')} | {stat(lat, '.2f')} | "
+            f"{statistics.mean(r['erased'] for r in rs):.1f}/{rs[0]['removable']} |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--nets", default="demosupnet,stackedunets,darts,superresnet,regnet")
+    parser.add_argument("--seeds", default="0,1,2")
+    parser.add_argument("--data", default="digits")
+    parser.add_argument("--size", default="tiny", choices=("tiny", "paper"))
+    parser.add_argument("--epochs", type=int, default=12)
+    parser.add_argument("--lr", type=float, default=0.05)
+    parser.add_argument("--target", type=float, default=0.5)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--out", default="")
+    args = parser.parse_args()
+    _register_all_passes()
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for net in args.nets.split(","):
+            for seed in (int(s) for s in args.seeds.split(",")):
+                start = time.perf_counter()
+                row = run_one(net, args.size, seed, args, Path(tmp))
+                rows.append(row)
+                print(f"{net} seed {seed}: acc baseline {row['acc_baseline']:.3f} slim {row['acc_slim']:.3f}, "
+                      f"params {row['params_slim']}/{row['params_full']}, MACs {row['macs_slim']}/{row['macs_full']} "
+                      f"({time.perf_counter() - start:.0f} s)", flush=True)
+    if args.out:
+        Path(args.out).write_text(json.dumps(rows, indent=1))
+    print(summarize(rows))
+
+
+if __name__ == "__main__":
+    main()
