@@ -1,0 +1,327 @@
+"""Physically remove zero channel groups; the ``prune-subnet`` pass.
+
+``construct_pruned(model, analysis, zero_ids)`` reads ``analysis`` (``analyze_pruning`` of this very model) and
+the removable groups ``zero_ids`` (callers pass groups whose parameters are exactly zero; the result equals the
+zeroed model). Writes: the IR, in place --
+1. constant contributions of removed channels that are not zero (Sigmoid/Softplus/... before an unpadded conv or
+   a Linear, see ``Fold``) are added to the consumer's bias (computed on the original weights);
+2. every node whose channel counts change is updated by its rule's ``rewrite`` (``rules.py``): depthwise Conv
+   ``group``, GroupNormalization ``num_groups``, Reshape/Expand/Resize targets, Slice bounds, Split sizes,
+   Gather indices (a shared shape constant is never edited in place: the node gets its own);
+3. every constant member of a changed space (producer rows, biases, norm parameters and statistics, consumer
+   columns, Constant nodes) is sliced along its axis (vectorised ``np.take``);
+4. value shapes are cleared and inferred again.
+A space never ends with zero channels: if every channel of a space would go, the lowest-id group touching it is
+kept (it is zero, so the model stays exact) and reported in ``kept_to_avoid_empty``; the validity oracle
+(hierarchy pass) already refuses such selections, this is the backstop.
+
+``prune-subnet``: re-runs the analysis, removes every removable group whose parameters are all exactly zero.
+Report key ``prune-subnet``: what was removed and the cost before/after.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Iterable
+
+import numpy as np
+from onnx import TensorProto
+
+from asgnas.errors import AsgnasError
+from asgnas.ir import ConstTensor, Model, Node, Value
+from asgnas.passes.base import Pass, PassContext, register_pass
+from asgnas.passes.groups import group_is_zero
+from asgnas.passes.pruning.analysis import PruningAnalysis, analyze_pruning
+from asgnas.passes.pruning.rules import CHANNEL_RULES
+
+
+class RewriteCtx:
+    """What the rules' ``rewrite`` functions see: old and new channel counts, kept indices, IR helpers."""
+
+    def __init__(self, model: Model, analysis: PruningAnalysis, kept_root: dict[int, np.ndarray]) -> None:
+        self.model = model
+        self.graph = model.graph
+        self.analysis = analysis
+        self.b = analysis._b
+        self.shape_eval = analysis._se
+        self.root_of_key = analysis._root_of_key
+        self.kept_root = kept_root
+        self.opset = model.opset
+
+    def _root(self, value: Value, axis: int) -> int | None:
+        if value.rank is None:
+            return None
+        key = self.b.keys.get((value.name, axis % value.rank))
+        return None if key is None else self.root_of_key[key]
+
+    def kept(self, value: Value, axis: int) -> np.ndarray | None:
+        """Kept indices along the axis, or None when it does not change."""
+        root = self._root(value, axis)
+        return None if root is None else self.kept_root.get(root)
+
+    def old_dim(self, value: Value, axis: int) -> int | str | None:
+        return value.shape[axis % value.rank]
+
+    def new_dim(self, value: Value, axis: int) -> int | str | None:
+        kept = self.kept(value, axis)
+        return len(kept) if kept is not None else self.old_dim(value, axis)
+
+    def virtual_size(self, node: Node, label: str) -> int:
+        key = self.b.virtual_keys[(node.name, label)]
+        kept = self.kept_root.get(self.root_of_key[key])
+        return len(kept) if kept is not None else int(self.b.key_size[key])
+
+    def changed_key(self, key: int) -> bool:
+        return self.root_of_key[key] in self.kept_root
+
+    def depends_on_change(self, value: Value | None) -> bool:
+        sv = self.shape_eval.ev(value) if value is not None else None
+        return sv is not None and any(self.changed_key(k) for k in sv.tainted)
+
+    def const_array(self, value: Value | None) -> np.ndarray | None:
+        return self.b.const_array(value)
+
+    def set_const_input(self, node: Node, index: int, array: np.ndarray, label: str) -> None:
+        """Give ``node`` its own constant at input ``index`` (never edits a constant others may read)."""
+        value = self.graph.add_initializer(f"{node.name}_{label}", np.asarray(array))
+        while len(node.inputs) <= index:
+            node.inputs.append(None)
+        node.set_input(index, value)
+
+    def rewrite_shape_input(self, node: Node, index: int, src: Value, dst: Value, *, copy_zero: bool = False,
+                            broadcast: bool = False) -> None:
+        """Update the target-shape input so that it yields ``dst``'s new dims.
+
+        An entry is rewritten when the output dim changes, when it was computed from a size that changes, or when
+        it is a Reshape ``0`` copying an input dim that changes. A constant target becomes a new constant; a
+        computed one goes through ``Where(mask, new values, old)`` so the symbolic entries stay computed.
+        """
+        shape_value = node.inputs[index]
+        sv = self.shape_eval.ev(shape_value)
+        length = sv.values.size if sv is not None else (shape_value.shape or [None])[0]
+        if not isinstance(length, int):
+            raise AsgnasError(f"cannot rewrite the shape input of {node.name}: unknown length", node=node.name)
+        offset = dst.rank - length
+        mask = np.zeros(length, dtype=bool)
+        vals = np.zeros(length, dtype=np.int64)
+        for e in range(length):
+            j = e + offset
+            if j < 0:
+                continue
+            new, old = self.new_dim(dst, j), self.old_dim(dst, j)
+            need = new != old
+            entry_known = sv is not None and bool(sv.known[e])
+            entry = int(sv.values[e]) if entry_known else None
+            if sv is not None and any(self.changed_key(k) for k in sv.taint[e]):
+                need = True
+            if copy_zero and entry == 0 and self.kept(src, j) is not None:
+                need = True
+            if broadcast and entry == 1:
+                need = False
+            if need:
+                if not isinstance(new, int):
+                    raise AsgnasError(f"{node.name}: new dim {j} is not static", node=node.name)
+                mask[e], vals[e] = True, new
+        if not mask.any():
+            return
+        if shape_value.const is not None or (sv is not None and sv.fully_known):
+            base = sv.values.copy() if sv is not None else shape_value.const.array.astype(np.int64).reshape(-1)
+            base[mask] = vals[mask]
+            self.set_const_input(node, index, base, "shape")
+            return
+        cond = self.graph.add_initializer(f"{node.name}_shape_mask", mask)
+        new_vals = self.graph.add_initializer(f"{node.name}_shape_new", vals)
+        where = self.graph.add_node("Where", [cond, new_vals, shape_value], 1, name=f"{node.name}_shape")
+        where.outputs[0].dtype = TensorProto.INT64
+        where.outputs[0].shape = (length,)
+        node.set_input(index, where.outputs[0])
+
+
+def _removed_masks(analysis: PruningAnalysis, ids: Iterable[int]) -> dict[int, np.ndarray]:
+    masks: dict[int, np.ndarray] = {}
+    for gid in ids:
+        for root, idx in analysis._elements[gid].items():
+            mask = masks.get(root)
+            if mask is None:
+                mask = masks[root] = np.zeros(analysis._root_size[root], dtype=bool)
+            mask[idx] = True
+    return masks
+
+
+def construct_pruned(model: Model, analysis: PruningAnalysis, zero_ids: set[int]) -> dict[str, Any]:
+    """Remove the channel groups ``zero_ids`` from ``model`` in place; returns what was done."""
+    b = analysis._b
+    if b is None or b.graph is not model.graph:
+        raise AsgnasError("construct_pruned: the analysis was computed for another model")
+    graph = model.graph
+    by_id = analysis.groups
+    skipped = sorted(g for g in zero_ids if not (0 <= g < len(by_id)) or not by_id[g].removable)
+    active = sorted(g for g in zero_ids if 0 <= g < len(by_id) and by_id[g].removable)
+
+    # a space never ends empty: keep (zero) groups until every space has a channel left
+    kept_nonempty: list[int] = []
+    while True:
+        masks = _removed_masks(analysis, active)
+        empty = next((root for root, mask in masks.items() if mask.all()), None)
+        if empty is None:
+            break
+        victim = min(g for g in active if empty in analysis._elements[g])
+        active.remove(victim)
+        kept_nonempty.append(victim)
+    kept_root = {root: np.flatnonzero(~mask) for root, mask in masks.items() if mask.any()}
+    rc = RewriteCtx(model, analysis, kept_root)
+
+    # 1. bias folds, on the original weights
+    pending_folds = []
+    nodes_by_name = {n.name: n for n in graph}
+    for fold in analysis.folds:
+        wname, waxis = fold.weight
+        wvalue = graph.values.get(wname)
+        key = b.keys.get((wname, waxis))
+        kept = kept_root.get(analysis._root_of_key[key]) if key is not None else None
+        if kept is None or wvalue is None or wvalue.const is None:
+            continue
+        array = wvalue.const.array.astype(np.float64)
+        removed = np.setdiff1d(np.arange(array.shape[waxis]), kept)
+        taken = np.take(array, removed, axis=waxis).sum(axis=waxis)  # removed columns, summed
+        node = nodes_by_name[fold.node]
+        if fold.kind == "conv":
+            contrib = fold.z * taken.reshape(taken.shape[0], -1).sum(axis=1)
+        else:
+            contrib = fold.z * taken.reshape(-1)
+            if fold.kind == "gemm":
+                contrib = contrib * node.attr("alpha", 1.0)
+        pending_folds.append((node, fold.kind, contrib))
+
+    # 2. node rewrites (on the original shapes and shape computations)
+    touched: dict[Node, None] = {}
+    for root in kept_root:
+        for key in analysis._root_members[root]:
+            value = b.key_value[key]
+            if value is None:
+                continue
+            if value.producer is not None:
+                touched[value.producer] = None
+            for user, _ in value.uses:
+                touched[user] = None
+    position = {n: i for i, n in enumerate(graph.toposort())}
+    for node in sorted(touched, key=lambda n: position.get(n, -1)):
+        rule = CHANNEL_RULES.get(node.op_type) if node.domain in ("", "ai.onnx") else None
+        if rule is not None and rule.rewrite is not None and node in graph:
+            rule.rewrite(node, rc)
+
+    # 3. slice every constant member of a changed space
+    sliced: dict[str, np.ndarray] = {}
+    for root, kept in kept_root.items():
+        for key in analysis._root_members[root]:
+            value = b.key_value[key]
+            if value is None or value.const is None:
+                continue
+            array = sliced.get(value.name, value.const.array)
+            sliced[value.name] = np.take(array, kept, axis=b.key_axis[key])
+    for name, array in sliced.items():
+        _set_constant(graph.values[name], array)
+
+    # 4. folds, on the sliced tensors
+    for node, kind, contrib in pending_folds:
+        out = node.outputs[0]
+        kept = rc.kept(out, 1 if kind in ("conv", "gemm") else -1)
+        if kept is not None:
+            contrib = contrib[kept]
+        _add_bias(model, node, kind, contrib)
+
+    # 5. shapes afresh
+    from asgnas.passes.shape_infer import infer_static
+
+    for value in graph.values.values():
+        if value.producer is not None and value.const is None and not graph.is_output(value):
+            value.shape = None
+    try:
+        infer_static(model)
+    except AsgnasError:
+        pass  # value infos are optional; the model itself is checked by callers
+    model.analyses.pop("pruning_groups", None)
+
+    removed_channels: dict[str, int] = {}
+    for gid in active:
+        space = by_id[gid].space
+        removed_channels[space] = removed_channels.get(space, 0) + 1
+    return {
+        "removed_groups": len(active),
+        "removed_group_ids": active,
+        "kept_to_avoid_empty": kept_nonempty,
+        "skipped_not_removable": skipped,
+        "removed_per_space": removed_channels,
+        "folded_biases": len(pending_folds),
+    }
+
+
+def _set_constant(value: Value, array: np.ndarray) -> None:
+    array = np.ascontiguousarray(array)
+    node = value.producer
+    if node is not None and node.op_type == "Constant":
+        for key in ("value_float", "value_floats", "value_int", "value_ints"):
+            if node.attr(key) is not None:
+                node.del_attr(key)
+        node.set_attr("value", array)
+    if value.const is None:
+        value.const = ConstTensor(array=array)
+    else:
+        value.const.array = array
+    value.shape = tuple(array.shape)
+
+
+def _add_bias(model: Model, node: Node, kind: str, contrib: np.ndarray) -> None:
+    """Add ``contrib`` (one value per output channel) to the node's output through its bias."""
+    graph = model.graph
+    if kind == "conv":
+        bias = node.inputs[2] if len(node.inputs) > 2 else None
+        dtype = node.inputs[1].const.array.dtype if node.inputs[1].const is not None else np.float32
+        old = bias.const.array if bias is not None and bias.const is not None else np.zeros(len(contrib), dtype)
+        value = graph.add_initializer(f"{node.name}_bias", (old + contrib).astype(old.dtype))
+        while len(node.inputs) < 3:
+            node.inputs.append(None)
+        node.set_input(2, value)
+        return
+    if kind == "gemm":
+        c = node.inputs[2] if len(node.inputs) > 2 else None
+        beta = node.attr("beta", 1.0)
+        if c is not None and c.const is not None and beta != 0:
+            old = c.const.array
+            value = graph.add_initializer(f"{node.name}_C", (old + contrib / beta).astype(old.dtype))
+        else:
+            value = graph.add_initializer(f"{node.name}_C", contrib.astype(np.float32))
+            node.set_attr("beta", 1.0)
+        while len(node.inputs) < 3:
+            node.inputs.append(None)
+        node.set_input(2, value)
+        return
+    # matmul: y = x @ W  ->  y = (x @ W) + contrib, keeping the output's name
+    out = node.outputs[0]
+    inner = graph.add_value(f"{out.name}_nobias", out.dtype)
+    node.outputs[0] = inner
+    inner.producer = node
+    out.producer = None
+    dtype = np.float32 if out.dtype in (0, TensorProto.FLOAT) else np.dtype(
+        __import__("onnx").helper.tensor_dtype_to_np_dtype(out.dtype))
+    const = graph.add_initializer(f"{node.name}_bias", contrib.astype(dtype))
+    graph.add_node("Add", [inner, const], [out], name=f"{node.name}_bias_add")
+
+
+@register_pass
+class PruneSubnetPass(Pass):
+    name = "prune-subnet"
+    summary = "physically remove every exactly-zero channel group (slice rows and columns, update attributes)"
+    preserves = frozenset()
+
+    def run(self, model: Model, ctx: PassContext) -> dict[str, Any]:
+        from asgnas.passes.cost import total_cost
+
+        before = total_cost(model)
+        analysis = analyze_pruning(model)
+        zero = {g.id for g in analysis.groups if g.removable and group_is_zero(model, g)}
+        result = construct_pruned(model, analysis, zero) if zero else {"removed_groups": 0}
+        result["cost"] = {"before": before, "after": total_cost(model)}
+        return result
+
+
+__all__ = ["RewriteCtx", "construct_pruned"]

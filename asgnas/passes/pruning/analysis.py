@@ -1,0 +1,611 @@
+"""The driver: run the rules, resolve the relations into spaces and channel groups, check exactness.
+
+Steps (each linear in the graph plus the number of channels involved):
+1. every node's rule records relations (``builder.py``); unknown ops pin what they touch; graph inputs and
+   outputs are pinned; computed sizes that reach places construction cannot rewrite pin their axes;
+2. ``same`` unions form the level-1 *spaces*; products choose the atom that carries the channel (not pinned,
+   preferably one with a stem behind it, else the outermost) and pin the others;
+3. spaces get element ids; ``link`` and resolved products union elements (a second union-find). A *unit* is a
+   connected set of elements; a unit that contains the output rows of at least one stem is a channel group;
+4. the zero pass computes, for every value, what a removed channel holds there (0, a constant, or unknown);
+   where a removed channel is summed into something that stays (consumer columns, contractions) it must be 0,
+   or a constant a bias can absorb (recorded as a *fold*), otherwise that space is pinned;
+5. groups: parameter slices (``param`` role members), the slices construction removes besides them, counts.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from asgnas.ir import Model, Node, Value
+from asgnas.passes.groups import Group, TensorSlice
+from asgnas.passes.pruning.builder import Builder, Consume, Unsupported
+from asgnas.passes.pruning.rules import CHANNEL_RULES, pad_amounts, reduce_axes
+from asgnas.passes.pruning.shapes import ShapeEval, check_shape_uses
+
+ANALYSIS_KEY = "pruning_groups"
+
+
+@dataclass
+class Space:
+    """One level-1 channel space: axes indexed identically."""
+
+    id: str
+    size: int
+    members: list[tuple[str, int, str]]  # (value name, axis, role): role is "" for activations
+    producers: list[str]  # stems whose output rows index this space
+    consumers: list[str]  # nodes whose input columns index this space
+    groups: list[int] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"id": self.id, "size": self.size, "producers": self.producers, "consumers": self.consumers,
+                "groups": len(self.groups), "members": len(self.members)}
+
+
+@dataclass
+class Fold:
+    """A removed channel holding constant ``z`` read by ``node``: construction adds its contribution to a bias."""
+
+    node: str
+    kind: str  # conv | gemm | matmul
+    z: float
+    weight: tuple[str, int]  # (initializer, axis) along which the removed columns lie
+    value: str  # the consumed value
+
+
+@dataclass
+class PruningAnalysis:
+    """``model.analyses["pruning_groups"]``.
+
+    Public: ``groups`` (ids 0..n-1, ``kind="prune"``), ``spaces`` (id -> ``Space``), ``by_id()``,
+    ``removable()``, ``slices(group_id)`` (every slice construction removes with the group: params, consumer
+    columns, running statistics, constants), ``space_groups(space_id)``, ``summary()``, ``to_json()``.
+    Construction uses the private fields (``_b`` etc.); they are valid for the model as analysed.
+    """
+
+    groups: list[Group]
+    spaces: dict[str, Space]
+    other_slices: dict[int, list[TensorSlice]]
+    folds: list[Fold]
+    pin_reasons: dict[str, int]
+    _b: Builder | None = None
+    _se: ShapeEval | None = None
+    _root_of_key: list[int] = field(default_factory=list)
+    _root_size: dict[int, int] = field(default_factory=dict)
+    _root_members: dict[int, list[int]] = field(default_factory=dict)
+    _elements: dict[int, dict[int, np.ndarray]] = field(default_factory=dict)  # group -> root -> indices
+    _zero: dict[str, float | None] = field(default_factory=dict)
+
+    def by_id(self) -> dict[int, Group]:
+        return {g.id: g for g in self.groups}
+
+    def removable(self) -> list[Group]:
+        return [g for g in self.groups if g.removable]
+
+    def slices(self, group_id: int) -> list[TensorSlice]:
+        group = self.groups[group_id]
+        return list(group.params) + list(self.other_slices.get(group_id, ()))
+
+    def space_groups(self, space_id: str) -> list[int]:
+        return list(self.spaces[space_id].groups)
+
+    def summary(self) -> dict[str, Any]:
+        removable = self.removable()
+        produced = [s for s in self.spaces.values() if s.producers]
+        return {
+            "num_spaces": len(produced),
+            "num_prunable_spaces": sum(
+                any(self.groups[g].removable for g in s.groups) for s in produced),
+            "num_groups": len(self.groups),
+            "num_removable_groups": len(removable),
+            "removable_params": int(sum(g.num_params for g in removable)),
+            "removable_macs": int(sum(g.macs for g in removable)),
+            "pins": dict(sorted(self.pin_reasons.items(), key=lambda kv: -kv[1])[:20]),
+        }
+
+    def to_json(self, compact: bool = True) -> dict[str, Any]:
+        groups = []
+        for g in self.groups:
+            if compact:
+                groups.append({"id": g.id, "space": g.space, "removable": g.removable, "reason": g.reason,
+                               "num_params": g.num_params, "macs": g.macs,
+                               "channels": {s.initializer: len(s.indices or ()) for s in g.params[:1]}})
+            else:
+                groups.append(g.to_json())
+        return {"summary": self.summary(), "spaces": [s.to_json() for s in self.spaces.values()],
+                "groups": groups}
+
+
+# ==================================================================================================
+
+
+class ZeroCtx:
+    """What the zero functions of the rules see."""
+
+    def __init__(self, b: Builder, root_of_key: list[int], root_live: set[int], opset: int,
+                 se: ShapeEval) -> None:
+        self.b = b
+        self.root_of_key = root_of_key
+        self.root_live = root_live
+        self.opset = opset
+        self.se = se
+        self.values: dict[str, float | None] = {}
+        self._scalar: dict[str, float | None] = {}
+
+    def live(self, value: Value, axis: int) -> bool:
+        if value.rank is None:
+            return False
+        key = self.b.keys.get((value.name, axis % value.rank))
+        return key is not None and self.root_of_key[key] in self.root_live
+
+    def scalar(self, value: Value | None) -> float | None:
+        """The value of a constant whose elements are all equal; None otherwise."""
+        if value is None or value.const is None:
+            return None
+        if value.name not in self._scalar:
+            array = value.const.array
+            if array.size == 0 or array.dtype.kind not in "fiub":
+                result = None
+            else:
+                first = array.reshape(-1)[0]
+                result = float(first) if np.all(array == first) else None
+            self._scalar[value.name] = result
+        return self._scalar[value.name]
+
+    def z(self, value: Value | None) -> float | None:
+        if value is None:
+            return None
+        if value.const is not None:
+            if value.is_initializer and self._is_live_param(value):
+                return 0.0  # zeroed with the group
+            return self.scalar(value)
+        return self.values.get(value.name)
+
+    def _is_live_param(self, value: Value) -> bool:
+        for axis in range(value.rank or 0):
+            key = self.b.keys.get((value.name, axis))
+            if key is not None and self.b.roles.get(key, "param") == "param" \
+                    and self.root_of_key[key] in self.root_live:
+                return True
+        return False
+
+    def operand(self, node: Node, index: int) -> float | None:
+        """Input ``index`` as seen on a removed channel of the output: its removed channel when it shares the
+        channel axis, its (constant) value when it broadcasts along it."""
+        value = node.inputs[index]
+        out = node.outputs[0]
+        if value is None or value.rank is None or out.rank is None:
+            return self.z(value)
+        offset = out.rank - value.rank
+        for axis in range(out.rank):
+            if not self.live(out, axis):
+                continue
+            dim = value.shape[axis - offset] if axis >= offset else 1
+            if dim == 1 and out.shape[axis] != 1:
+                return self.scalar(value)
+        return self.z(value)
+
+    def padded_axes(self, node: Node) -> list[int] | None:
+        x = node.inputs[0]
+        try:
+            amounts = pad_amounts(node, self.se, x.rank)
+        except Unsupported:
+            return None
+        return [a for a in range(x.rank) if amounts[a].any()]
+
+    def reduced_count(self, node: Node) -> int | None:
+        x = node.inputs[0]
+        try:
+            axes = reduce_axes(node, self.se, x.rank)
+        except Unsupported:
+            return None
+        dims = [x.shape[a] for a in axes]
+        return int(np.prod(dims)) if all(isinstance(d, int) for d in dims) else None
+
+    def is_linear(self, node: Node) -> bool:
+        return self.b.view(node.inputs[1]) is not None and self.b.view(node.inputs[0]) is None
+
+    def is_embedding(self, node: Node) -> bool:
+        return self.b.view(node.inputs[0]) is not None and self.b.const_array(node.inputs[1]) is None
+
+
+# ==================================================================================================
+
+
+def _ensure_shapes(model: Model) -> None:
+    """Static inference, then onnxruntime for holes; failures leave shapes unknown (and pinned)."""
+    from asgnas.passes.cost import ensure_shapes
+
+    try:
+        ensure_shapes(model)
+    except Exception:  # an inconsistent model: unknown shapes pin what they touch
+        return
+    try:
+        _fill_holes(model)
+    except Exception:
+        pass
+
+
+def _fill_holes(model: Model) -> None:
+    """Dims static inference left unknown (or named ``unk__*``) are read off two onnxruntime runs.
+
+    Dims equal in both runs are static; a dim that is k times the symbolic input dim in both runs gets the input's
+    symbol (``k*batch`` for k > 1), so reshapes of the batch still match symbol for symbol.
+    """
+    graph = model.graph
+    symbols = sorted({d for v in graph.inputs for d in (v.shape or ()) if isinstance(d, str)})
+
+    def hole(v: Value) -> bool:
+        return v.shape is None or any(d is None or (isinstance(d, str) and d not in symbols) for d in v.shape)
+
+    holes = [v for n in graph for v in n.outputs if hole(v)]
+    if not holes:
+        return
+    import onnx
+
+    from asgnas.ir import lower
+    from asgnas.runtime import model_feeds, session
+
+    probe = lower(model)
+    known = {o.name for o in probe.graph.output}
+    for value in holes:
+        if value.name not in known:
+            probe.graph.output.append(onnx.helper.make_empty_tensor_value_info(value.name))
+    sess = session(probe, device="cpu")
+    names = [o.name for o in sess.get_outputs()]
+    runs = []
+    for size in ((2, 3) if symbols else (2,)):
+        arrays = sess.run(names, model_feeds(model, seed=0, symbolic_dim=size))
+        runs.append({n: a for n, a in zip(names, arrays)})
+    symbol = symbols[0] if len(symbols) == 1 else None
+    for value in holes:
+        got = [r.get(value.name) for r in runs]
+        if any(g is None or not hasattr(g, "shape") for g in got) or len({g.ndim for g in got}) != 1:
+            continue
+        dims: list[int | str | None] = []
+        for ds in zip(*(g.shape for g in got)):
+            if len(set(ds)) == 1:
+                dims.append(int(ds[0]))
+            elif symbol is not None and ds[0] % 2 == 0 and ds[0] // 2 * 3 == ds[1]:
+                k = ds[0] // 2
+                dims.append(symbol if k == 1 else f"{k}*{symbol}")
+            else:
+                dims.append(None)
+        value.shape = tuple(dims)
+        if not value.dtype:
+            value.dtype = onnx.helper.np_dtype_to_tensor_dtype(got[0].dtype)
+
+
+def analyze_pruning(model: Model) -> PruningAnalysis:
+    """Find every channel group of ``model`` (no IR change beyond filling missing shapes)."""
+    _ensure_shapes(model)
+    graph = model.graph
+    b = Builder(model)
+    se = ShapeEval(b)
+    order = graph.toposort()
+
+    # 1. relations
+    for node in order:
+        rule = CHANNEL_RULES.get(node.op_type) if node.domain in ("", "ai.onnx") else None
+        if rule is None:
+            b.pin_node(node, f"{node.name} ({node.op_type}): unknown operator")
+            continue
+        if node.has_subgraphs:
+            b.pin_node(node, f"{node.name} ({node.op_type}): has subgraphs")
+            continue
+        try:
+            rule.analyze(node, b, se)
+        except Unsupported as err:
+            b.pin_node(node, f"{node.name} ({node.op_type}): {err}")
+        except Exception as err:  # a rule bug must not crash the analysis or produce a wrong model
+            b.pin_node(node, f"{node.name} ({node.op_type}): not analysable ({type(err).__name__}: {err})")
+    for value in graph.inputs:
+        b.pin_value(value, f"graph input {value.name}")
+    for value in graph.outputs:
+        b.pin_value(value, f"graph output {value.name}")
+    check_shape_uses(se, order)
+
+    # 2. products
+    uf = b.uf
+    pinned_roots = {uf.find(k) for k, idx, _ in b.pins if idx is None}
+    live_roots = {uf.find(k) for k in b.stem_keys}
+    resolved_links = []
+    for prod in b.products:
+        atoms = [a for a in prod.atoms if b.key_size[a] != 1]
+        free = [a for a in atoms if uf.find(a) not in pinned_roots]
+        live = [a for a in free if uf.find(a) in live_roots]
+        carry = live[0] if live else (free[0] if free else None)
+        reason = f"{prod.node} ({prod.op}): this factor of a reshaped axis keeps its size"
+        for a in atoms:
+            if a != carry:
+                b.pin(a, None, reason)
+                pinned_roots.add(uf.find(a))
+        if carry is None:
+            b.pin(prod.target, None, reason)
+            continue
+        inner = 1
+        for a in atoms[atoms.index(carry) + 1:]:
+            inner *= b.key_size[a]
+        n = b.key_size[prod.target]
+        positions = np.arange(n)
+        resolved_links.append((prod.target, positions, carry, (positions // inner) % b.key_size[carry]))
+        if uf.find(prod.target) in live_roots or uf.find(carry) in live_roots:
+            live_roots.update((uf.find(prod.target), uf.find(carry)))
+
+    # 3. elements
+    nkeys = len(b.key_size)
+    root_of_key = [uf.find(k) for k in range(nkeys)]
+    root_size: dict[int, int] = {}
+    root_members: dict[int, list[int]] = {}
+    for key in range(nkeys):
+        root = root_of_key[key]
+        root_members.setdefault(root, []).append(key)
+        size = b.key_size[key]
+        if size is not None and size > 0:
+            root_size.setdefault(root, size)
+    base: dict[int, int] = {}
+    total = 0
+    for root in sorted(root_size):
+        base[root] = total
+        total += root_size[root]
+    parent = list(range(total))
+
+    def find(x: int) -> int:
+        while parent[x] != x:
+            parent[x] = parent[parent[x]]
+            x = parent[x]
+        return x
+
+    for ka, ia, kb, ib in [(l.a, l.ia, l.b, l.ib) for l in b.links] + resolved_links:
+        ra, rb = root_of_key[ka], root_of_key[kb]
+        if ra not in base or rb not in base:
+            continue
+        for x, y in zip((base[ra] + ia).tolist(), (base[rb] + ib).tolist()):
+            rx, ry = find(x), find(y)
+            if rx != ry:
+                if ry < rx:
+                    rx, ry = ry, rx
+                parent[ry] = rx
+    labels = np.fromiter((find(x) for x in range(total)), dtype=np.int64, count=total)
+
+    def root_slice(root: int) -> slice:
+        return slice(base[root], base[root] + root_size[root])
+
+    live_elem = np.zeros(total, dtype=bool)
+    for key in b.stem_keys:
+        root = root_of_key[key]
+        if root in base:
+            live_elem[root_slice(root)] = True
+    live_label = np.zeros(total, dtype=bool)
+    live_label[labels[live_elem]] = True
+    elem_live = live_label[labels]
+    root_live = {root for root in base if elem_live[root_slice(root)].any()}
+
+    # 4. zero values
+    zc = ZeroCtx(b, root_of_key, root_live, model.opset, se)
+    origin: dict[str, str] = {}
+    for node in order:
+        rule = CHANNEL_RULES.get(node.op_type) if node.domain in ("", "ai.onnx") else None
+        z: float | None = None
+        if rule is not None and rule.zero is not None:
+            try:
+                z = rule.zero(node, zc)
+            except Exception:
+                z = None
+        source = next((origin[v.name] for v in node.inputs if v is not None and v.name in origin
+                       and zc.z(v) == z), None)
+        for out in node.outputs:
+            zc.values[out.name] = z
+            if z != 0:
+                origin[out.name] = source or f"{node.name} ({node.op_type})"
+    folds: list[Fold] = []
+    for use in b.consumes:
+        _check_consume(use, b, zc, root_of_key, root_live, origin, folds)
+
+    # pins -> elements
+    pinned = np.zeros(total, dtype=bool)
+    pin_reason = np.full(total, -1, dtype=np.int64)
+    reasons: list[str] = []
+    reason_index: dict[str, int] = {}
+    pin_counts: dict[str, int] = {}
+    for key, idx, reason in b.pins:
+        root = root_of_key[key]
+        if root not in base:
+            continue
+        ri = reason_index.setdefault(reason, len(reasons))
+        if ri == len(reasons):
+            reasons.append(reason)
+        sel = np.arange(base[root], base[root] + root_size[root]) if idx is None else base[root] + idx
+        fresh = sel[pin_reason[sel] < 0]
+        pin_reason[fresh] = ri
+        pinned[sel] = True
+    unit_pin = np.full(total, -1, dtype=np.int64)  # by label: reason index of a pinned element
+    order_pins = np.nonzero(pinned)[0]
+    unit_pin[labels[order_pins[::-1]]] = pin_reason[order_pins[::-1]]
+
+    # 5. groups
+    from asgnas.passes.cost import node_costs
+
+    try:
+        costs = node_costs(model)
+    except Exception:
+        costs = {}
+    macs_per_root = _macs_per_root(b, order, costs, root_of_key, root_live, root_size)
+
+    sort = np.argsort(labels, kind="stable")
+    sorted_labels = labels[sort]
+    bounds = np.flatnonzero(np.diff(sorted_labels)) + 1
+    starts = np.r_[0, bounds]
+    ends = np.r_[bounds, total]
+    roots_sorted = sorted(base)
+    bases_arr = np.asarray([base[r] for r in roots_sorted], dtype=np.int64)
+    live_units = [(int(sorted_labels[s]), sort[s:e]) for s, e in zip(starts, ends) if live_label[sorted_labels[s]]]
+    live_units.sort(key=lambda item: item[0])
+
+    stem_roots = {root_of_key[k] for k in b.stem_keys}
+    space_ids: dict[int, str] = {}
+    groups: list[Group] = []
+    other_slices: dict[int, list[TensorSlice]] = {}
+    elements: dict[int, dict[int, np.ndarray]] = {}
+    value_nodes = _value_nodes_cache(b)
+    for label, elems in live_units:
+        elems = np.sort(elems)
+        which = np.searchsorted(bases_arr, elems, side="right") - 1
+        per_root: dict[int, np.ndarray] = {}
+        for pos in np.unique(which):
+            root = roots_sorted[pos]
+            per_root[root] = elems[which == pos] - base[root]
+        gid = len(groups)
+        params: list[TensorSlice] = []
+        others: list[TensorSlice] = []
+        nodes: dict[str, None] = {}
+        num_params = 0
+        macs = 0.0
+        primary = None
+        for root, idx in per_root.items():
+            if primary is None and root in stem_roots:
+                primary = root
+            macs += macs_per_root.get(root, 0.0) * len(idx)
+            for key in root_members[root]:
+                value = b.key_value[key]
+                if value is None:
+                    continue
+                nodes.update(dict.fromkeys(value_nodes(value)))
+                if value.const is None:
+                    continue
+                role = b.roles.get(key) or ("param" if _is_float_initializer(value) else "const")
+                if role == "param" and not value.is_initializer:
+                    role = "const"
+                piece = TensorSlice(value.name, b.key_axis[key], idx.tolist())
+                if _is_float_initializer(value):
+                    num_params += piece.size(value.const.shape)
+                (params if role == "param" else others).append(piece)
+        if primary is None:
+            primary = next(iter(per_root))
+        for root in per_root:
+            space_ids.setdefault(root, "")
+        removable = unit_pin[label] < 0
+        reason = "" if removable else reasons[unit_pin[label]]
+        if removable and not params:
+            removable, reason = False, "no trainable parameter to zero (weights are computed or constant nodes)"
+        groups.append(Group(
+            id=gid, kind="prune", nodes=list(nodes), params=params, removable=bool(removable), reason=reason,
+            num_params=int(num_params), macs=int(round(macs)), space=str(primary),
+        ))
+        other_slices[gid] = others
+        elements[gid] = per_root
+
+    # name spaces in group order (produced spaces first appear with their first group)
+    spaces: dict[str, Space] = {}
+    counter = 0
+    for group in groups:
+        for root in elements[group.id]:
+            if space_ids[root] == "":
+                space_ids[root] = f"s{counter}"
+                counter += 1
+                spaces[space_ids[root]] = _make_space(space_ids[root], root, b, root_members[root],
+                                                      root_size[root], value_nodes)
+            spaces[space_ids[root]].groups.append(group.id)
+        group.space = space_ids[int(group.space)]
+
+    analysis = PruningAnalysis(
+        groups=groups, spaces=spaces, other_slices=other_slices, folds=folds,
+        pin_reasons=pin_counts, _b=b, _se=se, _root_of_key=root_of_key, _root_size=root_size,
+        _root_members=root_members, _elements=elements, _zero=dict(zc.values),
+    )
+    for group in groups:
+        if not group.removable:
+            pin_counts[group.reason] = pin_counts.get(group.reason, 0) + 1
+    return analysis
+
+
+def _is_float_initializer(value: Value) -> bool:
+    return value.is_initializer and value.const.array.dtype.kind == "f"
+
+
+def _value_nodes_cache(b: Builder):
+    cache: dict[str, list[str]] = {}
+
+    def nodes(value: Value) -> list[str]:
+        names = cache.get(value.name)
+        if names is None:
+            names = [n.name for n in ([value.producer] if value.producer is not None else [])]
+            names += [n.name for n in value.consumers]
+            cache[value.name] = names
+        return names
+
+    return nodes
+
+
+def _make_space(sid: str, root: int, b: Builder, keys: list[int], size: int, value_nodes) -> Space:
+    members, producers, consumers = [], [], []
+    stem_keys = set(b.stem_keys)
+    consumer_keys = {c.key: c.node.name for c in b.consumes}
+    for key in keys:
+        value = b.key_value[key]
+        if key in stem_keys and value is not None and value.producer is not None:
+            producers.append(value.producer.name)
+        if key in consumer_keys:
+            consumers.append(consumer_keys[key])
+        if value is None:
+            continue
+        role = b.roles.get(key, "param" if value.const is not None else "")
+        members.append((value.name, b.key_axis[key], role))
+    return Space(sid, size, members, sorted(set(producers)), sorted(set(consumers)))
+
+
+def _check_consume(use: Consume, b: Builder, zc: ZeroCtx, root_of_key: list[int], root_live: set[int],
+                   origin: dict[str, str], folds: list[Fold]) -> None:
+    root = root_of_key[use.key]
+    if root not in root_live:
+        return
+    z = zc.z(use.value)
+    where = f"{use.node.name} ({use.node.op_type})"
+    if use.kind == "contract":
+        if z == 0 or zc.z(use.other) == 0:
+            return
+        b.pin(use.key, None, f"{where} contracts channels that are not zero on either side")
+        return
+    if z == 0:
+        return
+    src = origin.get(use.value.name, "?")
+    if z is None:
+        b.pin(use.key, None, f"{where} reads removed channels that are not constant (after {src})")
+        return
+    if use.foldable and use.kind in ("conv", "gemm", "matmul") and use.weight is not None:
+        folds.append(Fold(use.node.name, use.kind, float(z), use.weight, use.value.name))
+        return
+    b.pin(use.key, None, f"{where} reads removed channels equal to {z:g} (after {src}) and {use.why_not or 'cannot fold them'}")
+
+
+def _macs_per_root(b: Builder, order: list[Node], costs: dict[str, dict[str, int]], root_of_key: list[int],
+                   root_live: set[int], root_size: dict[int, int]) -> dict[int, float]:
+    """MACs removed per element of each live space, split proportionally over the node's channel axes."""
+    per: dict[int, float] = {}
+    consumed: dict[str, list[int]] = {}
+    for use in b.consumes:
+        consumed.setdefault(use.node.name, []).append(use.key)
+    for node in order:
+        cost = costs.get(node.name)
+        if not cost or not cost["macs"]:
+            continue
+        roots = set()
+        for out in node.outputs:
+            for axis in range(out.rank or 0):
+                key = b.keys.get((out.name, axis))
+                if key is not None and root_of_key[key] in root_live:
+                    roots.add(root_of_key[key])
+        for key in consumed.get(node.name, ()):
+            if root_of_key[key] in root_live:
+                roots.add(root_of_key[key])
+        for root in roots:
+            if root in root_size:
+                per[root] = per.get(root, 0.0) + cost["macs"] / root_size[root]
+    return per
+
+
+__all__ = ["ANALYSIS_KEY", "Fold", "PruningAnalysis", "Space", "ZeroCtx", "analyze_pruning"]
