@@ -167,7 +167,7 @@ def train(
             loss.backward()
             optimizer.step()
             step += 1
-            losses.append(float(loss))
+            losses.append(float(loss.detach()))
             correct += int((logits.argmax(-1) == yb).sum())
             if show_bar:
                 sparsity = optimizer.metrics().get("group_sparsity", 0.0)

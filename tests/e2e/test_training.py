@@ -38,7 +38,10 @@ def test_train_pass_reaches_target_and_constructs_equivalent_slim_model(superres
     report = json.loads(report_path.read_text())
     trained = report["train"]
     removable = report["search_space"]["summary"]["num_removable_erase_groups"]
-    assert trained["metrics"]["num_zero_groups"] == round(0.5 * removable)  # exactly the target
+    from asgnas.optim import resolve_target_count
+
+    assert trained["metrics"]["num_zero_groups"] == trained["metrics"]["target_count"]  # exactly the target
+    assert trained["metrics"]["target_count"] == resolve_target_count(0.5, removable)
     assert len(trained["epochs"]) == 3 and trained["epochs"][-1]["loss"] < trained["epochs"][0]["loss"] * 1.5
     assert report["verify"]["ok"] and report["verify"]["reference"] == "group-sparse"
     assert report["cost"]["after"]["params"] < report["cost"]["before"]["params"]
