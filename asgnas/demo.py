@@ -10,28 +10,8 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 from pathlib import Path
 from typing import Sequence
-
-
-def latency_ms(path: Path, sample_shape: Sequence[int], repeat: int = 50) -> float:
-    """Median onnxruntime latency of one batch-1 inference (one thread, warm)."""
-    import numpy as np
-
-    from asgnas.runtime import session
-
-    sess = session(str(path), device="cpu", threads=1)
-    name = sess.get_inputs()[0].name
-    x = np.random.default_rng(0).standard_normal((1, *sample_shape)).astype(np.float32)
-    for _ in range(5):
-        sess.run(None, {name: x})
-    times = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        sess.run(None, {name: x})
-        times.append(time.perf_counter() - start)
-    return 1e3 * float(np.median(times))
 
 
 def run(argv: Sequence[str] | None = None) -> int:
@@ -49,6 +29,7 @@ def run(argv: Sequence[str] | None = None) -> int:
 
     from asgnas.bridge.export import export_torch_model
     from asgnas.cli import main as opt_main
+    from asgnas.runtime import latency_ms
     from asgnas.zoo import build
 
     out_dir = Path(args.out_dir)
@@ -67,7 +48,6 @@ def run(argv: Sequence[str] | None = None) -> int:
         return status
     report = json.loads(report_path.read_text())
     cost, trained = report["cost"], report["train"]
-    sample = tuple(net.example_input(1).shape[1:])
     rows = [
         ("parameters", f"{cost['before']['params']:,}", f"{cost['after']['params']:,}",
          f"{cost['after']['params'] / cost['before']['params']:.2f}x"),
@@ -76,7 +56,7 @@ def run(argv: Sequence[str] | None = None) -> int:
         ("val accuracy (digits)", f"{trained['val_accuracy_full']:.3f}", f"{trained['val_accuracy_slim']:.3f}",
          f"{trained['val_accuracy_slim'] - trained['val_accuracy_full']:+.3f}"),
     ]
-    full_ms, slim_ms = latency_ms(source, sample), latency_ms(slim, sample)
+    full_ms, slim_ms = latency_ms(str(source)), latency_ms(str(slim))
     rows.append(("onnxruntime latency, batch 1", f"{full_ms:.3f} ms", f"{slim_ms:.3f} ms", f"{slim_ms / full_ms:.2f}x"))
     summary = report["search_space"]["summary"]
     print(f"\nsearch space: {summary['num_removable_erase_groups']} removable structures, "

@@ -5,6 +5,7 @@ Imported only by the commands that execute models (verify, the shape-inference f
 
 from __future__ import annotations
 
+import time
 from typing import Sequence
 
 import numpy as np
@@ -71,3 +72,21 @@ def onnx_accuracy(model: Model, x: np.ndarray, y: np.ndarray, batch_size: int = 
         for i in range(0, usable, step)
     )
     return correct / max(usable, 1)
+
+
+def latency_ms(model: Model | str, batch: int = 1, repeat: int = 30, threads: int = 1) -> float:
+    """Median latency (ms) of one inference on seeded inputs of the declared shapes, warm session."""
+    if isinstance(model, str):
+        from asgnas.ir import load_model
+
+        model = load_model(model)
+    sess = session(model, device="cpu", threads=threads)
+    feeds = model_feeds(model, seed=0, symbolic_dim=batch)
+    for _ in range(3):
+        sess.run(None, feeds)
+    times = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        sess.run(None, feeds)
+        times.append(time.perf_counter() - start)
+    return 1e3 * float(np.median(times))

@@ -18,7 +18,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from asgnas.bridge.export import export_torch_model
@@ -26,25 +25,8 @@ from asgnas.cli import _register_all_passes
 from asgnas.data import load_dataset
 from asgnas.ir import load_model
 from asgnas.passes import PassContext, PassManager, parse_pipeline
-from asgnas.runtime import onnx_accuracy
+from asgnas.runtime import latency_ms, onnx_accuracy
 from asgnas.zoo import build
-
-
-def latency_ms(model, repeat: int = 30) -> float:
-    from asgnas.runtime import session
-
-    sess = session(model, device="cpu", threads=1)
-    shape = [d if isinstance(d, int) else 1 for d in sess.get_inputs()[0].shape]
-    x = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
-    name = sess.get_inputs()[0].name
-    for _ in range(5):
-        sess.run(None, {name: x})
-    times = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        sess.run(None, {name: x})
-        times.append(time.perf_counter() - start)
-    return 1e3 * float(np.median(times))
 
 
 def run_one(net_name: str, size: str, seed: int, args: argparse.Namespace, workdir: Path) -> dict:
