@@ -30,7 +30,7 @@ from asgnas.errors import AsgnasError
 from asgnas.ir import ConstTensor, Model, Node, Value
 from asgnas.passes.base import Pass, PassContext, register_pass
 from asgnas.passes.groups import group_is_zero
-from asgnas.passes.pruning.analysis import PruningAnalysis, analyze_pruning
+from asgnas.passes.pruning.analysis import PruningAnalysis, _fill_holes, analyze_pruning
 from asgnas.passes.pruning.rules import CHANNEL_RULES
 
 
@@ -237,7 +237,8 @@ def construct_pruned(model: Model, analysis: PruningAnalysis, zero_ids: set[int]
             value.shape = None
     try:
         infer_static(model)
-    except AsgnasError:
+        _fill_holes(model)
+    except Exception:
         pass  # value infos are optional; the model itself is checked by callers
     model.analyses.pop("pruning_groups", None)
 

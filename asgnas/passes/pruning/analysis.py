@@ -28,6 +28,7 @@ from asgnas.passes.pruning.rules import CHANNEL_RULES, pad_amounts, reduce_axes
 from asgnas.passes.pruning.shapes import ShapeEval, check_shape_uses
 
 ANALYSIS_KEY = "pruning_groups"
+_FLOAT_TYPES = {1, 10, 11, 16}  # float, float16, double, bfloat16
 
 
 @dataclass
@@ -397,7 +398,7 @@ def analyze_pruning(model: Model) -> PruningAnalysis:
             except Exception:
                 z = None
         source = next((origin[v.name] for v in node.inputs if v is not None and v.name in origin
-                       and zc.z(v) == z), None)
+                       and v.dtype in _FLOAT_TYPES and zc.z(v) == z), None)
         for out in node.outputs:
             zc.values[out.name] = z
             if z != 0:
