@@ -32,6 +32,7 @@ from asgnas.ir import load_model
 from asgnas.passes import PassContext, PassManager, parse_pipeline
 name, size, path, fraction, seed = sys.argv[1], int(sys.argv[2]), sys.argv[3], float(sys.argv[4]), int(sys.argv[5])
 torch.manual_seed(0)
+torch.backends.mha.set_fastpath_enabled(False)  # the fused eval-mode attention kernel has no ONNX export
 kwargs = {"aux_logits": False, "init_weights": True} if name == "googlenet" else {}
 net = getattr(torchvision.models, name)(weights=None, **kwargs).eval()
 with torch.no_grad():
@@ -55,6 +56,7 @@ except Exception as err:
 row["seconds"] = round(time.perf_counter() - start, 2)
 summary = report.get("search_space", {}).get("summary", {})
 row.update({k: summary.get(k) for k in ("num_prune_groups", "num_erase_groups", "num_removable_prune_groups",
+                                       "num_channel_spaces",
                                        "num_removable_erase_groups", "removable_param_fraction")})
 row["construct_seconds"] = next((p["seconds"] for p in report.get("passes", []) if p["name"] == "construct-subnet"), None)
 row["zeroed"] = len(report.get("zero-groups", {}).get("zeroed", []))
@@ -82,9 +84,9 @@ def run_model(name: str, size: int, fraction: float, seed: int, timeout: int) ->
 
 
 def markdown(rows: list[dict]) -> str:
-    head = ("| model | prune groups (removable) | erase groups (removable) | % params removable | zeroed | "
+    head = ("| model | channel spaces | prune groups (removable) | erase groups (removable) | % params removable | zeroed | "
             "verify max abs diff | params before -> after | MACs before -> after | outcome |")
-    lines = [head, "|" + "---|" * 9]
+    lines = [head, "|" + "---|" * 10]
     for r in rows:
         if r.get("before") and r.get("after"):
             params = f"{r['before']['params'] / 1e6:.2f}M -> {r['after']['params'] / 1e6:.2f}M"
@@ -95,7 +97,7 @@ def markdown(rows: list[dict]) -> str:
         outcome = "ok" if r.get("ok") else (r.get("error") or "verify failed")
         diff = r.get("max_abs_diff")
         lines.append(
-            f"| {r['model']} | {r.get('num_prune_groups', '-')} ({r.get('num_removable_prune_groups', '-')}) | "
+            f"| {r['model']} | {r.get('num_channel_spaces', '-')} | {r.get('num_prune_groups', '-')} ({r.get('num_removable_prune_groups', '-')}) | "
             f"{r.get('num_erase_groups', '-')} ({r.get('num_removable_erase_groups', '-')}) | "
             f"{'-' if frac is None else f'{100 * frac:.1f}'} | {r.get('zeroed', '-')} | "
             f"{'-' if diff is None else f'{diff:.2e}'} | {params} | {macs} | {outcome[:120]} |")

@@ -100,4 +100,6 @@ class SearchSpace:
             "num_erase_groups": sum(g.kind == "erase" for g in self.groups),
             "num_removable_prune_groups": len(self.removable("prune")),
             "num_removable_erase_groups": len(self.removable("erase")),
+            # prunable channel spaces: what Torch-Pruning's DependencyGraph and OTO call "groups"
+            "num_channel_spaces": len({g.space for g in self.removable("prune")}),
         }
