@@ -659,5 +659,5 @@ def test_analysis_is_linear_in_graph_size() -> None:
         return elapsed
 
     timed(20)  # warm-up (imports, onnx schemas)
-    small, large = min(timed(60) for _ in range(2)), min(timed(480) for _ in range(2))
+    small, large = min(timed(40) for _ in range(2)), min(timed(320) for _ in range(2))
     assert large < 8 * 3 * small  # 8x the graph; quadratic would be ~64x

@@ -453,6 +453,7 @@ def analyze_pruning(model: Model) -> PruningAnalysis:
     other_slices: dict[int, list[TensorSlice]] = {}
     elements: dict[int, dict[int, np.ndarray]] = {}
     value_nodes = _value_nodes_cache(b)
+    root_plan: dict[int, _RootPlan] = {}
     for label, elems in live_units:
         elems = np.sort(elems)
         which = np.searchsorted(bases_arr, elems, side="right") - 1
@@ -471,19 +472,14 @@ def analyze_pruning(model: Model) -> PruningAnalysis:
             if primary is None and root in stem_roots:
                 primary = root
             macs += macs_per_root.get(root, 0.0) * len(idx)
-            for key in root_members[root]:
-                value = b.key_value[key]
-                if value is None:
-                    continue
-                nodes.update(dict.fromkeys(value_nodes(value)))
-                if value.const is None:
-                    continue
-                role = b.roles.get(key) or ("param" if _is_float_initializer(value) else "const")
-                if role == "param" and not value.is_initializer:
-                    role = "const"
-                piece = TensorSlice(value.name, b.key_axis[key], idx.tolist())
-                if _is_float_initializer(value):
-                    num_params += piece.size(value.const.shape)
+            plan = root_plan.get(root)
+            if plan is None:
+                plan = root_plan[root] = _root_plan(b, root_members[root], value_nodes)
+            nodes.update(plan.nodes)
+            indices = idx.tolist()
+            for name, axis, role, per_index in plan.constants:
+                piece = TensorSlice(name, axis, indices)
+                num_params += per_index * len(indices)
                 (params if role == "param" else others).append(piece)
         if primary is None:
             primary = next(iter(per_root))
@@ -522,6 +518,36 @@ def analyze_pruning(model: Model) -> PruningAnalysis:
         if not group.removable:
             pin_counts[group.reason] = pin_counts.get(group.reason, 0) + 1
     return analysis
+
+
+@dataclass
+class _RootPlan:
+    """Per space, once: the nodes it touches and its constants ``(name, axis, role, elements per index)``
+    (float-initializer elements per index count as parameters; others count 0)."""
+
+    nodes: dict[str, None]
+    constants: list[tuple[str, int, str, int]]
+
+
+def _root_plan(b: Builder, keys: list[int], value_nodes) -> _RootPlan:
+    nodes: dict[str, None] = {}
+    constants = []
+    for key in keys:
+        value = b.key_value[key]
+        if value is None:
+            continue
+        nodes.update(dict.fromkeys(value_nodes(value)))
+        if value.const is None:
+            continue
+        is_param = _is_float_initializer(value)
+        role = b.roles.get(key) or ("param" if is_param else "const")
+        if role == "param" and not value.is_initializer:
+            role = "const"
+        axis = b.key_axis[key]
+        shape = value.const.shape
+        per_index = int(np.prod(shape, dtype=np.int64)) // max(shape[axis], 1) if is_param else 0
+        constants.append((value.name, axis, role, per_index))
+    return _RootPlan(nodes, constants)
 
 
 def _is_float_initializer(value: Value) -> bool:
