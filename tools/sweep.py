@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 
 MODELS = [
-    "resnet18", "resnet50", "resnext50_32x4d", "wide_resnet50_2", "densenet121", "mobilenet_v2",
+    "resnet18", "resnet50", "resnet152", "resnext50_32x4d", "wide_resnet50_2", "densenet121", "mobilenet_v2",
     "mobilenet_v3_small", "efficientnet_b0", "regnet_x_400mf", "regnet_y_400mf", "convnext_tiny",
     "shufflenet_v2_x1_0", "squeezenet1_0", "mnasnet0_5", "googlenet", "vit_b_16", "swin_t",
 ]
@@ -36,6 +36,9 @@ torch.backends.mha.set_fastpath_enabled(False)  # the fused eval-mode attention 
 kwargs = {"aux_logits": False, "init_weights": True} if name == "googlenet" else {}
 net = getattr(torchvision.models, name)(weights=None, **kwargs).eval()
 with torch.no_grad():
+    for p in net.parameters():  # zero-initialised heads (vit) would make every output constant: verify vacuous
+        if p.dim() > 1 and not p.any():
+            torch.nn.init.normal_(p, std=0.02)
     for m in net.modules():
         if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
             m.running_mean.uniform_(-0.5, 0.5); m.running_var.uniform_(0.5, 1.5)
@@ -85,7 +88,7 @@ def run_model(name: str, size: int, fraction: float, seed: int, timeout: int) ->
 
 def markdown(rows: list[dict]) -> str:
     head = ("| model | channel spaces | prune groups (removable) | erase groups (removable) | % params removable | zeroed | "
-            "verify max abs diff | params before -> after | MACs before -> after | outcome |")
+            "verify max abs / rel diff | params before -> after | MACs before -> after | outcome |")
     lines = [head, "|" + "---|" * 10]
     for r in rows:
         if r.get("before") and r.get("after"):
@@ -96,11 +99,12 @@ def markdown(rows: list[dict]) -> str:
         frac = r.get("removable_param_fraction")
         outcome = "ok" if r.get("ok") else (r.get("error") or "verify failed")
         diff = r.get("max_abs_diff")
+        verify = "-" if diff is None else f"{diff:.1e} / {r['max_rel_diff']:.1e}"
         lines.append(
             f"| {r['model']} | {r.get('num_channel_spaces', '-')} | {r.get('num_prune_groups', '-')} ({r.get('num_removable_prune_groups', '-')}) | "
             f"{r.get('num_erase_groups', '-')} ({r.get('num_removable_erase_groups', '-')}) | "
             f"{'-' if frac is None else f'{100 * frac:.1f}'} | {r.get('zeroed', '-')} | "
-            f"{'-' if diff is None else f'{diff:.2e}'} | {params} | {macs} | {outcome[:120]} |")
+            f"{verify} | {params} | {macs} | {outcome[:120]} |")
     return "\n".join(lines)
 
 
