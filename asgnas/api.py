@@ -10,6 +10,7 @@ training loop, and ``construct_subnet(out_dir)``.
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -34,7 +35,7 @@ class ASGNAS:
         self.model = model
         self.dummy_input = dummy_input
         self.opset = opset
-        self.workdir = Path(workdir) if workdir is not None else Path(".asgnas")
+        self.workdir = Path(workdir) if workdir is not None else Path(tempfile.mkdtemp(prefix="asgnas-"))
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.ir = self._export(self.workdir / "traced.onnx")
         self.search_space: SearchSpace = analyze_search_space(self.ir)
