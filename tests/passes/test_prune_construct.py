@@ -290,3 +290,34 @@ def test_refused_op_leaves_its_channels(tmp_path) -> None:
     result = prune_and_check(model, {g.id for g in analysis.removable()})
     assert model.graph.values["w1"].const.shape[0] == 8
     assert result["removed_groups"] == 5 and len(result["kept_to_avoid_empty"]) == 1
+
+
+class _TokenMixer(nn.Module):
+    """MLP-Mixer style: a Linear over the token axis passes the conv channels through as a batch axis."""
+
+    def __init__(self, bias: bool) -> None:
+        super().__init__()
+        self.c1 = nn.Conv2d(3, 8, 3, padding=1)
+        self.tok1 = nn.Linear(16, 12, bias=bias)
+        self.tok2 = nn.Linear(12, 16, bias=bias)
+        self.c2 = nn.Conv2d(8, 4, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b = x.shape[0]
+        h = F.relu(self.c1(x)).reshape(b, 8, 16)
+        h = self.tok2(F.gelu(self.tok1(h)))
+        return self.c2(h.reshape(b, 8, 4, 4))
+
+
+@pytest.mark.parametrize("bias", [True, False])
+def test_channels_passed_through_a_linear(tmp_path, bias: bool) -> None:
+    path = export_module(lambda: _TokenMixer(bias), (1, 3, 4, 4), tmp_path / f"mixer{bias}.onnx", "dynamo")
+    model = load_model(path)
+    analysis = analyze_pruning(model)
+    channels = init_groups(analysis, "c1.weight")
+    # with a bias, a removed channel leaves the token Linear as its bias row: not zero, refused;
+    # without one it stays exactly zero through both token Linears
+    assert len(channels) == 8 and all(g.removable != bias for g in channels)
+    tokens = init_groups(analysis, "tok1.weight") or [g for g in analysis.removable() if g not in channels]
+    assert any(g.removable for g in tokens)
+    prune_and_check(model, seed=0)

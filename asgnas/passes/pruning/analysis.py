@@ -125,7 +125,13 @@ class PruningAnalysis:
 
 
 class ZeroCtx:
-    """What the zero functions of the rules see."""
+    """What the zero functions of the rules see.
+
+    ``values[name][axis]`` is what a removed channel along live ``axis`` of the value holds there (``"*"``: the
+    value has no live axis). While an *aligned* rule runs, ``axis`` is the output axis being evaluated and
+    ``z(v)``/``operand`` read the input axis aligned with it (numpy broadcasting), so a slab along one axis is never
+    confused with a slab along another (a Linear over tokens passes the channels through with its bias added).
+    """
 
     def __init__(self, b: Builder, root_of_key: list[int], root_live: set[int], opset: int,
                  se: ShapeEval) -> None:
@@ -134,14 +140,21 @@ class ZeroCtx:
         self.root_live = root_live
         self.opset = opset
         self.se = se
-        self.values: dict[str, float | None] = {}
+        self.values: dict[str, dict[int | str, float | None]] = {}
         self._scalar: dict[str, float | None] = {}
+        self.axis: int | None = None  # output axis being evaluated (aligned rules)
+        self.out: Value | None = None
 
     def live(self, value: Value, axis: int) -> bool:
         if value.rank is None:
             return False
         key = self.b.keys.get((value.name, axis % value.rank))
         return key is not None and self.root_of_key[key] in self.root_live
+
+    def live_axes(self, value: Value | None) -> list[int]:
+        if value is None or value.rank is None:
+            return []
+        return [a for a in range(value.rank) if self.live(value, a)]
 
     def scalar(self, value: Value | None) -> float | None:
         """The value of a constant whose elements are all equal; None otherwise."""
@@ -157,38 +170,67 @@ class ZeroCtx:
             self._scalar[value.name] = result
         return self._scalar[value.name]
 
+    def _aligned(self, value: Value) -> int | None:
+        if self.axis is None or self.out is None or value.rank is None or self.out.rank is None:
+            return None
+        axis = self.axis - (self.out.rank - value.rank)
+        return axis if 0 <= axis < value.rank else None
+
     def z(self, value: Value | None) -> float | None:
+        """The input's removed slab along the axis aligned with the output axis being evaluated (or common to
+        all its live axes when none is)."""
+        if value is None:
+            return None
+        return self.z_at(value, self._aligned(value))
+
+    def z_at(self, value: Value | None, axis: int | None) -> float | None:
         if value is None:
             return None
         if value.const is not None:
-            if value.is_initializer and self._is_live_param(value):
+            if value.is_initializer and self._is_live_param(value, axis):
                 return 0.0  # zeroed with the group
             return self.scalar(value)
-        return self.values.get(value.name)
+        entry = self.values.get(value.name)
+        if entry is None:
+            return None
+        if axis is not None and value.rank:
+            axis %= value.rank
+            if axis in entry:
+                return entry[axis]
+        vals = list(entry.values())
+        return vals[0] if vals and all(v is not None and v == vals[0] for v in vals) else None
 
-    def _is_live_param(self, value: Value) -> bool:
-        for axis in range(value.rank or 0):
-            key = self.b.keys.get((value.name, axis))
+    def _is_live_param(self, value: Value, axis: int | None) -> bool:
+        axes = range(value.rank or 0) if axis is None else [axis]
+        for a in axes:
+            key = self.b.keys.get((value.name, a))
             if key is not None and self.b.roles.get(key, "param") == "param" \
                     and self.root_of_key[key] in self.root_live:
                 return True
         return False
 
     def operand(self, node: Node, index: int) -> float | None:
-        """Input ``index`` as seen on a removed channel of the output: its removed channel when it shares the
-        channel axis, its (constant) value when it broadcasts along it."""
+        """Input ``index`` as seen on a removed slab of the output: its own removed slab where it shares the
+        axis, its (constant) value where it broadcasts along it; None if these differ."""
         value = node.inputs[index]
-        out = node.outputs[0]
-        if value is None or value.rank is None or out.rank is None:
+        out = self.out if self.out is not None else node.outputs[0]
+        if value is None or value.rank is None or out.rank is None or value.shape is None:
             return self.z(value)
         offset = out.rank - value.rank
-        for axis in range(out.rank):
-            if not self.live(out, axis):
-                continue
+        axes = [self.axis] if self.axis is not None else self.live_axes(out)
+        member = broadcast = False
+        for axis in axes:
             dim = value.shape[axis - offset] if axis >= offset else 1
             if dim == 1 and out.shape[axis] != 1:
-                return self.scalar(value)
-        return self.z(value)
+                broadcast = True
+            else:
+                member = True
+        if not broadcast:
+            return self.z(value)
+        if not member:
+            return self.scalar(value)
+        z, k = self.z(value), self.scalar(value)
+        return z if z is not None and z == k else None
 
     def padded_axes(self, node: Node) -> list[int] | None:
         x = node.inputs[0]
@@ -391,18 +433,27 @@ def analyze_pruning(model: Model) -> PruningAnalysis:
     origin: dict[str, str] = {}
     for node in order:
         rule = CHANNEL_RULES.get(node.op_type) if node.domain in ("", "ai.onnx") else None
-        z: float | None = None
-        if rule is not None and rule.zero is not None:
-            try:
-                z = rule.zero(node, zc)
-            except Exception:
-                z = None
-        source = next((origin[v.name] for v in node.inputs if v is not None and v.name in origin
-                       and v.dtype in _FLOAT_TYPES and zc.z(v) == z), None)
         for out in node.outputs:
-            zc.values[out.name] = z
-            if z != 0:
-                origin[out.name] = source or f"{node.name} ({node.op_type})"
+            axes = zc.live_axes(out)
+            entry: dict[int | str, float | None] = {}
+            if rule is not None and rule.zero is not None:
+                if rule.aligned and out is node.outputs[0] and axes:
+                    zc.out = out
+                    for axis in axes:
+                        zc.axis = axis
+                        entry[axis] = _safe_zero(rule, node, zc)
+                    zc.axis = zc.out = None
+                else:
+                    z = _safe_zero(rule, node, zc)
+                    entry = {axis: z for axis in axes} if axes else {"*": z}
+            else:
+                entry = {axis: None for axis in axes} if axes else {"*": None}
+            zc.values[out.name] = entry
+            if any(v != 0 for v in entry.values()):
+                source = next((origin[v.name] for v in node.inputs if v is not None and v.name in origin
+                               and v.dtype in _FLOAT_TYPES), None)
+                changed = any(zc.z_at(node.inputs[0], None) != v for v in entry.values()) if node.inputs else True
+                origin[out.name] = f"{node.name} ({node.op_type})" if changed or source is None else source
     folds: list[Fold] = []
     for use in b.consumes:
         _check_consume(use, b, zc, root_of_key, root_live, origin, folds)
@@ -550,6 +601,13 @@ def _root_plan(b: Builder, keys: list[int], value_nodes) -> _RootPlan:
     return _RootPlan(nodes, constants)
 
 
+def _safe_zero(rule, node: Node, zc: ZeroCtx) -> float | None:
+    try:
+        return rule.zero(node, zc)
+    except Exception:  # a zero rule that cannot decide: not a known constant
+        return None
+
+
 def _is_float_initializer(value: Value) -> bool:
     return value.is_initializer and value.const.array.dtype.kind == "f"
 
@@ -590,10 +648,11 @@ def _check_consume(use: Consume, b: Builder, zc: ZeroCtx, root_of_key: list[int]
     root = root_of_key[use.key]
     if root not in root_live:
         return
-    z = zc.z(use.value)
+    z = zc.z_at(use.value, b.key_axis[use.key])
     where = f"{use.node.name} ({use.node.op_type})"
     if use.kind == "contract":
-        if z == 0 or zc.z(use.other) == 0:
+        other = use.other
+        if z == 0 or zc.z_at(other, (other.rank or 2) - 2) == 0:
             return
         b.pin(use.key, None, f"{where} contracts channels that are not zero on either side")
         return

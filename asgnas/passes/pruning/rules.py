@@ -37,14 +37,18 @@ class OpRule:
     analyze: Analyze
     zero: Zero | None = None  # None: a removed channel's value after this op is unknown
     rewrite: Rewrite | None = None
+    #: output axis i lines up with input axis i (numpy broadcasting from the right): ``zero`` runs once per live
+    #: output axis with ``zc.axis`` set; otherwise once, on values common to all live axes
+    aligned: bool = False
 
 
 CHANNEL_RULES: dict[str, OpRule] = {}
 
 
-def _register(ops: str, analyze: Analyze, zero: Zero | None = None, rewrite: Rewrite | None = None) -> None:
+def _register(ops: str, analyze: Analyze, zero: Zero | None = None, rewrite: Rewrite | None = None,
+              aligned: bool = True) -> None:
     for op in ops.split():
-        CHANNEL_RULES[op] = OpRule(analyze, zero, rewrite)
+        CHANNEL_RULES[op] = OpRule(analyze, zero, rewrite, aligned)
 
 
 # ==================================================================================================
@@ -109,10 +113,6 @@ def _pads_zero(node: Node) -> bool:
 
 def _z_first(node: Node, zc: "ZeroCtx") -> float | None:
     return zc.z(node.inputs[0])
-
-
-def _z_zero(node: Node, zc: "ZeroCtx") -> float | None:
-    return 0.0
 
 
 def _finite(x: float | None) -> float | None:
@@ -268,6 +268,8 @@ def _z_norm(scale_index: int, bias_index: int) -> Zero:
     def zero(node: Node, zc: "ZeroCtx") -> float | None:
         if len(node.inputs) <= bias_index or node.inputs[bias_index] is None:
             return None
+        if zc.axis is not None and zc.axis != 1:
+            return None  # a removed slab along another axis is normalised per channel: not one constant
         scale = zc.z(node.inputs[scale_index])
         if scale != 0 and (node.op_type == "BatchNormalization" or zc.z(node.inputs[0]) is None):
             return None  # BN of a constant keeps (c - mean) * scale / std: per channel
@@ -276,16 +278,54 @@ def _z_norm(scale_index: int, bias_index: int) -> Zero:
     return zero
 
 
+def _z_stem(own_axes: Callable[[Node], set[int]]) -> Zero:
+    """A stem zeroes the slabs of its own output axis (its rows are in the group); a removed slab along an axis
+    it passes through from its input would be ``bias + z * sum(W)``: only exact as 0 (input slab 0, no bias)."""
+
+    def zero(node: Node, zc: "ZeroCtx") -> float | None:
+        if zc.axis is None or zc.axis in own_axes(node):
+            return 0.0
+        has_bias = node.op_type != "MatMul" and len(node.inputs) > 2 and node.inputs[2] is not None
+        return 0.0 if zc.z(node.inputs[0]) == 0 and not has_bias else None
+
+    return zero
+
+
 def _z_gemm(node: Node, zc: "ZeroCtx") -> float | None:
-    if len(node.inputs) < 3 or node.inputs[2] is None:
-        return 0.0
-    c = zc.operand(node, 2)
-    return None if c is None else node.attr("beta", 1.0) * c
+    c = node.inputs[2] if len(node.inputs) > 2 else None
+    value = 0.0 if c is None else _times(node.attr("beta", 1.0), zc.operand(node, 2))
+    if zc.axis is not None and zc.axis != 1:  # rows of A passed through: A's slab must be zero
+        if zc.z_at(node.inputs[0], 1 if node.attr("transA", 0) else 0) != 0:
+            return None
+    return value
+
+
+def _times(a: float, b: float | None) -> float | None:
+    return None if b is None else a * b
 
 
 def _z_contract(node: Node, zc: "ZeroCtx") -> float | None:
-    a, b = zc.z(node.inputs[0]), zc.z(node.inputs[1])
-    return 0.0 if a == 0 or b == 0 else None
+    """A @ B of activations: a slab along A's rows is zero iff A's is; along B's columns iff B's is; along a
+    batch axis iff either is."""
+    a, b = node.inputs
+    rank = node.outputs[0].rank
+    if zc.axis == rank - 2:
+        return 0.0 if zc.z_at(a, a.rank - 2) == 0 else None
+    if zc.axis == rank - 1:
+        return 0.0 if zc.z_at(b, b.rank - 1) == 0 else None
+    return 0.0 if zc.z(a) == 0 or zc.z(b) == 0 else None
+
+
+def _z_transpose(node: Node, zc: "ZeroCtx") -> float | None:
+    x = node.inputs[0]
+    if zc.axis is None:
+        return zc.z(x)
+    perm = node.attr("perm") or list(range(x.rank))[::-1]
+    return zc.z_at(x, perm[zc.axis])
+
+
+def _z_expand(node: Node, zc: "ZeroCtx") -> float | None:
+    return zc.operand(node, 0)
 
 
 def _z_avgpool(node: Node, zc: "ZeroCtx") -> float | None:
@@ -317,11 +357,10 @@ def _z_pad(node: Node, zc: "ZeroCtx") -> float | None:
         value = node.attr("value", 0.0)
     if value is not None and value == z:
         return z
-    # padding a removed channel's slab with a different constant makes it non-uniform, unless the only padded
-    # axes are channel axes (new channels, not part of the slab)
+    # padding a removed slab with a different constant makes it non-uniform, unless the only padded axis is the
+    # slab's own axis (new channels were added, the slab is untouched)
     padded = zc.padded_axes(node)
-    x = node.inputs[0]
-    if padded is not None and all(zc.live(x, a) for a in padded):
+    if padded is not None and zc.axis is not None and set(padded) <= {zc.axis}:
         return z
     return None
 
@@ -331,9 +370,11 @@ def _z_concat(node: Node, zc: "ZeroCtx") -> float | None:
     if out.rank is None:
         return None
     axis = _axis(node, out.rank)
-    vals = [zc.z(v) for v in node.inputs if v is not None and zc.live(v, axis)]
-    if not vals:
-        vals = [zc.z(v) for v in node.inputs if v is not None]
+    inputs = [v for v in node.inputs if v is not None]
+    if zc.axis is not None and zc.axis != axis:  # a slab across the concat axis spans every input
+        vals = [zc.z_at(v, zc.axis) for v in inputs]
+    else:
+        vals = [zc.z_at(v, axis) for v in inputs if zc.live(v, axis)] or [zc.z_at(v, axis) for v in inputs]
     return vals[0] if vals and all(v is not None and v == vals[0] for v in vals) else None
 
 
@@ -409,6 +450,9 @@ def a_batchnorm(node: Node, b: Builder, se: ShapeEval) -> None:
     for extra in node.outputs[1:]:  # training mode: running statistics out
         if extra.rank == 1:
             b.same(b.k(extra, 0), channel)
+    if node.attr("training_mode", 0):  # batch statistics mix the batch and spatial elements
+        _pin_mixed(b, node, x, range(0, 1))
+        _pin_mixed(b, node, x, range(2, x.rank))
 
 
 def a_instancenorm(node: Node, b: Builder, se: ShapeEval) -> None:
@@ -464,11 +508,18 @@ def a_layernorm(node: Node, b: Builder, se: ShapeEval) -> None:
             _broadcast_into(b, value, x)
 
 
+def _pin_mixed(b: Builder, node: Node, value: Value, axes: range) -> None:
+    """Axes an op mixes (a kernel slides over them): their elements may never go."""
+    for axis in axes:
+        b.pin(b.k(value, axis), None, f"{node.name} ({node.op_type}) mixes elements along this axis")
+
+
 def a_conv(node: Node, b: Builder, se: ShapeEval) -> None:
     x, w = node.inputs[0], node.inputs[1]
     bias = node.inputs[2] if len(node.inputs) > 2 else None
     out = node.outputs[0]
     _need_shape(x, w, out)
+    _pin_mixed(b, node, x, range(2, x.rank or 0))
     view = b.view(w)
     if view is None:
         raise Unsupported("Conv weight computed at runtime")
@@ -524,6 +575,7 @@ def a_conv_transpose(node: Node, b: Builder, se: ShapeEval) -> None:
         raise Unsupported("ConvTranspose weight computed at runtime")
     if node.attr("group", 1) != 1:
         raise Unsupported(f"ConvTranspose group={node.attr('group')}")
+    _pin_mixed(b, node, x, range(2, x.rank or 0))
     rows = b.k(out, 1)
     b.same(b.k(w, 1), rows)
     b.role(w, 1, "param")
@@ -608,6 +660,7 @@ def a_pool(node: Node, b: Builder, se: ShapeEval) -> None:
         raise Unsupported("MaxPool indices are used")
     for axis in (0, 1):
         b.same(b.k(x, axis), b.k(out, axis))
+    _pin_mixed(b, node, x, range(2, x.rank))
 
 
 def a_resize(node: Node, b: Builder, se: ShapeEval) -> None:
@@ -1003,7 +1056,7 @@ _register("Relu LeakyRelu Elu Celu Selu ThresholdedRelu Sigmoid HardSigmoid Hard
           "Gelu Erf Exp Log Sqrt Reciprocal Neg Abs Sign Sin Cos Floor Ceil Round Shrink",
           a_unary)
 for _op, _fn in UNARY.items():
-    CHANNEL_RULES[_op] = OpRule(a_unary, _unary(_fn))
+    CHANNEL_RULES[_op] = OpRule(a_unary, _unary(_fn), aligned=True)
 _register("Identity Cast Dropout", a_unary, _z_first)
 _register("Add Sum", a_elementwise, _z_add)
 _register("Sub", a_elementwise, _z_sub)
@@ -1029,32 +1082,35 @@ _register("IsNaN IsInf Mod", a_elementwise)
 _register("BatchNormalization", a_batchnorm, _z_norm(1, 2))
 _register("InstanceNormalization", a_instancenorm, _z_norm(1, 2))
 _register("GroupNormalization", a_groupnorm, _z_norm(1, 2), r_groupnorm)
-_register("LayerNormalization", a_layernorm)
-_register("Conv", a_conv, _z_zero, r_conv)
-_register("ConvTranspose", a_conv_transpose, _z_zero)
+_register("LayerNormalization", a_layernorm, aligned=False)
+_register("Conv", a_conv, _z_stem(lambda n: {1}), r_conv)
+_register("ConvTranspose", a_conv_transpose, _z_stem(lambda n: {1}))
 _register("Gemm", a_gemm, _z_gemm)
-_register("MatMul", a_matmul, lambda n, zc: 0.0 if zc.is_linear(n) else _z_contract(n, zc))
+_z_linear = _z_stem(lambda n: {n.outputs[0].rank - 1})
+_register("MatMul", a_matmul, lambda n, zc: _z_linear(n, zc) if zc.is_linear(n) else _z_contract(n, zc))
 _register("MaxPool GlobalMaxPool GlobalAveragePool", a_pool, _z_first)
 _register("AveragePool", a_pool, _z_avgpool)
 _register("LpPool GlobalLpPool", a_pool, _z_lppool)
 _register("Resize Upsample", a_resize, _z_resize, r_resize)
 _register("Pad", a_pad, _z_pad)
 _register("Concat", a_concat, _z_concat)
-_register("Split", a_split, _z_first, r_split)
+_register("Split", a_split, _z_first, r_split, aligned=False)
 _register("Slice", a_slice, _z_first, r_slice)
-_register("Gather", a_gather, lambda n, zc: 0.0 if zc.is_embedding(n) else zc.z(n.inputs[0]), r_gather)
-_register("Transpose", a_transpose, _z_first)
-_register("Reshape", a_reshape, _z_first, r_reshape)
-_register("Flatten Squeeze Unsqueeze", a_reshape, _z_first)
-_register("Expand", a_expand, _z_first, r_expand)
+_z_embedding = _z_stem(lambda n: {n.outputs[0].rank - 1})
+_register("Gather", a_gather, lambda n, zc: _z_embedding(n, zc) if zc.is_embedding(n) else zc.z(n.inputs[0]),
+          r_gather, aligned=False)
+_register("Transpose", a_transpose, _z_transpose)
+_register("Reshape", a_reshape, _z_first, r_reshape, aligned=False)
+_register("Flatten Squeeze Unsqueeze", a_reshape, _z_first, aligned=False)
+_register("Expand", a_expand, _z_expand, r_expand)
 _register("Tile", a_tile, _z_first)
 _register("Softmax LogSoftmax Hardmax", a_softmax, _z_softmax)
 _register("ReduceSum ReduceMean ReduceMax ReduceMin ReduceProd ReduceL1 ReduceL2 ReduceSumSquare ReduceLogSum "
-          "ReduceLogSumExp", a_reduce, _z_reduce)
-_register("ArgMax ArgMin", a_argreduce)
-_register("Constant", a_none)
+          "ReduceLogSumExp", a_reduce, _z_reduce, aligned=False)
+_register("ArgMax ArgMin", a_argreduce, aligned=False)
+_register("Constant", a_none, aligned=False)
 _register("Shape Size ConstantOfShape Range EyeLike RandomNormal RandomUniform RandomNormalLike "
-          "RandomUniformLike", a_fresh)
+          "RandomUniformLike", a_fresh, aligned=False)
 
 
 def coverage() -> dict[str, list[str]]:
