@@ -2,7 +2,8 @@
 
     train{optimizer=h2spg,data=digits,epochs=10,target-sparsity=0.5,lr=0.05,batch-size=64}
 
-Reads: the IR and ``model.analyses["search_space"]`` (runs ``search-space`` when missing). Writes: the trained
+Reads: the IR and ``model.analyses["search_space"]`` (runs ``search-space`` when missing; with ``gates=true``
+it first runs ``gate-branches`` and rebuilds the search space, see ``asgnas.passes.gates``). Writes: the trained
 initializers (and BatchNorm running statistics) back into the IR; a ``group-sparse`` checkpoint that becomes
 ``verify``'s reference; the data set on the pipeline context so ``construct-subnet`` can measure the slim model's
 accuracy. Report key ``train``: options, per-epoch history, optimizer metrics, validation accuracy of the trained
@@ -55,6 +56,8 @@ class TrainPass(Pass):
         Option("seed", int, 0, "seed for data order, split and initial state"),
         Option("device", str, "auto", "cpu, cuda or auto", choices=("auto", "cpu", "cuda")),
         Option("quiet", bool, False, "no progress output"),
+        Option("gates", bool, False, "gate parameter-free Add/Sum branches first (gate-branches), so pools and "
+               "skips become erasable; unselected gates stay exactly 1 and construct-subnet folds them"),
     )
 
     def run(self, model: Model, ctx: PassContext) -> dict[str, Any]:
@@ -72,6 +75,11 @@ class TrainPass(Pass):
 
         cfg = self.config
         space = model.analyses.get(SEARCH_SPACE_KEY)
+        if cfg["gates"]:
+            from asgnas.passes.gates import gate_branches
+
+            gate_branches(model)  # drops the analyses: the search space is rebuilt on the gated graph
+            space = None
         if untie_initializer_aliases(model) or space is None:  # exporter aliases would tie unrelated tensors
             space = analyze_search_space(model)
         kind = DEFAULT_KIND[cfg["optimizer"]] if cfg["kind"] == "auto" else cfg["kind"]
@@ -96,6 +104,11 @@ class TrainPass(Pass):
             oracle=build_oracle(model, groups) if cfg["optimizer"] == "h2spg" else None,
             variant=cfg["variant"], momentum=cfg["momentum"], weight_decay=cfg["weight-decay"],
         )
+        gates = 0
+        if cfg["gates"]:
+            from asgnas.passes.gates import pin_gates
+
+            gates = pin_gates(optimizer, groups, module.param_for_initializer)
         if fixed_batch(model) is not None:  # keep only whole batches of the model's own size
             keep = len(data.x_train) - len(data.x_train) % batch
             data.x_train, data.y_train = data.x_train[:keep], data.y_train[:keep]
@@ -116,5 +129,6 @@ class TrainPass(Pass):
             "schedule": vars(schedule),
             "metrics": {k: v for k, v in metrics.items() if isinstance(v, (int, float, str, bool))},
             "zero_groups": sorted(int(i) for i in optimizer.zero_group_ids),
+            "gates": gates,
             "val_accuracy_full": onnx_accuracy(model, data.x_val, data.y_val),
         }

@@ -5,6 +5,7 @@ from asgnas.passes import cost, dce, shape_infer, verify  # noqa: F401  (registr
 from asgnas.passes import construct, draw, search_space, untie, zero_groups  # noqa: F401
 from asgnas.passes import erasing, hierarchy, erase_construct  # noqa: F401
 from asgnas.passes import pruning, prune_construct  # noqa: F401
+from asgnas.passes import gates  # noqa: F401
 from asgnas.passes.base import PASS_REGISTRY, Option, Pass, PassContext, register_pass
 from asgnas.passes.manager import PassManager, parse_pipeline
 from asgnas.passes.verify import VerifyFailed

@@ -4,8 +4,9 @@ Reads: the IR's initializer values (a group is removed iff all its slices are ex
 re-run on the current model, so any group-sparse model works, not just one this pipeline zeroed). Writes: the
 slim IR: erased structures first (nodes deleted, joints rewired, Concat consumers sliced), then, on the re-analysed
 result, pruned channels (producer rows and consumer columns sliced, channel-count attributes and constants
-updated), then dead-code elimination and shape inference. Report key ``construct-subnet`` (what was removed) and
-``cost`` = ``{"before", "after"}`` (group-sparse vs slim, each ``params`` and ``macs``).
+updated), then dead-code elimination and shape inference. Between the two, ``fold-gates`` removes the
+training-only gates of ``train{gates=true}`` that stayed 1 (``asgnas.passes.gates``): the slim model has none.
+Report key ``construct-subnet`` (what was removed) and ``cost`` = ``{"before", "after"}`` (group-sparse vs slim, each ``params`` and ``macs``).
 """
 
 from __future__ import annotations
@@ -23,10 +24,12 @@ def construct_subnet(model: Model) -> dict[str, Any]:
     """Remove the zero groups of ``model`` in place; returns what was removed and the cost before/after."""
     from asgnas.passes.erase_construct import construct_erased, select_erasable
     from asgnas.passes.erasing import analyze_erasing
+    from asgnas.passes.gates import check_gates, fold_gates
     from asgnas.passes.prune_construct import construct_pruned
     from asgnas.passes.pruning import analyze_pruning
     from asgnas.passes.shape_infer import infer_static
 
+    check_gates(model)  # a gate neither 0 nor 1 fails before anything is rewritten
     before = total_cost(model)
     erasing = analyze_erasing(model)
     zero = [g.id for g in erasing.removable() if group_is_zero(model, g)]
@@ -34,6 +37,8 @@ def construct_subnet(model: Model) -> dict[str, Any]:
     zero_structures, kept_zero = select_erasable(erasing, zero)
     erased = construct_erased(model, erasing, set(zero_structures)) if zero_structures else {}
     model.analyses.clear()
+    # training-only gates (train{gates=true}): the erased ones went with their structures, the kept ones are 1
+    gates = fold_gates(model)
 
     pruning = analyze_pruning(model)
     zero_channels = {g.id for g in pruning.groups if g.removable and group_is_zero(model, g)}
@@ -52,6 +57,7 @@ def construct_subnet(model: Model) -> dict[str, Any]:
         "pruned_channel_groups": len(zero_channels),
         "erase": erased,
         "prune": pruned,
+        "gates": gates,
         "cost": {"before": before, "after": after},
     }
 
