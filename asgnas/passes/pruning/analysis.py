@@ -15,7 +15,6 @@ Steps (each linear in the graph plus the number of channels involved):
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,7 +23,8 @@ import numpy as np
 from asgnas.ir import Model, Node, Value
 from asgnas.passes.groups import Group, TensorSlice
 from asgnas.passes.pruning.builder import Builder, Consume, Unsupported
-from asgnas.passes.pruning.rules import CHANNEL_RULES, pad_amounts, reduce_axes
+from asgnas.passes.pruning.attrs import pad_amounts, reduce_axes
+from asgnas.passes.pruning.rules import CHANNEL_RULES
 from asgnas.passes.pruning.shapes import ShapeEval, check_shape_uses
 
 ANALYSIS_KEY = "pruning_groups"
