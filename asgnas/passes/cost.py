@@ -131,10 +131,11 @@ def node_costs(model: Model) -> dict[str, dict[str, int]]:
 
 
 def ensure_shapes(model: Model) -> None:
-    if any(v.shape is None for n in model.graph for v in n.outputs):
-        from asgnas.passes.shape_infer import infer_static
+    """Shapes everywhere (static inference, onnxruntime for what it leaves): unknown dims would count as 1."""
+    from asgnas.passes.shape_infer import holes, infer_shapes
 
-        infer_static(model)
+    if holes(model):
+        infer_shapes(model)
 
 
 def total_cost(model: Model) -> dict[str, int]:

@@ -73,6 +73,18 @@ def infer_by_running(model: Model, holes: list[Value]) -> int:
     return filled
 
 
+def holes(model: Model) -> list[Value]:
+    """Values whose dtype or some dim is still unknown."""
+    return [v for n in model.graph for v in n.outputs if not _complete(v)]
+
+
+def infer_shapes(model: Model, fallback: bool = True) -> int:
+    """Static inference, then (``fallback``) onnxruntime for the holes. Returns how many the runtime filled."""
+    infer_static(model)
+    missing = holes(model)
+    return infer_by_running(model, missing) if missing and fallback else 0
+
+
 @register_pass
 class ShapeInferPass(Pass):
     name = "shape-infer"
@@ -80,9 +92,7 @@ class ShapeInferPass(Pass):
     options = (Option("fallback", bool, True, "run the model in onnxruntime to fill what static inference leaves"),)
 
     def run(self, model: Model, ctx: PassContext) -> dict[str, Any]:
-        infer_static(model)
-        holes = [v for n in model.graph for v in n.outputs if not _complete(v)]
-        filled = infer_by_running(model, holes) if holes and self.config["fallback"] else 0
+        filled = infer_shapes(model, self.config["fallback"])
         total = sum(len(n.outputs) for n in model.graph)
         known = sum(1 for n in model.graph for v in n.outputs if v.shape is not None and v.dtype)
         return {"values": total, "with_shape": known, "filled_by_runtime": filled}
