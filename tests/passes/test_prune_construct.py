@@ -321,3 +321,19 @@ def test_channels_passed_through_a_linear(tmp_path, bias: bool) -> None:
     tokens = init_groups(analysis, "tok1.weight") or [g for g in analysis.removable() if g not in channels]
     assert any(g.removable for g in tokens)
     prune_and_check(model, seed=0)
+
+
+def test_expand_target_is_rewritten() -> None:
+    # a per-channel statistic broadcast back with an explicit target shape, added to the features
+    nodes = [helper.make_node("Conv", ["x", "w1", "b1"], ["a"], pads=[1, 1, 1, 1]),
+             helper.make_node("ReduceMean", ["a"], ["m"], axes=[2, 3], keepdims=1),
+             helper.make_node("Expand", ["m", "target"], ["e"]),
+             helper.make_node("Add", ["a", "e"], ["s"]),
+             helper.make_node("Conv", ["s", "w2"], ["y"])]
+    inits = [t("w1", rand(8, 3, 3, 3)), t("b1", rand(8)), t("w2", rand(4, 8, 1, 1)),
+             numpy_helper.from_array(np.array([1, 8, 8, 8], np.int64), "target")]
+    model = onnx_model(nodes, [vi("x", [1, 3, 8, 8])], [vi("y", None)], inits)
+    assert len(analyze_pruning(model).removable()) == 8
+    prune_and_check(model, seed=0)
+    expand = next(n for n in model.graph if n.op_type == "Expand")
+    assert expand.inputs[1].const.array[1] == 4

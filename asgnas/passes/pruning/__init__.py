@@ -7,11 +7,15 @@ key ``pruning-groups`` = summary counts + compact groups.
 
 How it works (one-job modules):
 - ``rules.py``: ``CHANNEL_RULES``, one entry per op type: how channels flow through it (same indexing,
-  offsets, factorisation), what a removed channel holds after it (f(0)), and what construction rewrites on it;
+  offsets, factorisation) plus, by reference, its zero rule and its construction rewrite;
+- ``zeros.py``: what a removed channel holds after each op (f(0): Sigmoid 0.5, Mul by 0 is 0, ...);
+- ``rewrites.py``: what construction updates on a node whose channel counts change;
+- ``attrs.py``: reading parameters that may be attributes or folded inputs (axes, pads, slice bounds);
 - ``builder.py``: the relation vocabulary the rules write (axis keys, ``same``/``link``/``product``/``pin``,
   parameter roles, stems, consumers) and the reshape factorisation;
 - ``shapes.py``: folding of shape computations, tracking which axes each computed size depends on;
 - ``analysis.py``: spaces (union-find over axes), units (union-find over channels), the zero pass, groups.
+Construction is ``asgnas/passes/prune_construct.py`` (``construct_pruned``, pass ``prune-subnet``).
 
 Guarantees (each has a test): an unknown op or an unhandled attribute pins everything it touches, with a reason
 naming node and op; channels reaching graph inputs/outputs are pinned; a removed channel must be exactly zero

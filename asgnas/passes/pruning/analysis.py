@@ -665,7 +665,8 @@ def _check_consume(use: Consume, b: Builder, zc: ZeroCtx, root_of_key: list[int]
     if use.foldable and use.kind in ("conv", "gemm", "matmul") and use.weight is not None:
         folds.append(Fold(use.node.name, use.kind, float(z), use.weight, use.value.name))
         return
-    b.pin(use.key, None, f"{where} reads removed channels equal to {z:g} (after {src}) and {use.why_not or 'cannot fold them'}")
+    why = use.why_not or "cannot fold them"
+    b.pin(use.key, None, f"{where} reads removed channels equal to {z:g} (after {src}) and {why}")
 
 
 def _macs_per_root(b: Builder, order: list[Node], costs: dict[str, dict[str, int]], root_of_key: list[int],

@@ -24,10 +24,11 @@ from asgnas.passes.pruning.builder import Builder, Unsupported, relate_reshape
 from asgnas.passes.pruning.rewrites import (r_conv, r_expand, r_gather, r_groupnorm, r_reshape, r_resize,
                                             r_slice, r_split)
 from asgnas.passes.pruning.shapes import ShapeEval
-from asgnas.passes.pruning.zeros import (UNARY, Zero, z_unary, z_add, z_avgpool, z_clip, z_compare,
-                                         z_concat, z_contract, z_div, z_expand, z_first, z_gemm, z_lppool,
-                                         z_mul, z_norm, z_pad, z_pow, z_prelu, z_reduce, z_reduce_all,
-                                         z_resize, z_softmax, z_stem, z_sub, z_transpose, z_where)
+from asgnas.passes.pruning.zeros import (
+    UNARY, Zero, z_add, z_avgpool, z_clip, z_compare, z_concat, z_contract, z_div, z_dropout, z_expand, z_first,
+    z_gemm, z_lppool, z_mul, z_norm, z_pad, z_pow, z_prelu, z_reduce, z_reduce_all, z_resize, z_softmax, z_stem,
+    z_sub, z_transpose, z_unary, z_where,
+)
 
 if TYPE_CHECKING:  # pragma: no cover
     from asgnas.passes.prune_construct import RewriteCtx
@@ -600,7 +601,8 @@ _register("Relu LeakyRelu Elu Celu Selu ThresholdedRelu Sigmoid HardSigmoid Hard
           a_unary)
 for _op, _fn in UNARY.items():
     CHANNEL_RULES[_op] = OpRule(a_unary, z_unary(_fn), aligned=True)
-_register("Identity Cast Dropout", a_unary, z_first)
+_register("Identity Cast", a_unary, z_first)
+_register("Dropout", a_unary, z_dropout)
 _register("Add Sum", a_elementwise, z_add)
 _register("Sub", a_elementwise, z_sub)
 _register("Mul", a_elementwise, z_mul)

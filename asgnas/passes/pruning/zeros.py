@@ -29,6 +29,15 @@ def z_first(node: Node, zc: "ZeroCtx") -> float | None:
     return zc.z(node.inputs[0])
 
 
+def z_dropout(node: Node, zc: "ZeroCtx") -> float | None:
+    """Inference Dropout is the identity; a training-mode one scales a random subset, so only 0 survives."""
+    z = zc.z(node.inputs[0])
+    training = node.inputs[2] if len(node.inputs) > 2 else None
+    if training is not None and zc.scalar(training) != 0:
+        return z if z == 0 else None
+    return z
+
+
 def _finite(x: float | None) -> float | None:
     return x if x is not None and math.isfinite(x) else None
 
