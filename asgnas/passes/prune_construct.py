@@ -7,7 +7,8 @@ zeroed model). Writes: the IR, in place --
    a Linear, see ``Fold``) are added to the consumer's bias (computed on the original weights);
 2. every node whose channel counts change is updated by its rule's ``rewrite`` (``rules.py``): depthwise Conv
    ``group``, GroupNormalization ``num_groups``, Reshape/Expand/Resize targets, Slice bounds, Split sizes,
-   Gather indices (a shared shape constant is never edited in place: the node gets its own);
+   Gather indices, ReduceMean over channels rescaled by C'/C (a shared shape constant is never edited in place:
+   the node gets its own);
 3. every constant member of a changed space (producer rows, biases, norm parameters and statistics, consumer
    columns, Constant nodes) is sliced along its axis (vectorised ``np.take``);
 4. value shapes are cleared and inferred again.
@@ -24,6 +25,7 @@ from __future__ import annotations
 from typing import Any, Iterable
 
 import numpy as np
+import onnx
 from onnx import TensorProto
 
 from asgnas.errors import AsgnasError
@@ -86,6 +88,17 @@ class RewriteCtx:
         while len(node.inputs) <= index:
             node.inputs.append(None)
         node.set_input(index, value)
+
+    def scale_output(self, node: Node, factor: float) -> None:
+        """Multiply the node's first output by ``factor`` (a Mul after it; the output keeps its name)."""
+        out = node.outputs[0]
+        inner = self.graph.add_value(f"{out.name}_unscaled", out.dtype)
+        node.outputs[0] = inner
+        inner.producer = node
+        out.producer = None
+        dtype = onnx.helper.tensor_dtype_to_np_dtype(out.dtype or TensorProto.FLOAT)
+        const = self.graph.add_initializer(f"{node.name}_rescale", np.asarray(factor, dtype=dtype))
+        self.graph.add_node("Mul", [inner, const], [out], name=f"{node.name}_rescale")
 
     def rewrite_shape_input(self, node: Node, index: int, src: Value, dst: Value, *, copy_zero: bool = False,
                             broadcast: bool = False) -> None:
@@ -302,8 +315,7 @@ def _add_bias(model: Model, node: Node, kind: str, contrib: np.ndarray) -> None:
     node.outputs[0] = inner
     inner.producer = node
     out.producer = None
-    dtype = np.float32 if out.dtype in (0, TensorProto.FLOAT) else np.dtype(
-        __import__("onnx").helper.tensor_dtype_to_np_dtype(out.dtype))
+    dtype = onnx.helper.tensor_dtype_to_np_dtype(out.dtype or TensorProto.FLOAT)
     const = graph.add_initializer(f"{node.name}_bias", contrib.astype(dtype))
     graph.add_node("Add", [inner, const], [out], name=f"{node.name}_bias_add")
 

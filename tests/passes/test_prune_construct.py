@@ -28,6 +28,7 @@ from test_pruning_groups import (  # noqa: E402
     onnx_model,
     rand,
     reference_onnx,  # noqa: F401  (fixture)
+    rms_norm_nodes,
     t,
     vi,
 )
@@ -337,3 +338,14 @@ def test_expand_target_is_rewritten() -> None:
     prune_and_check(model, seed=0)
     expand = next(n for n in model.graph if n.op_type == "Expand")
     assert expand.inputs[1].const.array[1] == 4
+
+
+def test_rmsnorm_over_channels_is_exact() -> None:
+    norm, norm_inits = rms_norm_nodes()
+    nodes = [helper.make_node("Conv", ["x", "w1", "b1"], ["a"], pads=[1, 1, 1, 1]), *norm,
+             helper.make_node("Conv", ["b", "w2"], ["y"])]
+    inits = [t("w1", rand(8, 3, 3, 3)), t("b1", rand(8)), t("w2", rand(4, 8, 1, 1, seed=1)), *norm_inits]
+    model = onnx_model(nodes, [vi("x", [1, 3, 8, 8])], [vi("y", None)], inits)
+    result = prune_and_check(model, seed=0)
+    assert result["removed_groups"] == 4
+    assert any(n.op_type == "Mul" and n.name == "rms_mean_rescale" for n in model.graph)

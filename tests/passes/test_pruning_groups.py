@@ -350,20 +350,42 @@ def test_normalizations_over_channels_are_refused() -> None:
           helper.make_node("Transpose", ["q"], ["b"], perm=[0, 3, 1, 2])]
     analysis = analyze_pruning(_conv_op_conv(ln, [1, 8, 8, 8], extra_inits=[t("g", np.ones(8)), t("beta", rand(8))]))
     assert all("ln (LayerNormalization) normalizes" in g.reason for g in space_groups(analysis, "Conv"))
-    # RMSNorm as exported: x / sqrt(mean(x^2) + eps) * g
-    rms = [helper.make_node("Mul", ["a", "a"], ["sq"]),
-           helper.make_node("ReduceMean", ["sq"], ["ms"], axes=[1], keepdims=1, name="rms_mean"),
-           helper.make_node("Add", ["ms", "eps"], ["mse"]),
-           helper.make_node("Sqrt", ["mse"], ["rs"]),
-           helper.make_node("Div", ["a", "rs"], ["nrm"]),
-           helper.make_node("Mul", ["nrm", "g"], ["b"])]
-    analysis = analyze_pruning(_conv_op_conv(rms, [1, 8, 8, 8], opset=17,
-                                             extra_inits=[t("eps", [1e-6]), t("g", np.ones((8, 1, 1)))]))
-    assert all("rms_mean (ReduceMean) reduces" in g.reason for g in space_groups(analysis, "Conv"))
+    # LayerNorm as a decomposition: the mean is restored exactly (see below), but x - mean is not zero on a
+    # removed channel, and the variance sums it
+    lnd = [helper.make_node("ReduceMean", ["a"], ["mu"], axes=[1], keepdims=1),
+           helper.make_node("Sub", ["a", "mu"], ["d"], name="center"),
+           helper.make_node("Mul", ["d", "d"], ["sq"]),
+           helper.make_node("ReduceMean", ["sq"], ["var"], axes=[1], keepdims=1, name="var"),
+           helper.make_node("Add", ["var", "eps"], ["ve"]),
+           helper.make_node("Sqrt", ["ve"], ["sd"]),
+           helper.make_node("Div", ["d", "sd"], ["b"])]
+    analysis = analyze_pruning(_conv_op_conv(lnd, [1, 8, 8, 8], extra_inits=[t("eps", [1e-5])]))
+    reasons = {g.reason for g in space_groups(analysis, "Conv")}
+    assert reasons and all(r.startswith("var (ReduceMean) reads removed channels that are not constant") for r in reasons)
     # softmax over the channels
     sm = [helper.make_node("Softmax", ["a"], ["b"], axis=1, name="sm")]
     analysis = analyze_pruning(_conv_op_conv(sm, [1, 8, 8, 8]))
     assert all("sm (Softmax) normalizes" in g.reason for g in space_groups(analysis, "Conv"))
+
+
+def rms_norm_nodes() -> tuple[list, list]:
+    """RMSNorm over the channels as exporters decompose it: x / sqrt(mean(x^2) + eps) * g."""
+    nodes = [helper.make_node("Mul", ["a", "a"], ["sq"]),
+             helper.make_node("ReduceMean", ["sq"], ["ms"], axes=[1], keepdims=1, name="rms_mean"),
+             helper.make_node("Add", ["ms", "eps"], ["mse"]),
+             helper.make_node("Sqrt", ["mse"], ["rs"]),
+             helper.make_node("Div", ["a", "rs"], ["nrm"]),
+             helper.make_node("Mul", ["nrm", "g"], ["b"])]
+    return nodes, [t("eps", [1e-6]), t("g", rand(8, 1, 1, seed=4) + 1)]
+
+
+def test_rmsnorm_over_channels_prunes() -> None:
+    # zero channels add nothing to sum(x^2); construction rescales the mean by C'/C, so the norm is exact
+    nodes, inits = rms_norm_nodes()
+    analysis = analyze_pruning(_conv_op_conv(nodes, [1, 8, 8, 8], extra_inits=inits))
+    groups = space_groups(analysis, "Conv")
+    assert len(groups) == 8 and all(g.removable for g in groups)
+    assert all(any(p.initializer == "g" for p in g.params) for g in groups)
 
 
 def test_groupnormalization_op_prunes_whole_groups() -> None:

@@ -2,7 +2,7 @@
 
 Constants are sliced generically by ``prune_construct``; these functions update the rest: depthwise Conv
 ``group``, GroupNormalization ``num_groups``, Reshape/Expand/Resize targets, Slice bounds, Split sizes, Gather
-indices. They read the original static shapes and folded shape computations through ``RewriteCtx``.
+indices, the C'/C rescaling of a ReduceMean over channels. They read the original static shapes and folded shape computations through ``RewriteCtx``.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from asgnas.ir import Node
-from asgnas.passes.pruning.attrs import slice_params
+from asgnas.passes.pruning.attrs import reduce_axes, slice_params
 
 if TYPE_CHECKING:  # pragma: no cover
     from asgnas.passes.prune_construct import RewriteCtx
@@ -118,3 +118,15 @@ def r_gather(node: Node, rc: "RewriteCtx") -> None:
 
 
 # ==================================================================================================
+
+
+def r_reduce_mean(node: Node, rc: "RewriteCtx") -> None:
+    """A mean over channels that lost some: sum / C' -> times C'/C restores sum / C (removed channels are 0)."""
+    x = node.inputs[0]
+    factor = 1.0
+    for axis in reduce_axes(node, rc.shape_eval, x.rank):
+        kept = rc.kept(x, axis)
+        if kept is not None:
+            factor *= len(kept) / rc.old_dim(x, axis)
+    if factor != 1.0:
+        rc.scale_output(node, factor)

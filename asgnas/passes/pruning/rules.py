@@ -21,8 +21,8 @@ import numpy as np
 from asgnas.ir import Node, Value
 from asgnas.passes.pruning.attrs import axis_attr, known_ints, pad_amounts, pads_zero, reduce_axes, slice_params
 from asgnas.passes.pruning.builder import Builder, Unsupported, relate_reshape
-from asgnas.passes.pruning.rewrites import (r_conv, r_expand, r_gather, r_groupnorm, r_reshape, r_resize,
-                                            r_slice, r_split)
+from asgnas.passes.pruning.rewrites import (r_conv, r_expand, r_gather, r_groupnorm, r_reduce_mean, r_reshape,
+                                            r_resize, r_slice, r_split)
 from asgnas.passes.pruning.shapes import ShapeEval
 from asgnas.passes.pruning.zeros import (
     UNARY, Zero, z_add, z_avgpool, z_clip, z_compare, z_concat, z_contract, z_div, z_dropout, z_expand, z_first,
@@ -544,7 +544,10 @@ def a_softmax(node: Node, b: Builder, se: ShapeEval) -> None:
 
 
 
-_SUM_LIKE = {"ReduceSum", "ReduceL1", "ReduceL2", "ReduceSumSquare"}
+#: reductions a zero channel does not change (ReduceMean too: construction rescales it by C'/C, which restores
+#: the original mean exactly -- this is what makes RMSNorm decompositions prunable; LayerNorm ones stay refused
+#: because ``x - mean`` is not zero on a removed channel)
+_SUM_LIKE = {"ReduceSum", "ReduceL1", "ReduceL2", "ReduceSumSquare", "ReduceLogSum", "ReduceMean"}
 
 
 def a_reduce(node: Node, b: Builder, se: ShapeEval) -> None:
@@ -556,7 +559,7 @@ def a_reduce(node: Node, b: Builder, se: ShapeEval) -> None:
     for a in range(x.rank):
         if a in axes:
             if node.op_type in _SUM_LIKE:
-                b.consume(node, x, a, "dense", foldable=False, why_not=f"{node.op_type} sums over the channels")
+                b.consume(node, x, a, "dense", foldable=False, why_not=f"{node.op_type} reduces over the channels")
             else:
                 b.pin(b.k(x, a), None, f"{node.name} ({node.op_type}) reduces over this axis")
             j += 1 if keep else 0
@@ -650,8 +653,9 @@ _register("Flatten Squeeze Unsqueeze", a_reshape, z_first, aligned=False)
 _register("Expand", a_expand, z_expand, r_expand)
 _register("Tile", a_tile, z_first)
 _register("Softmax LogSoftmax Hardmax", a_softmax, z_softmax)
-_register("ReduceSum ReduceMean ReduceMax ReduceMin ReduceProd ReduceL1 ReduceL2 ReduceSumSquare ReduceLogSum "
+_register("ReduceSum ReduceMax ReduceMin ReduceProd ReduceL1 ReduceL2 ReduceSumSquare ReduceLogSum "
           "ReduceLogSumExp", a_reduce, z_reduce, aligned=False)
+_register("ReduceMean", a_reduce, z_reduce, r_reduce_mean, aligned=False)
 _register("ArgMax ArgMin", a_argreduce, aligned=False)
 _register("Constant", a_none, aligned=False)
 _register("Shape Size ConstantOfShape Range EyeLike RandomNormal RandomUniform RandomNormalLike "
