@@ -2,7 +2,8 @@
 
 Constants are sliced generically by ``prune_construct``; these functions update the rest: depthwise Conv
 ``group``, GroupNormalization ``num_groups``, Reshape/Expand/Resize targets, Slice bounds, Split sizes, Gather
-indices, the C'/C rescaling of a ReduceMean over channels. They read the original static shapes and folded shape computations through ``RewriteCtx``.
+indices, the C'/C rescaling of a ReduceMean over channels. They read the original static shapes and folded
+shape computations through ``RewriteCtx``.
 """
 
 from __future__ import annotations
