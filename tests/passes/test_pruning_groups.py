@@ -281,6 +281,18 @@ def test_grouped_conv_prunes_one_channel_per_group(onnx_path) -> None:
     assert seen
 
 
+def test_concat_groups_span_the_concat(onnx_path) -> None:
+    # a branch channel is also a channel of the concat output (the BN over the concat is sliced at its offset)
+    analysis = analyze_pruning(zoo_model(onnx_path, "concat", "legacy"))
+    branch = init_groups(analysis, "branch_b.0.weight")
+    assert branch and all(g.removable for g in branch)
+    for g in branch:
+        spaces = analysis.group_spaces(g.id)
+        assert spaces[0] == g.space and len(spaces) == 2
+        bn = next(p for p in g.params if p.initializer == "bn.weight")
+        assert bn.indices[0] >= 8  # branch_b comes after the 8 channels of branch_a
+
+
 def test_weight_sharing_merges_spaces(onnx_path) -> None:
     analysis = analyze_pruning(zoo_model(onnx_path, "weight_sharing", "legacy"))
     shared = space_of(analysis, "shared")
@@ -625,9 +637,11 @@ REFERENCE_NETS: dict[str, Callable[[], nn.Module]] = {
 # Channel spaces (= channel groups in OTO / Torch-Pruning terms, width-independent), the classifier's output
 # space included as TP's ``get_all_groups`` and OTO's partition count it (there it is marked unprunable).
 # resnet18 13, resnet50 38 and mobilenet_v2 26 are what TP/OTO report for the torchvision models.
+# regnet_y_400mf and densenet121 have no published counts to compare with (torchvision and TP are not installed
+# here); ours, derived by hand:
 # regnet_y_400mf: stem 1 + 4 stage residual spaces + 3 per block x 16 blocks (the 1x1 expand output, the grouped
-#   3x3 output joined by the SE expand conv through the gate Mul, the SE squeeze output) + fc 1 = 54; TP counts
-#   the same roots (its grouped-conv coupling only restricts which indices go, as our per-group units do).
+#   3x3 output joined by the SE expand conv through the gate Mul, the SE squeeze output) + fc 1 = 54. The grouped
+#   convs do not merge spaces; they only make a group one channel position in every conv group.
 # densenet121: stem 1 + 2 convs x 58 dense layers + 3 transitions + fc 1 = 121; concatenations never merge
 #   spaces (the BN over a concat slices each producer's channels at its offset, OTO's auxiliary groups).
 REFERENCE_SPACES = {"resnet18": 13, "resnet50": 38, "mobilenet_v2": 26, "regnet_y_400mf": 54, "densenet121": 121}

@@ -80,6 +80,7 @@ class PruningAnalysis:
     _root_members: dict[int, list[int]] = field(default_factory=dict)
     _elements: dict[int, dict[int, np.ndarray]] = field(default_factory=dict)  # group -> root -> indices
     _zero: dict[str, float | None] = field(default_factory=dict)
+    _space_id: dict[int, str] = field(default_factory=dict)
 
     def by_id(self) -> dict[int, Group]:
         return {g.id: g for g in self.groups}
@@ -92,7 +93,14 @@ class PruningAnalysis:
         return list(group.params) + list(self.other_slices.get(group_id, ()))
 
     def space_groups(self, space_id: str) -> list[int]:
+        """Every group that removes channels of the space (its own and those it shares with linked spaces)."""
         return list(self.spaces[space_id].groups)
+
+    def group_spaces(self, group_id: int) -> list[str]:
+        """Every space a group removes channels from (``Group.space`` is the first: its producing space). More than
+        one when spaces are linked: a concat's inputs and output, a grouped conv's, a reshape's factors."""
+        ids = [self._space_id[root] for root in self._elements[group_id]]
+        return sorted(ids, key=lambda sid: sid != self.groups[group_id].space)
 
     def summary(self) -> dict[str, Any]:
         removable = self.removable()
@@ -563,7 +571,7 @@ def analyze_pruning(model: Model) -> PruningAnalysis:
     analysis = PruningAnalysis(
         groups=groups, spaces=spaces, other_slices=other_slices, folds=folds,
         pin_reasons=pin_counts, _b=b, _se=se, _root_of_key=root_of_key, _root_size=root_size,
-        _root_members=root_members, _elements=elements, _zero=dict(zc.values),
+        _root_members=root_members, _elements=elements, _zero=dict(zc.values), _space_id=space_ids,
     )
     for group in groups:
         if not group.removable:
