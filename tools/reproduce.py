@@ -35,17 +35,19 @@ def run_one(net_name: str, size: str, seed: int, args: argparse.Namespace, workd
     net = build(net_name, size, **kwargs)
     path = workdir / f"{net_name}_{seed}.onnx"
     export_torch_model(net, net.example_input(1), path)
-    train = (f"train{{optimizer=h2spg,data={args.data},epochs={args.epochs},seed={seed},device={args.device},"
-             f"lr={args.lr},quiet=true,target-sparsity={{target}}}}")
+    def train(target: float) -> str:
+        return (f"train{{optimizer=h2spg,data={args.data},epochs={args.epochs},seed={seed},device={args.device},"
+                f"lr={args.lr},quiet=true,target-sparsity={target}}}")
+
     full_model = load_model(path)
-    PassManager(parse_pipeline("untie-aliases,search-space{groups=false}," + train.format(target=0))).run(
+    PassManager(parse_pipeline("untie-aliases,search-space{groups=false}," + train(0))).run(
         full_model, PassContext(quiet=True))
     data = load_dataset(args.data, tuple(net.example_input(1).shape[1:]), seed=seed)  # the same split as train's
     baseline_acc = onnx_accuracy(full_model, data.x_val, data.y_val)
 
     model = load_model(path)
     report = PassManager(parse_pipeline(
-        "untie-aliases,search-space{groups=false}," + train.format(target=args.target)
+        "untie-aliases,search-space{groups=false}," + train(args.target)
         + ",construct-subnet,verify{rtol=1e-3}")).run(model, PassContext(quiet=True))
     cost = report["cost"]
     return {
