@@ -558,13 +558,15 @@ def analyze_pruning(model: Model) -> PruningAnalysis:
     # name spaces in group order (produced spaces first appear with their first group)
     spaces: dict[str, Space] = {}
     counter = 0
+    stem_keys = set(b.stem_keys)  # built once: per space they made the naming quadratic
+    consumer_keys = {c.key: c.node.name for c in b.consumes}
     for group in groups:
         for root in elements[group.id]:
             if space_ids[root] == "":
                 space_ids[root] = f"s{counter}"
                 counter += 1
-                spaces[space_ids[root]] = _make_space(space_ids[root], root, b, root_members[root],
-                                                      root_size[root], value_nodes)
+                spaces[space_ids[root]] = _make_space(space_ids[root], b, root_members[root], root_size[root],
+                                                      stem_keys, consumer_keys)
             spaces[space_ids[root]].groups.append(group.id)
         group.space = space_ids[int(group.space)]
 
@@ -634,10 +636,9 @@ def _value_nodes_cache(b: Builder):
     return nodes
 
 
-def _make_space(sid: str, root: int, b: Builder, keys: list[int], size: int, value_nodes) -> Space:
+def _make_space(sid: str, b: Builder, keys: list[int], size: int, stem_keys: set[int],
+                consumer_keys: dict[int, str]) -> Space:
     members, producers, consumers = [], [], []
-    stem_keys = set(b.stem_keys)
-    consumer_keys = {c.key: c.node.name for c in b.consumes}
     for key in keys:
         value = b.key_value[key]
         if key in stem_keys and value is not None and value.producer is not None:

@@ -1,0 +1,82 @@
+"""Benchmark: ``search-space`` time vs Torch-Pruning's ``DependencyGraph.build_dependency`` on the same nets.
+
+    .venv-sweep/bin/pip install torch-pruning   # into the sweep venv (torchvision), never a project dependency
+    .venv-sweep/bin/python tools/bench_search_space.py [--models resnet50,densenet121] [--repeat 3]
+
+Ours runs from the ONNX file (lifting included); Torch-Pruning's from the torch module (its forward trace
+included), both best of ``--repeat`` in this run. Also times a 24-layer transformer encoder
+(``torch.nn.TransformerEncoder``, d=256) and, for linear growth, synthetic chains of 10k/30k/100k nodes (ours only).
+Target (issue 3): ours <= half of Torch-Pruning's time; linear growth in node count.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from asgnas.ir import load_model  # noqa: E402
+from asgnas.passes.search_space import analyze_search_space  # noqa: E402
+
+
+def best(fn, repeat: int) -> float:
+    times = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
+def build(name: str) -> tuple[torch.nn.Module, torch.Tensor]:
+    if name == "transformer24":
+        layer = torch.nn.TransformerEncoderLayer(256, 4, 1024, batch_first=True)
+        return torch.nn.TransformerEncoder(layer, 24, enable_nested_tensor=False).eval(), torch.randn(1, 64, 256)
+    import torchvision
+
+    return getattr(torchvision.models, name)(weights=None).eval(), torch.randn(1, 3, 224, 224)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", default="resnet50,densenet121,transformer24")
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--sizes", default="10000,30000,100000")
+    args = parser.parse_args()
+    import torch_pruning as tp
+
+    import bench_ir
+
+    torch.backends.mha.set_fastpath_enabled(False)
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in args.models.split(","):
+            net, x = build(name)
+            path = str(Path(tmp) / f"{name}.onnx")
+            with torch.no_grad():
+                torch.onnx.export(net, (x,), path, dynamo=False, do_constant_folding=False, opset_version=17)
+            ours = best(lambda: analyze_search_space(load_model(path)), args.repeat)
+            theirs = best(lambda: tp.DependencyGraph().build_dependency(net, example_inputs=x), args.repeat)
+            nodes = len(load_model(path).graph)
+            rows.append((name, nodes, ours, theirs))
+            print(f"{name}: {nodes} nodes, asgnas {ours:.2f} s, Torch-Pruning {theirs:.2f} s, ratio {ours / theirs:.2f}",
+                  flush=True)
+        for size in (int(s) for s in args.sizes.split(",")):
+            path = bench_ir.synthetic_chain(size, str(Path(tmp) / f"chain{size}.onnx"))
+            ours = best(lambda: analyze_search_space(load_model(path)), 1)
+            rows.append((f"chain-{size}", size, ours, None))
+            print(f"chain-{size}: asgnas {ours:.2f} s ({1e6 * ours / size:.1f} us/node)", flush=True)
+    print("\n| model | nodes | asgnas s | Torch-Pruning s | ratio |\n|---|---|---|---|---|")
+    for name, nodes, ours, theirs in rows:
+        ratio = f"{ours / theirs:.2f}" if theirs else "-"
+        print(f"| {name} | {nodes} | {ours:.2f} | {'-' if theirs is None else f'{theirs:.2f}'} | {ratio} |")
+
+
+if __name__ == "__main__":
+    main()
