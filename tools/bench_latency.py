@@ -61,6 +61,7 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=224)
     parser.add_argument("--repeat", type=int, default=10)
     parser.add_argument("--batches", default="1,32")
+    parser.add_argument("--round-to", type=int, default=1, help="keep channel counts a multiple of this")
     args = parser.parse_args()
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -70,8 +71,8 @@ def main() -> None:
             randomize_bn(net)
             path = archs.export(net, torch.randn(1, 3, args.size, args.size), str(Path(tmp) / f"{name}.onnx"))
             model = load_model(path)
-            PassManager(parse_pipeline("search-space{groups=false},zero-groups{fraction=0.5,seed=0,kind=prune}")).run(
-                model, PassContext(quiet=True))
+            pipeline = f"search-space{{groups=false}},zero-groups{{fraction=0.5,seed=0,kind=prune,round-to={args.round_to}}}"
+            PassManager(parse_pipeline(pipeline)).run(model, PassContext(quiet=True))
             sparse = model.copy()
             start = time.perf_counter()
             built = construct_subnet(model)

@@ -49,6 +49,30 @@ def choose_random(model: Model, space: SearchSpace, fraction: float, seed: int, 
     return chosen
 
 
+def round_kept_channels(space: SearchSpace, chosen: list[Group], multiple: int) -> list[Group]:
+    """Un-choose channel groups so every channel space keeps a multiple of ``multiple`` channels.
+
+    Odd channel counts (33 of 64) make onnxruntime's blocked conv kernels pad back up: the slim model is then smaller
+    on paper only. Zeroing fewer groups of a space is always valid, so this never breaks the oracle's verdict.
+    """
+    if multiple <= 1:
+        return chosen
+    size: dict[str, int] = {}
+    for group in space.groups:
+        if group.kind == "prune":
+            size[group.space] = size.get(group.space, 0) + 1
+    by_space: dict[str, list[Group]] = {}
+    for group in chosen:
+        if group.kind == "prune":
+            by_space.setdefault(group.space, []).append(group)
+    dropped: set[int] = set()
+    for sid, groups in by_space.items():
+        kept = size[sid] - len(groups)
+        rounded = min(size[sid], -(-kept // multiple) * multiple)
+        dropped.update(g.id for g in groups[len(groups) - (rounded - kept):])
+    return [g for g in chosen if g.id not in dropped]
+
+
 def choose_listed(model: Model, space: SearchSpace, path: str) -> list[Group]:
     from asgnas.passes.hierarchy import build_oracle
 
@@ -82,6 +106,7 @@ class ZeroGroupsPass(Pass):
         Option("seed", int, 0, "random seed"),
         Option("kind", str, "both", "which groups", choices=("prune", "erase", "both")),
         Option("ids", str, "", "JSON file with the group ids to zero (overrides fraction/seed/kind)"),
+        Option("round-to", int, 1, "keep a multiple of this many channels in every channel space"),
     )
 
     def run(self, model: Model, ctx: PassContext) -> dict[str, Any]:
@@ -92,6 +117,7 @@ class ZeroGroupsPass(Pass):
             chosen = choose_listed(model, space, self.config["ids"])
         else:
             chosen = choose_random(model, space, self.config["fraction"], self.config["seed"], self.config["kind"])
+            chosen = round_kept_channels(space, chosen, self.config["round-to"])
         for group in chosen:
             zero_group(model, group)
         ctx.checkpoint(CHECKPOINT, model, as_reference=True)

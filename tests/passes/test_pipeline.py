@@ -98,3 +98,17 @@ def test_draw_groups(onnx_path, tmp_path, capsys):
                  f"draw-groups{{out={tmp_path / 'g.dot'},format=dot}}", "-q"]) == 0
     dot = (tmp_path / "g.dot").read_text()
     assert dot.startswith("digraph") and "style=filled" in dot and "params" in dot
+
+
+def test_zero_groups_round_to_keeps_multiples(onnx_path):
+    model, report = _run(onnx_path("resnet_basic", "legacy"),
+                         "search-space,zero-groups{fraction=0.6,seed=2,kind=prune,round-to=4}")
+    zeroed = set(report["zero-groups"]["zeroed"])
+    assert zeroed
+    sizes: dict[str, int] = {}
+    removed: dict[str, int] = {}
+    for group in report["search_space"]["groups"]:
+        if group["kind"] == "prune":
+            sizes[group["space"]] = sizes.get(group["space"], 0) + 1
+            removed[group["space"]] = removed.get(group["space"], 0) + (group["id"] in zeroed)
+    assert all((sizes[s] - removed[s]) % 4 == 0 for s in removed if removed[s])
