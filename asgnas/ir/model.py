@@ -264,13 +264,27 @@ def _node_proto(node: Node) -> NodeProto:
     return proto
 
 
-def lower(model: Model) -> ModelProto:
-    """Model -> ModelProto in topological order, with initializers, inputs, outputs and known value infos."""
+#: float initializers larger than this are left out of ``lower(weights=False)`` (shape-only lowering)
+SHAPE_ONLY_LIMIT = 64
+
+
+def lower(model: Model, weights: bool = True) -> ModelProto:
+    """Model -> ModelProto in topological order, with initializers, inputs, outputs and known value infos.
+
+    ``weights=False`` is for analyses that only need shapes (onnx shape inference, a model's shape-only runs):
+    large float initializers become typed graph inputs instead of data, so nothing big is copied or serialized;
+    the small and integer constants that shapes are computed from stay.
+    """
     with gc_paused():
-        return _lower(model)
+        return _lower(model, weights)
 
 
-def _lower(model: Model) -> ModelProto:
+def _is_weight(value: Value) -> bool:
+    return value.const.size > SHAPE_ONLY_LIMIT and np.issubdtype(
+        helper.tensor_dtype_to_np_dtype(value.const.dtype), np.floating)
+
+
+def _lower(model: Model, weights: bool = True) -> ModelProto:
     graph = model.graph
     order = graph.toposort()
     proto = ModelProto()
@@ -283,15 +297,20 @@ def _lower(model: Model) -> ModelProto:
     input_names = {v.name for v in graph.inputs}
     output_names = {v.name for v in graph.outputs}
     initializers = [v for v in graph.values.values() if v.is_initializer]
+    as_inputs = [] if weights else [v for v in initializers if _is_weight(v)]
+    if as_inputs:
+        skipped = {id(v) for v in as_inputs}
+        initializers = [v for v in initializers if id(v) not in skipped]
     gp.initializer.extend(v.const.to_proto(v.name) for v in initializers)
     gp.input.extend(_value_info(v) for v in graph.inputs)
+    gp.input.extend(_value_info(v) for v in as_inputs)
     init_names = {v.name for v in initializers}
     for name in model.initializer_inputs:
         if name in init_names and name not in input_names:
             value = graph.values[name]
             gp.input.append(helper.make_tensor_value_info(name, value.dtype, list(value.shape or ())))
     gp.output.extend(_value_info(v) for v in graph.outputs)
-    skip = input_names | output_names | init_names
+    skip = input_names | output_names | init_names | {v.name for v in as_inputs}
     gp.value_info.extend(
         _value_info(v)
         for n in order

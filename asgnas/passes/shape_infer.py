@@ -30,7 +30,7 @@ def infer_static(model: Model) -> None:
 
 
 def _infer_static(model: Model) -> None:
-    proto = lower(model)
+    proto = lower(model, weights=False)  # shapes need no weight data: skip copying and serializing it
     try:
         inferred = onnx.shape_inference.infer_shapes(proto, check_type=False, strict_mode=False, data_prop=True)
     except Exception as err:  # inference errors mean an inconsistent model, not a crash of ours
