@@ -1,6 +1,6 @@
 """The IR: lift ONNX into ``Model``/``Graph``/``Node``/``Value``, edit it, lower it back."""
 
-from asgnas.ir.core import IMPLICIT_USE, ConstTensor, CycleError, Graph, Node, Shape, Value, consumers_of
+from asgnas.ir.core import IMPLICIT_USE, ConstTensor, CycleError, Graph, Node, Shape, Value
 from asgnas.ir.io import check_model_ops, load_model, save_model
 from asgnas.ir.model import Model, lift, lower, model_nbytes
 from asgnas.ir.printer import format_graph, format_model, format_node
@@ -15,7 +15,6 @@ __all__ = [
     "Shape",
     "Value",
     "check_model_ops",
-    "consumers_of",
     "format_graph",
     "format_model",
     "format_node",

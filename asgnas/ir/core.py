@@ -109,11 +109,6 @@ class Value:
         return self.const is not None and self.producer is None
 
     @property
-    def is_constant(self) -> bool:
-        """An initializer or the output of a ``Constant`` node."""
-        return self.const is not None
-
-    @property
     def consumers(self) -> list[Node]:
         """Distinct consumer nodes in use order (a node reading the value twice appears once)."""
         seen: dict[int, Node] = {}
@@ -457,12 +452,3 @@ class Graph:
                 if value is not None and value.producer is not None and value.producer not in live:
                     stack.append(value.producer)
         return live
-
-
-def consumers_of(values: Iterable[Value]) -> list[Node]:
-    """Distinct consumers of several values, in order."""
-    seen: dict[int, Node] = {}
-    for value in values:
-        for node, _ in value.uses:
-            seen.setdefault(id(node), node)
-    return list(seen.values())
