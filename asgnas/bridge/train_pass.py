@@ -90,12 +90,13 @@ class TrainPass(Pass):
         out_shape = model.graph.outputs[0].shape
         num_classes = out_shape[-1] if out_shape and isinstance(out_shape[-1], int) else None
         data = load_dataset(cfg["data"], sample_shape(model), num_classes, seed=cfg["seed"])
-        batch = fixed_batch(model) or cfg["batch-size"]
+        model_batch = fixed_batch(model)
+        batch = model_batch or cfg["batch-size"]
         device = pick_device(cfg["device"])
         torch.manual_seed(cfg["seed"])
         module = OnnxModule(model).to(device)
         params = list(module.parameters())
-        steps = math.ceil(len(data.x_train) / batch) if fixed_batch(model) is None else len(data.x_train) // batch
+        steps = math.ceil(len(data.x_train) / batch) if model_batch is None else len(data.x_train) // batch
         schedule = Schedule.for_budget(cfg["epochs"], steps)
         target = cfg["target-sparsity"]
         optimizer = build_optimizer(
@@ -109,7 +110,7 @@ class TrainPass(Pass):
             from asgnas.passes.gates import pin_gates
 
             gates = pin_gates(optimizer, groups, module.param_for_initializer)
-        if fixed_batch(model) is not None:  # keep only whole batches of the model's own size
+        if model_batch is not None:  # keep only whole batches of the model's own size
             keep = len(data.x_train) - len(data.x_train) % batch
             data.x_train, data.y_train = data.x_train[:keep], data.y_train[:keep]
         log = None if (cfg["quiet"] or ctx.quiet) else ctx.log

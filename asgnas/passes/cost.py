@@ -138,13 +138,16 @@ def ensure_shapes(model: Model) -> None:
         infer_shapes(model)
 
 
-def total_cost(model: Model) -> dict[str, int]:
-    ensure_shapes(model)
-    per_node = node_costs(model)
+def _totals(per_node: dict[str, dict[str, int]]) -> dict[str, int]:
     return {
         "params": sum(c["params"] for c in per_node.values()),
         "macs": sum(c["macs"] for c in per_node.values()),
     }
+
+
+def total_cost(model: Model) -> dict[str, int]:
+    ensure_shapes(model)
+    return _totals(node_costs(model))
 
 
 @register_pass
@@ -155,10 +158,7 @@ class CostPass(Pass):
     def run(self, model: Model, ctx: PassContext) -> dict[str, Any]:
         ensure_shapes(model)
         per_node = node_costs(model)
-        after = {
-            "params": sum(c["params"] for c in per_node.values()),
-            "macs": sum(c["macs"] for c in per_node.values()),
-        }
+        after = _totals(per_node)
         before = total_cost(ctx.input_model) if ctx.input_model is not None else after
         model.analyses["cost"] = per_node
         return {**after, "before": before, "after": after, "per_node": per_node}

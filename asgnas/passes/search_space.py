@@ -58,7 +58,7 @@ def _link_channels_to_structures(prune_groups: list[Group], erase_groups: list[G
             structure.children.append(channel.id)
 
 
-def removable_param_fraction(model: Model, space: SearchSpace) -> float:
+def removable_param_fraction(model: Model, space: SearchSpace, total_params: int) -> float:
     """Fraction of float parameters covered by at least one removable group (union of slices, not a sum)."""
     masks: dict[str, np.ndarray] = {}
     values = model.graph.values
@@ -76,8 +76,8 @@ def removable_param_fraction(model: Model, space: SearchSpace) -> float:
                 index = [slice(None)] * mask.ndim
                 index[piece.axis] = piece.indices
                 mask[tuple(index)] = True
-    total = total_cost(model)["params"]
-    return float(sum(int(m.sum()) for m in masks.values()) / total) if total else 0.0
+    covered = sum(int(m.sum()) for m in masks.values())
+    return covered / total_params if total_params else 0.0
 
 
 @register_pass
@@ -94,7 +94,7 @@ class SearchSpacePass(Pass):
         space = analyze_search_space(model)
         summary = {
             **space.summary(),
-            "removable_param_fraction": round(removable_param_fraction(model, space), 6),
+            "removable_param_fraction": round(removable_param_fraction(model, space, total_cost(model)["params"]), 6),
         }
         result: dict[str, Any] = {"summary": summary}
         if self.config["groups"]:
