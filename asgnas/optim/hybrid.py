@@ -60,7 +60,7 @@ class _Entry:
     __slots__ = (
         "param", "group", "binding", "mode", "axis", "chunks", "other_dims", "n_chunk_max", "pviews", "sids",
         "sviews", "col", "ncols", "statviews", "partial", "scrviews", "removable", "has_redundant", "has_active",
-        "all_zero", "keep", "keepviews", "key", "ptr", "mcols", "mgids",
+        "all_zero", "keep", "keepviews", "key", "ptr", "mcols", "mgids", "rows", "scaleviews", "gviews",
     )
 
     def __init__(self, param: torch.Tensor, group: dict, binding: Optional[Binding], chunk_numel: int) -> None:
@@ -70,6 +70,7 @@ class _Entry:
         self.key = (param.device, param.dtype)
         self.ptr = param.data_ptr()  # cached views die if the caller swaps param.data (e.g. model.to())
         n = param.numel()
+        self.rows = False
         if binding is not None and not binding.flat:
             self.mode = _SLOT
             self.axis = binding.axis
@@ -77,7 +78,10 @@ class _Entry:
             step = max(1, chunk_numel // per_slot)
             ns = binding.n_slots
             self.chunks = [(s, min(step, ns - s)) for s in range(0, ns, step)]
-            self.other_dims = tuple(d for d in range(param.dim()) if d != self.axis)
+            # slots along dim 0 of a contiguous tensor are contiguous rows: work on 2-D [slots, rest] views, whose
+            # per-row reductions are cheaper than reductions over several trailing dims
+            self.rows = self.axis == 0 and param.dim() > 2 and param.is_contiguous()
+            self.other_dims = (1,) if self.rows else tuple(d for d in range(param.dim()) if d != self.axis)
             self.n_chunk_max = min(step, ns) * per_slot
         elif param.is_contiguous():
             self.mode = _FLAT
@@ -107,8 +111,13 @@ class _Entry:
         self.keepviews: list = []
         self.mcols: Optional[torch.Tensor] = None  # memberships: stat-buffer column, group (home device)
         self.mgids: Optional[torch.Tensor] = None
+        self.scaleviews: list = []  # per-chunk views of this tensor's slot factors (persistent buffer)
+        self.gviews: Optional[tuple] = None  # (grad, its chunk views) within one step, dropped at its end
 
     def view(self, t: torch.Tensor, c: tuple[int, int]) -> torch.Tensor:
+        """Chunk ``c`` of ``t`` (the parameter, its gradient, a state tensor: same shape and layout)."""
+        if self.rows:
+            t = t.view(t.shape[0], -1)
         if len(self.chunks) == 1:
             return t.view(-1) if self.mode == _FLAT else t
         if self.mode == _SLOT:
@@ -120,8 +129,8 @@ class _Entry:
         if self.mode != _SLOT:
             return [v] * len(self.chunks)  # one slot: shape [1] broadcasts against anything
         out = []
-        for s0, n in self.chunks:
-            shape = [1] * self.param.dim()
+        for (s0, n), pv in zip(self.chunks, self.pviews):
+            shape = [1] * pv.dim()
             shape[self.axis] = n
             out.append(v.narrow(0, s0, n).view(shape))
         return out
@@ -368,6 +377,10 @@ class HybridSparseOptimizer(torch.optim.Optimizer):
                 plan["mcol"] = torch.from_numpy(np.concatenate(plan["mcol"])).to(key[0])
                 plan["mgid"] = torch.from_numpy(np.concatenate(plan["mgid"])).to(key[0])
                 plan["sizes"] = [e.ncols for e in plan["entries"]]
+                # one persistent factor buffer: the per-chunk broadcast views are cut once, not every step
+                plan["buf"] = torch.zeros(plan["n"], device=key[0], dtype=key[1])
+                for e, part in zip(plan["entries"], plan["buf"].split(plan["sizes"])):
+                    e.scaleviews = e.slot_views(part)
         for key, plan in self._scale_plan.items():
             z = zero_col[plan["cols"]]
             plan["keep"] = torch.from_numpy((~z).astype(np.float32)).to(key[0], key[1]) if z.any() else None
@@ -382,11 +395,29 @@ class HybridSparseOptimizer(torch.optim.Optimizer):
     def _state_views(self, e: _Entry) -> list[list[torch.Tensor]]:
         """Per-chunk views of the state tensors, cached until the tensors are replaced (load_state_dict)."""
         ts = self._state_tensors(e)
+        if e.rows and not all(t.is_contiguous() for t in ts):  # e.g. loaded from another layout: views need rows
+            st = self.state[e.param]
+            for k in ("momentum_buffer", "exp_avg", "exp_avg_sq"):
+                if k in st and torch.is_tensor(st[k]):
+                    st[k] = st[k].contiguous()
+            ts = self._state_tensors(e)
         sids = tuple(id(t) for t in ts)
         if sids != e.sids:
             e.sids = sids
             e.sviews = [[e.view(t, c) for t in ts] for c in e.chunks]
         return e.sviews
+
+    def _grad_views(self, e: _Entry) -> list[torch.Tensor]:
+        """Per-chunk views of the gradient, cut once per step (pass 2 reuses pass 1's; dropped by step())."""
+        g = e.param.grad
+        if e.gviews is not None and e.gviews[0] is g:
+            return e.gviews[1]
+        if g.is_sparse:
+            raise RuntimeError("sparse gradients are not supported")
+        gc = g.contiguous() if (e.mode == _FLAT or e.rows) and not g.is_contiguous() else g
+        views = [e.view(gc, c) for c in e.chunks]
+        e.gviews = (g, views)
+        return views
 
     def _group_hp(self, g: dict) -> dict[str, Any]:
         lr, wd = float(g["lr"]), float(g["weight_decay"])
@@ -501,17 +532,13 @@ class HybridSparseOptimizer(torch.optim.Optimizer):
     # ------------------------------------------------------------------ passes over one parameter
     def _fused(self, e: _Entry, hp: dict, stats: bool) -> None:
         """State update + base step in one chunked pass (optionally recording stats of x_t, d_t first)."""
-        g = e.param.grad
-        if g.is_sparse:
-            raise RuntimeError("sparse gradients are not supported")
-        if e.mode == _FLAT and not g.is_contiguous():
-            g = g.contiguous()
+        gvs = self._grad_views(e)
         bc1, bc2s, first = self._prepare(e, hp)
         svs = self._state_views(e)
         keepviews = e.keepviews
         pre = hp["pre"]
-        for i, c in enumerate(e.chunks):
-            pc, gc, sc = e.pviews[i], e.view(g, c), svs[i]
+        for i in range(len(e.chunks)):
+            pc, gc, sc = e.pviews[i], gvs[i], svs[i]
             s1, s2, s3 = e.scrviews[i]
             self._update_state(hp, first, pc, gc, sc, s1)
             if keepviews:  # zero groups: reset their optimizer state every step
@@ -541,14 +568,11 @@ class HybridSparseOptimizer(torch.optim.Optimizer):
             if e.partial is not None:
                 self._reduce_partial(e)
             return 1.0, 1.0
-        if g.is_sparse:
-            raise RuntimeError("sparse gradients are not supported")
-        if e.mode == _FLAT and not g.is_contiguous():
-            g = g.contiguous()
+        gvs = self._grad_views(e)
         bc1, bc2s, first = self._prepare(e, hp)
         svs = self._state_views(e)
-        for i, c in enumerate(e.chunks):
-            pc, gc, sc = e.pviews[i], e.view(g, c), svs[i]
+        for i in range(len(e.chunks)):
+            pc, gc, sc = e.pviews[i], gvs[i], svs[i]
             s1, s2, s3 = e.scrviews[i]
             self._update_state(hp, first, pc, gc, sc, s1)
             d = self._direction(hp, bc2s, pc, gc, sc, s2)
@@ -557,7 +581,7 @@ class HybridSparseOptimizer(torch.optim.Optimizer):
             self._reduce_partial(e)
         return bc1, bc2s
 
-    def _pass2(self, e: _Entry, hp: dict, bc: tuple[float, float], scale: Optional[torch.Tensor]) -> None:
+    def _pass2(self, e: _Entry, hp: dict, bc: tuple[float, float], scales: Optional[list]) -> None:
         """x <- scale * x - lr * d per slot (scale = 1 - lr*wd_dec - lr*lambda/|x|, 0 for zero groups, or the
         plain AdamW decay factor), then reset zero slots of x and of the state."""
         p, g = e.param, e.param.grad
@@ -566,20 +590,18 @@ class HybridSparseOptimizer(torch.optim.Optimizer):
             for s in self._state_tensors(e):
                 s.zero_()
             return
-        if g is not None and e.mode == _FLAT and not g.is_contiguous():
-            g = g.contiguous()
+        gvs = None if g is None else self._grad_views(e)
         svs = self._state_views(e)
-        scales = e.slot_views(scale) if scale is not None else None
         keepviews = e.keepviews
         bc1, bc2s = bc
         pre = hp["pre"]
-        for i, c in enumerate(e.chunks):
+        for i in range(len(e.chunks)):
             pc = e.pviews[i]
-            if g is None:
+            if gvs is None:
                 if scales is not None:
                     pc.mul_(scales[i])
                 continue
-            gc, sc = e.view(g, c), svs[i]
+            gc, sc = gvs[i], svs[i]
             if keepviews:  # reset the state of zero slots first: then d is 0 there for most variants
                 for s in sc:
                     s.mul_(keepviews[i])
@@ -644,6 +666,8 @@ class HybridSparseOptimizer(torch.optim.Optimizer):
             for e, hp, bc in stat_entries:
                 if e.param.grad is not None or e.has_redundant:
                     self._pass2(e, hp, bc, scales.get(id(e)))
+        for e in self._entries:
+            e.gviews = None  # do not keep this step's gradients alive
         gs["step"] = t + 1
         return loss
 
@@ -811,28 +835,27 @@ class HybridSparseOptimizer(torch.optim.Optimizer):
                         cross.index_add_(0, e.mgids, term.index_select(0, e.mcols), alpha=hp["lr"])
         return cross
 
-    def _slot_scales(self, coef: torch.Tensor, hps: dict[int, dict]) -> dict[int, torch.Tensor]:
+    def _slot_scales(self, coef: torch.Tensor, hps: dict[int, dict]) -> dict[int, list]:
         """Per-slot factor on x for every redundant-bearing tensor: 1 - lr*wd_dec - lr * (sum of lambda_g/|x_g|
-        over the slot's active groups), 0 on zero slots; one gather + one scatter per (device, dtype)."""
-        out: dict[int, torch.Tensor] = {}
+        over the slot's active groups), 0 on zero slots; one gather + one scatter per (device, dtype).  Returns
+        each tensor's per-chunk broadcast views of the factors."""
+        out: dict[int, list] = {}
         for key, plan in self._scale_plan.items():
             c = coef.to(device=key[0], dtype=key[1])
-            s = torch.zeros(plan["n"], device=key[0], dtype=key[1])
+            s = plan["buf"].zero_()
             s.index_add_(0, plan["mcol"], c.index_select(0, plan["mgid"]))
             ents = plan["entries"]
             hp0 = hps[id(ents[0].group)]
             if len({(hps[id(e.group)]["lr"], hps[id(e.group)]["pre"]) for e in ents}) == 1:
                 s.mul_(-hp0["lr"]).add_(hp0["pre"])
-                parts = s.split(plan["sizes"])
             else:
-                parts = list(s.split(plan["sizes"]))
-                for i, e in enumerate(ents):
+                for e, part in zip(ents, s.split(plan["sizes"])):
                     hp = hps[id(e.group)]
-                    parts[i].mul_(-hp["lr"]).add_(hp["pre"])
+                    part.mul_(-hp["lr"]).add_(hp["pre"])
             if plan["keep"] is not None:
                 s.mul_(plan["keep"])
-            for e, part in zip(ents, parts):
-                out[id(e)] = part
+            for e in ents:
+                out[id(e)] = e.scaleviews
         return out
 
     # ------------------------------------------------------------------ public helpers
@@ -894,7 +917,8 @@ class HybridSparseOptimizer(torch.optim.Optimizer):
                 continue
             p = e.param
             if e.mode == _SLOT:
-                v = p.pow(2) if p.dim() == 1 else torch.linalg.vector_norm(p, dim=e.other_dims).square()
+                q = p.view(p.shape[0], -1) if e.rows else p
+                v = p.pow(2) if p.dim() == 1 else torch.linalg.vector_norm(q, dim=e.other_dims).square()
             else:
                 v = torch.linalg.vector_norm(p).square().reshape(1)
             v = v.reshape(-1).to(self._home, self._acc_dtype)

@@ -28,8 +28,24 @@ def _models():
     return [(conv, conv.channel_groups()), (mlp, mlp.neuron_groups()), (branch, branch.branch_groups())]
 
 
+class _SmallChunks(H2SPG):
+    """Chunks of a few dozen values: every tensor is cut into many row chunks or flat pieces (partial sums)."""
+
+    chunk_numel = 40
+
+
 @pytest.mark.parametrize("name,variant,kw,epsilon", CASES, ids=[c[0] for c in CASES])
 def test_matches_naive_reference(name, variant, kw, epsilon):
+    _check_against_reference(H2SPG, name, variant, kw, epsilon)
+
+
+@pytest.mark.parametrize("name,variant,kw,epsilon", [CASES[1], CASES[4]], ids=[CASES[1][0], CASES[4][0]])
+def test_chunked_passes_match_naive_reference(name, variant, kw, epsilon):
+    """The chunked row / flat passes (per-chunk stats, partial sums, per-chunk factor views) change nothing."""
+    _check_against_reference(_SmallChunks, name, variant, kw, epsilon)
+
+
+def _check_against_reference(cls, name, variant, kw, epsilon):
     x, y = digits()
     x = x.double()
     kw = dict(kw)
@@ -40,8 +56,10 @@ def test_matches_naive_reference(name, variant, kw, epsilon):
     for model, groups in _models():
         ref_model = copy.deepcopy(model)
         ref_groups = _remap_groups(groups, model, ref_model)
-        opt = H2SPG(model.parameters(), groups, variant=variant, target_group_sparsity=0.5, warmup_steps=tw,
-                    score_momentum=0.5, lmbda=lmbda, epsilon=epsilon, penalty_start=tw + 2, hard_zero_step=hard, **kw)
+        opt = cls(model.parameters(), groups, variant=variant, target_group_sparsity=0.5, warmup_steps=tw,
+                  score_momentum=0.5, lmbda=lmbda, epsilon=epsilon, penalty_start=tw + 2, hard_zero_step=hard, **kw)
+        if cls is _SmallChunks:
+            assert max(len(e.chunks) for e in opt._entries) > 1
         defaults = dict(momentum=0.0, nesterov=False, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0)
         defaults.update(kw)
         k = resolve_target_count(0.5, sum(g.removable for g in groups))
