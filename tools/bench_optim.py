@@ -9,12 +9,18 @@ Cases (synthetic tensors, no torchvision needed):
 * the hierarchical search alone over 10,000 groups with a trivial validity oracle.
 
 Gradients are fixed random tensors, so only optimizer time is measured.  SGD and H2SPG steps are
-interleaved and the median of the repeats is reported, because shared machines are noisy.
-Run: ``python tools/bench_optim.py [--quick]``.
+interleaved and the median of the repeats is reported, because shared machines are noisy.  The ratio is
+against torch's default SGD on CPU (``foreach=False``: one tensor at a time, ``buf.mul_(m).add_(g)`` then
+``p.add_(buf, alpha=-lr)``); SGD with ``foreach=True`` is timed in the same loop for comparison.  After the
+projection-phase repeats every redundant group is forced to zero and the step is timed again (the phase
+after ``hard_zero_step``).
+Run: ``python tools/bench_optim.py [--quick] [--threads N]``.
 """
 from __future__ import annotations
 
 import argparse
+import collections
+import math
 import os
 import statistics
 import sys
@@ -94,41 +100,86 @@ def clone_params(params: list[torch.nn.Parameter]) -> list[torch.nn.Parameter]:
     return [torch.nn.Parameter(p.detach().clone()) for p in params]
 
 
-def bench_step(name: str, builder, repeats: int, lr: float = 0.01) -> float:
+_NOT_PASSES = {"aten::view", "aten::narrow", "aten::slice", "aten::as_strided", "aten::select", "aten::empty",
+               "aten::split", "aten::detach", "aten::alias", "aten::lift_fresh"}
+
+
+def pass_census(step, n_values: int) -> tuple[float, int, dict[str, float]]:
+    """Element-wise passes per parameter value in one step: every top-level aten op counts the numel of its
+    largest operand (views and allocations excluded).  Returns (passes, op calls, passes per op name)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU], record_shapes=True) as prof:
+        step()
+    work: collections.Counter = collections.Counter()
+    calls = 0
+    for ev in prof.events():
+        if not ev.name.startswith("aten::") or ev.name in _NOT_PASSES:
+            continue
+        if ev.cpu_parent is not None and ev.cpu_parent.name.startswith("aten::"):
+            continue  # counted in the op that called it
+        work[ev.name] += max([math.prod(s) for s in ev.input_shapes if s] or [0])
+        calls += 1
+    per_op = {k: v / n_values for k, v in work.items() if v / n_values >= 0.005}
+    return sum(work.values()) / n_values, calls, per_op
+
+
+def bench_step(name: str, builder, repeats: int, lr: float = 0.01, census: bool = False) -> float:
     gen = torch.Generator().manual_seed(0)
     t0 = time.perf_counter()
     params, groups = builder(gen)
     ref = clone_params(params)
-    for p, q in zip(params, ref):
+    ref_fe = clone_params(params)
+    for p, q, r in zip(params, ref, ref_fe):
         p.grad = torch.randn(p.shape, generator=gen) * 1e-3
         q.grad = p.grad.clone()
-    sgd = torch.optim.SGD(ref, lr=lr, momentum=0.9)
+        r.grad = p.grad.clone()
+    sgd = torch.optim.SGD(ref, lr=lr, momentum=0.9)  # CPU default: foreach=False
+    sgd_fe = torch.optim.SGD(ref_fe, lr=lr, momentum=0.9, foreach=True)
     opt = H2SPG(params, groups, lr=lr, momentum=0.9, target_group_sparsity=0.5, warmup_steps=1,
                 lmbda=1e-3)
     build = time.perf_counter() - t0
     n = sum(p.numel() for p in params)
-    for _ in range(2):  # warm-up step, selection step; both allocate state
+    for _ in range(3):  # warm-up step, selection step (both allocate state), one hybrid step
         opt.step()
         sgd.step()
-    sgd.step()
-    opt.step()
-    ts, th = [], []
-    for _ in range(repeats):
-        a = time.perf_counter()
-        sgd.step()
-        b = time.perf_counter()
-        opt.step()
-        c = time.perf_counter()
-        ts.append(b - a)
-        th.append(c - b)
+        sgd_fe.step()
+
+    def interleaved(k: int) -> tuple[list[float], list[float], list[float]]:
+        ts, tf, th = [], [], []
+        for _ in range(k):
+            a = time.perf_counter()
+            sgd.step()
+            b = time.perf_counter()
+            opt.step()
+            c = time.perf_counter()
+            sgd_fe.step()
+            d = time.perf_counter()
+            ts.append(b - a)
+            th.append(c - b)
+            tf.append(d - c)
+        return ts, tf, th
+
+    ts, tf, th = interleaved(repeats)
     m = opt.metrics()
-    ms, mh = statistics.median(ts), statistics.median(th)
+    ms, mf, mh = statistics.median(ts), statistics.median(tf), statistics.median(th)
     print(f"{name}: {len(params)} tensors, {n / 1e6:.2f}M values, {len(groups)} groups "
           f"({m['num_redundant']} redundant, {m['num_redundant_zero']} zero after {m['step']} steps; "
           f"setup {build:.1f}s)")
     print(f"  torch.optim.SGD(momentum=0.9) step: median {ms * 1e3:8.1f} ms   min {min(ts) * 1e3:8.1f} ms")
+    print(f"  SGD(momentum=0.9, foreach=True)   : median {mf * 1e3:8.1f} ms   min {min(tf) * 1e3:8.1f} ms")
     print(f"  H2SPG projection-phase step     : median {mh * 1e3:8.1f} ms   min {min(th) * 1e3:8.1f} ms")
-    print(f"  ratio H2SPG/SGD: median {mh / ms:.3f}   min/min {min(th) / min(ts):.3f}")
+    print(f"  ratio H2SPG/SGD: median {mh / ms:.3f}   min/min {min(th) / min(ts):.3f}   "
+          f"(vs foreach SGD: median {mh / mf:.3f})")
+    if census:
+        for label, fn in (("SGD", sgd.step), ("H2SPG", opt.step)):
+            passes, calls, per_op = pass_census(fn, n)
+            ops = ", ".join(f"{k[6:]} {v:.2f}" for k, v in sorted(per_op.items(), key=lambda kv: -kv[1]))
+            print(f"  census {label}: {passes:.2f} element-wise passes per value, {calls} op calls ({ops})")
+    opt.force_zero_redundant()
+    ts, _, tz = interleaved(max(3, repeats // 2))
+    print(f"  after all redundant groups are zero: H2SPG median {statistics.median(tz) * 1e3:.1f} ms, "
+          f"ratio {statistics.median(tz) / statistics.median(ts):.3f}")
     return mh / ms
 
 
@@ -172,15 +223,16 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="fewer repeats, ResNet-50 and search only")
     ap.add_argument("--repeats", type=int, default=None)
     ap.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
+    ap.add_argument("--census", action="store_true", help="also count element-wise passes per value (profiler)")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, device cpu")
     r = args.repeats or (5 if args.quick else 15)
-    bench_step("ResNet-50 channel groups", make_resnet50, r)
-    bench_step("ResNet-50 residual-branch groups", lambda g: make_resnet50(g, blocks=True), r)
+    bench_step("ResNet-50 channel groups", make_resnet50, r, census=args.census)
+    bench_step("ResNet-50 residual-branch groups", lambda g: make_resnet50(g, blocks=True), r, census=args.census)
     if not args.quick:
-        bench_step("12-layer transformer neuron/head groups", make_transformer, max(3, r // 3))
+        bench_step("12-layer transformer neuron/head groups", make_transformer, max(3, r // 3), census=args.census)
     bench_search()
 
 
