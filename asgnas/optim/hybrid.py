@@ -23,13 +23,18 @@ Why it is fast: groups are never looped over.  Each parameter is cut into *slots
 select on.  Pass 1 updates the optimizer state and writes per-slot sums (|x|^2, <x,d>, |d|^2) into one stat
 buffer; a single ``index_add_`` turns them into per-group sums; lambda and the half-space test are vectorised
 over groups; pass 2 multiplies each slot by one factor and adds the base step.  Both passes walk each tensor
-in cache-sized chunks so that the several operations on a chunk reuse the cache.  Tensors live on the
-parameter's device and dtype; the only host sync in a hybrid step reads which groups were just projected.
+in cache-sized chunks so that the several operations on a chunk reuse the cache; slots along dim 0 of a
+contiguous tensor (conv / linear rows) are handled as 2-D ``[slots, rest]`` views, one row per slot.  Tensors
+live on the parameter's device and dtype; the only host sync in a hybrid step reads which groups were just
+projected.
 
-Cost: a tensor without active redundant slots takes 2 element-wise ops per chunk (fused momentum + update;
-torch's SGD uses 3).  A tensor holding active redundant slots takes 7 (momentum, |x|, x*d, sum, |d|, scale,
-update) - the price of the group sums; ``tools/bench_optim.py`` measures the ratio against torch's SGD.  Ops
-are issued per tensor (torch's multi-tensor ``_foreach`` kernels are private API), so on GPUs with many small
+Cost, in element-wise passes over a tensor (``tools/bench_optim.py --census`` counts them): a tensor without
+active redundant slots takes 2 (fused momentum + update; torch's SGD takes 3), or 3 once some of its groups
+are zero (their momentum rows are reset each step).  A tensor holding active redundant slots takes 7 with
+row slots (momentum, |x|, x*d, its row sums, |d|, scale, update) and 6 as one whole-tensor group (three BLAS
+dots) - the price of the group sums with stock kernels: no public torch op reduces a product per row without
+a temporary, or scales x per row while adding d.  On a CPU the step time follows the pass count.  Ops are
+issued per tensor (torch's multi-tensor ``_foreach`` kernels are private API), so on GPUs with many small
 tensors the step is launch-bound.
 
 The global bookkeeping (step, scores, redundant/zero masks, counters) lives in the standard optimizer state
