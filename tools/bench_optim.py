@@ -30,6 +30,7 @@ import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 from asgnas.optim import H2SPG, ParamGroup, ParamSlice  # noqa: E402
+from asgnas.optim.hybrid import HybridSparseOptimizer  # noqa: E402
 
 
 def resnet50_convs() -> list[tuple[tuple[int, int, int, int], int]]:
@@ -224,10 +225,14 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=None)
     ap.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
     ap.add_argument("--census", action="store_true", help="also count element-wise passes per value (profiler)")
+    ap.add_argument("--chunk-numel", type=int, default=None, help="values per chunk of the optimizer passes")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, device cpu")
+    if args.chunk_numel:
+        HybridSparseOptimizer.chunk_numel = args.chunk_numel
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, device cpu, "
+          f"chunks of {HybridSparseOptimizer.chunk_numel} values")
     r = args.repeats or (5 if args.quick else 15)
     bench_step("ResNet-50 channel groups", make_resnet50, r, census=args.census)
     bench_step("ResNet-50 residual-branch groups", lambda g: make_resnet50(g, blocks=True), r, census=args.census)
