@@ -2,6 +2,8 @@
 
 Reads: the IR. Writes: ``Value.dtype``/``Value.shape`` everywhere it can; report: how many values have full shapes.
 Static inference is onnx's (with data propagation, so Shape->Gather->Concat chains resolve). Where it leaves holes,
+the small constant chains its data propagation does not cover (``Mod``, ``Reshape``/``Range`` of shape arithmetic,
+as torch's exporter writes for ``unflatten``) are folded with numpy and inference runs again. Where holes remain,
 a fallback runs the model in onnxruntime twice, with the symbolic input dims set to two different sizes, reading
 the missing values as extra outputs: dims equal in both runs are static, dims that differ stay symbolic.
 """
@@ -11,12 +13,16 @@ from __future__ import annotations
 import itertools
 from typing import Any
 
+import numpy as np
 import onnx
+from onnx import numpy_helper
 
 from asgnas.errors import AsgnasError
 from asgnas.ir import Model, Value, lower
 from asgnas.ir.model import _apply_value_info, gc_paused
 from asgnas.passes.base import Option, Pass, PassContext, register_pass
+from asgnas.passes.erasing.dataflow import evaluate
+from asgnas.passes.erasing.ops import FOLDABLE
 
 
 def _complete(value: Value) -> bool:
@@ -30,7 +36,61 @@ def infer_static(model: Model) -> None:
 
 
 def _infer_static(model: Model) -> None:
-    proto = lower(model, weights=False)  # shapes need no weight data: skip copying and serializing it
+    _run_onnx_inference(model, lower(model, weights=False))  # shapes need no weight data: skip copying it
+    missing = len(holes(model))
+    for _ in range(_FOLD_ROUNDS):
+        folded = _fold_shape_constants(model) if missing else {}
+        if not folded:
+            return
+        _run_onnx_inference(model, _with_folded(lower(model, weights=False), folded))
+        before, missing = missing, len(holes(model))
+        if missing >= before:
+            return
+
+
+#: a folded value feeds shapes; bigger constants are not shape arithmetic (and not worth materialising)
+_FOLD_LIMIT = 4096
+#: each round can resolve shapes the next round's folding reads (``Shape`` of a value resolved by the last round)
+_FOLD_ROUNDS = 3
+_FOLD_OPS = FOLDABLE | {"Mod"}
+
+
+def _fold_shape_constants(model: Model) -> dict[str, np.ndarray]:
+    """Outputs of non-Constant nodes computable from small constants and static shapes, by value name."""
+    known: dict[Value, np.ndarray | None] = {}
+    folded: dict[str, np.ndarray] = {}
+    for node in model.graph.toposort():
+        if node.op_type not in _FOLD_OPS or node.op_type == "Constant" or node.domain not in ("", "ai.onnx") \
+                or node.has_subgraphs:
+            continue
+        if not all(v is None or (known.get(v) is not None if v.const is None else v.const.size <= _FOLD_LIMIT)
+                   for v in (node.inputs[1:] if node.op_type in ("Shape", "Size") else node.inputs)):
+            continue
+        results = evaluate(node, known) or []
+        for out, array in itertools.zip_longest(node.outputs, results[:len(node.outputs)]):
+            ok = array is not None and array.size <= _FOLD_LIMIT and (
+                not out.dtype or onnx.helper.np_dtype_to_tensor_dtype(array.dtype) == out.dtype)
+            known[out] = array if ok else None
+            if ok:
+                folded[out.name] = array
+    return folded
+
+
+def _with_folded(proto: onnx.ModelProto, folded: dict[str, np.ndarray]) -> onnx.ModelProto:
+    """The probe with every node whose outputs all folded replaced by Constants (onnx reads those)."""
+    nodes = []
+    for node in proto.graph.node:
+        if node.output and all(name in folded for name in node.output):
+            nodes.extend(onnx.helper.make_node("Constant", [], [name], value=numpy_helper.from_array(folded[name]))
+                         for name in node.output)
+        else:
+            nodes.append(node)
+    del proto.graph.node[:]
+    proto.graph.node.extend(nodes)
+    return proto
+
+
+def _run_onnx_inference(model: Model, proto: onnx.ModelProto) -> None:
     try:
         inferred = onnx.shape_inference.infer_shapes(proto, check_type=False, strict_mode=False, data_prop=True)
     except Exception as err:  # inference errors mean an inconsistent model, not a crash of ours

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from asgnas.ir import Model
+from asgnas.ir.model import gc_paused
 from asgnas.passes.base import Option, Pass, PassContext, register_pass
 from asgnas.passes.cost import ensure_shapes, node_costs
 from asgnas.passes.erasing.channels import ChannelPlan, trace_channels
@@ -107,6 +108,11 @@ def _ensure_shapes(model: Model) -> None:
 
 def analyze_erasing(model: Model, id_offset: int | None = None) -> ErasingAnalysis:
     """Run the analysis (no IR change beyond filling missing shapes) and return it."""
+    with gc_paused():  # many small acyclic objects: the cyclic GC would only rescan them
+        return _analyze_erasing(model, id_offset)
+
+
+def _analyze_erasing(model: Model, id_offset: int | None) -> ErasingAnalysis:
     _ensure_shapes(model)
     flow = DataFlow(model.graph)
     sg = build_segment_graph(flow)

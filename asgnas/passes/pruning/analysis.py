@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from asgnas.ir import Model, Node, Value
+from asgnas.ir.model import gc_paused
 from asgnas.passes.groups import Group, TensorSlice
 from asgnas.passes.pruning.builder import Builder, Consume, Unsupported
 from asgnas.passes.pruning.attrs import pad_amounts, reduce_axes
@@ -333,6 +334,11 @@ def _fill_holes(model: Model) -> None:
 
 def analyze_pruning(model: Model) -> PruningAnalysis:
     """Find every channel group of ``model`` (no IR change beyond filling missing shapes)."""
+    with gc_paused():  # builds ~10 objects per node, no cycles: the cyclic GC would only rescan them
+        return _analyze_pruning(model)
+
+
+def _analyze_pruning(model: Model) -> PruningAnalysis:
     _ensure_shapes(model)
     graph = model.graph
     b = Builder(model)
