@@ -1,10 +1,10 @@
 """``shape-infer``: dtypes and shapes on every value.
 
 Reads: the IR. Writes: ``Value.dtype``/``Value.shape`` everywhere it can; report: how many values have full shapes.
-Static inference is onnx's (with data propagation, so Shape->Gather->Concat chains resolve). Where it leaves holes,
-the small constant chains its data propagation does not cover (``Mod``, ``Reshape``/``Range`` of shape arithmetic,
-as torch's exporter writes for ``unflatten``) are folded with numpy and inference runs again. Where holes remain,
-a fallback runs the model in onnxruntime twice, with the symbolic input dims set to two different sizes, reading
+Static inference is onnx's (with data propagation, so Shape->Gather->Concat chains resolve), on a probe where the
+small constant chains its data propagation does not cover (``Mod``, ``Reshape``/``Range`` of shape arithmetic, as
+torch's exporter writes for ``unflatten``) are folded with numpy into Constants; where it leaves holes, chains that
+read the shapes it found are folded too and it runs again. Where holes remain, a fallback runs the model in onnxruntime twice, with the symbolic input dims set to two different sizes, reading
 the missing values as extra outputs: dims equal in both runs are static, dims that differ stay symbolic.
 """
 
@@ -36,13 +36,15 @@ def infer_static(model: Model) -> None:
 
 
 def _infer_static(model: Model) -> None:
-    _run_onnx_inference(model, lower(model, weights=False))  # shapes need no weight data: skip copying it
+    probe = lower(model, weights=False)  # shapes need no weight data: skip copying it
+    _replace_folded(probe, _fold_shape_constants(model), set())  # constant arithmetic onnx does not propagate
+    _run_onnx_inference(model, probe)
     missing = len(holes(model))
     for _ in range(_FOLD_ROUNDS):
         folded = _fold_shape_constants(model) if missing else {}
-        if not folded:
+        if not _replace_folded(probe, folded, {v.name for v in holes(model)}):
             return
-        _run_onnx_inference(model, _with_folded(lower(model, weights=False), folded))
+        _run_onnx_inference(model, probe)
         before, missing = missing, len(holes(model))
         if missing >= before:
             return
@@ -50,16 +52,17 @@ def _infer_static(model: Model) -> None:
 
 #: a folded value feeds shapes; bigger constants are not shape arithmetic (and not worth materialising)
 _FOLD_LIMIT = 4096
-#: each round can resolve shapes the next round's folding reads (``Shape`` of a value resolved by the last round)
+#: after the first inference, each round can fold what the last one resolved (``Shape`` of an inferred value)
 _FOLD_ROUNDS = 3
 _FOLD_OPS = FOLDABLE | {"Mod"}
 
 
 def _fold_shape_constants(model: Model) -> dict[str, np.ndarray]:
-    """Outputs of non-Constant nodes computable from small constants and static shapes, by value name."""
+    """Outputs of non-Constant nodes computable from small constants and static shapes, by value name (in graph
+    order: a node listed before its producers is simply not folded)."""
     known: dict[Value, np.ndarray | None] = {}
     folded: dict[str, np.ndarray] = {}
-    for node in model.graph.toposort():
+    for node in model.graph:
         if node.op_type not in _FOLD_OPS or node.op_type == "Constant" or node.domain not in ("", "ai.onnx") \
                 or node.has_subgraphs:
             continue
@@ -76,18 +79,27 @@ def _fold_shape_constants(model: Model) -> dict[str, np.ndarray]:
     return folded
 
 
-def _with_folded(proto: onnx.ModelProto, folded: dict[str, np.ndarray]) -> onnx.ModelProto:
-    """The probe with every node whose outputs all folded replaced by Constants (onnx reads those)."""
+def _replace_folded(proto: onnx.ModelProto, folded: dict[str, np.ndarray], missing: set[str]) -> bool:
+    """Replace, in place, each node whose outputs all folded and that feeds an unfolded node or has a ``missing``
+    shape by Constants, which onnx's inference reads (the rest no longer matters). False when nothing changed."""
+    read_by_unfolded = set(missing)
+    for node in proto.graph.node:
+        if not all(name in folded for name in node.output):
+            read_by_unfolded.update(node.input)
+    changed = False
     nodes = []
     for node in proto.graph.node:
-        if node.output and all(name in folded for name in node.output):
+        if node.output and all(name in folded for name in node.output) \
+                and any(name in read_by_unfolded for name in node.output):
             nodes.extend(onnx.helper.make_node("Constant", [], [name], value=numpy_helper.from_array(folded[name]))
                          for name in node.output)
+            changed = True
         else:
             nodes.append(node)
-    del proto.graph.node[:]
-    proto.graph.node.extend(nodes)
-    return proto
+    if changed:
+        del proto.graph.node[:]
+        proto.graph.node.extend(nodes)
+    return changed
 
 
 def _run_onnx_inference(model: Model, proto: onnx.ModelProto) -> None:

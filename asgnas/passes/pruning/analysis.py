@@ -16,9 +16,11 @@ Steps (each linear in the graph plus the number of channels involved):
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any
 
 import numpy as np
+from onnx import helper
 
 from asgnas.ir import Model, Node, Value
 from asgnas.ir.model import gc_paused
@@ -502,15 +504,29 @@ def _analyze_pruning(model: Model) -> PruningAnalysis:
         costs = {}
     macs_per_root = _macs_per_root(b, order, costs, root_of_key, root_live, root_size)
 
-    sort = np.argsort(labels, kind="stable")
-    sorted_labels = labels[sort]
-    bounds = np.flatnonzero(np.diff(sorted_labels)) + 1
-    starts = np.r_[0, bounds]
-    ends = np.r_[bounds, total]
+    # Units are the runs of equal label in the stably sorted labels (a unit's elements ascend), and a unit splits
+    # into per-root pieces: roots own consecutive element ranges, so its pieces follow the root order. All of it
+    # is array work; the loop below only builds the Python objects, one group at a time.
     roots_sorted = sorted(base)
     bases_arr = np.asarray([base[r] for r in roots_sorted], dtype=np.int64)
-    live_units = [(int(sorted_labels[s]), sort[s:e]) for s, e in zip(starts, ends) if live_label[sorted_labels[s]]]
-    live_units.sort(key=lambda item: item[0])
+    sort = np.argsort(labels, kind="stable")
+    sorted_labels = labels[sort]
+    keep = live_label[sorted_labels]
+    sort, sorted_labels = sort[keep], sorted_labels[keep]
+    root_pos = np.searchsorted(bases_arr, sort, side="right") - 1
+    offsets = sort - bases_arr[root_pos]
+    new_unit = np.ones(len(sort), dtype=bool)
+    new_unit[1:] = sorted_labels[1:] != sorted_labels[:-1]
+    new_piece = new_unit.copy()
+    new_piece[1:] |= root_pos[1:] != root_pos[:-1]
+    piece_start = np.flatnonzero(new_piece)
+    unit_piece = np.flatnonzero(new_unit[piece_start])  # first piece of each unit
+    piece_bounds = np.r_[piece_start, len(sort)].tolist()
+    unit_bounds = np.r_[unit_piece, len(piece_start)].tolist()
+    piece_root = [roots_sorted[p] for p in root_pos[piece_start].tolist()]
+    unit_label = sorted_labels[piece_start[unit_piece]].tolist()
+    unit_reason = unit_pin[sorted_labels[piece_start[unit_piece]]].tolist()
+    offset_list = offsets.tolist()
 
     stem_roots = {root_of_key[k] for k in b.stem_keys}
     space_ids: dict[int, str] = {}
@@ -519,44 +535,45 @@ def _analyze_pruning(model: Model) -> PruningAnalysis:
     elements: dict[int, dict[int, np.ndarray]] = {}
     value_nodes = _value_nodes_cache(b)
     root_plan: dict[int, _RootPlan] = {}
-    for label, elems in live_units:
-        elems = np.sort(elems)
-        which = np.searchsorted(bases_arr, elems, side="right") - 1
-        per_root: dict[int, np.ndarray] = {}
-        for pos in np.unique(which):
-            root = roots_sorted[pos]
-            per_root[root] = elems[which == pos] - base[root]
+    unit_plan: dict[tuple[int, ...], tuple[list[str], int]] = {}  # roots of a unit -> its nodes, primary root
+    no_param = "no trainable parameter to zero (weights are computed or constant nodes)"
+    for unit, label in enumerate(unit_label):
+        p0, p1 = unit_bounds[unit], unit_bounds[unit + 1]
+        roots = tuple(piece_root[p0:p1])
+        shared = unit_plan.get(roots)
+        if shared is None:
+            nodes: dict[str, None] = {}
+            for root in roots:
+                plan = root_plan.get(root)
+                if plan is None:
+                    plan = root_plan[root] = _root_plan(b, root_members[root], value_nodes)
+                nodes.update(plan.nodes)
+                space_ids.setdefault(root, "")
+            primary = next((root for root in roots if root in stem_roots), roots[0])
+            shared = unit_plan[roots] = (list(nodes), primary)
         gid = len(groups)
         params: list[TensorSlice] = []
         others: list[TensorSlice] = []
-        nodes: dict[str, None] = {}
+        per_root: dict[int, np.ndarray] = {}
         num_params = 0
         macs = 0.0
-        primary = None
-        for root, idx in per_root.items():
-            if primary is None and root in stem_roots:
-                primary = root
-            macs += macs_per_root.get(root, 0.0) * len(idx)
-            plan = root_plan.get(root)
-            if plan is None:
-                plan = root_plan[root] = _root_plan(b, root_members[root], value_nodes)
-            nodes.update(plan.nodes)
-            indices = idx.tolist()
-            for name, axis, role, per_index in plan.constants:
-                piece = TensorSlice(name, axis, indices)
-                num_params += per_index * len(indices)
-                (params if role == "param" else others).append(piece)
-        if primary is None:
-            primary = next(iter(per_root))
-        for root in per_root:
-            space_ids.setdefault(root, "")
-        removable = unit_pin[label] < 0
-        reason = "" if removable else reasons[unit_pin[label]]
+        for p in range(p0, p1):
+            root = piece_root[p]
+            start, end = piece_bounds[p], piece_bounds[p + 1]
+            per_root[root] = offsets[start:end]
+            indices = offset_list[start:end]
+            macs += macs_per_root.get(root, 0.0) * (end - start)
+            plan = root_plan[root]
+            num_params += plan.params_per_index * (end - start)
+            for name, axis, is_param in plan.slices:
+                (params if is_param else others).append(TensorSlice(name, axis, indices))
+        removable = unit_reason[unit] < 0
+        reason = "" if removable else reasons[unit_reason[unit]]
         if removable and not params:
-            removable, reason = False, "no trainable parameter to zero (weights are computed or constant nodes)"
+            removable, reason = False, no_param
         groups.append(Group(
-            id=gid, kind="prune", nodes=list(nodes), params=params, removable=bool(removable), reason=reason,
-            num_params=int(num_params), macs=int(round(macs)), space=str(primary),
+            id=gid, kind="prune", nodes=list(shared[0]), params=params, removable=removable, reason=reason,
+            num_params=num_params, macs=int(round(macs)), space=str(shared[1]),
         ))
         other_slices[gid] = others
         elements[gid] = per_root
@@ -594,6 +611,8 @@ class _RootPlan:
 
     nodes: dict[str, None]
     constants: list[tuple[str, int, str, int]]
+    slices: list[tuple[str, int, bool]]  # (name, axis, is a parameter slice) per constant
+    params_per_index: int
 
 
 def _root_plan(b: Builder, keys: list[int], value_nodes) -> _RootPlan:
@@ -614,7 +633,8 @@ def _root_plan(b: Builder, keys: list[int], value_nodes) -> _RootPlan:
         shape = value.const.shape
         per_index = int(np.prod(shape, dtype=np.int64)) // max(shape[axis], 1) if is_param else 0
         constants.append((value.name, axis, role, per_index))
-    return _RootPlan(nodes, constants)
+    slices = [(name, axis, role == "param") for name, axis, role, _ in constants]
+    return _RootPlan(nodes, constants, slices, sum(c[3] for c in constants))
 
 
 def _safe_zero(rule, node: Node, zc: ZeroCtx) -> float | None:
@@ -625,7 +645,12 @@ def _safe_zero(rule, node: Node, zc: ZeroCtx) -> float | None:
 
 
 def _is_float_initializer(value: Value) -> bool:
-    return value.is_initializer and value.const.array.dtype.kind == "f"
+    return value.is_initializer and _decodes_to_float(value.const.dtype)  # the element type only: no decoding
+
+
+@lru_cache(maxsize=None)
+def _decodes_to_float(elem_type: int) -> bool:
+    return np.dtype(helper.tensor_dtype_to_np_dtype(elem_type)).kind == "f"
 
 
 def _value_nodes_cache(b: Builder):
