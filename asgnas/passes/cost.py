@@ -11,6 +11,7 @@ operation per output element (per kernel tap for pooling), as thop/fvcore-style 
 from __future__ import annotations
 
 import math
+from functools import lru_cache
 from typing import Any, Callable
 
 import numpy as np
@@ -110,7 +111,12 @@ for _op in (
 
 
 def _is_parameter(value: Value) -> bool:
-    return value.is_initializer and np.issubdtype(helper.tensor_dtype_to_np_dtype(value.const.dtype), np.floating)
+    return value.is_initializer and _floating(value.const.dtype)
+
+
+@lru_cache(maxsize=None)
+def _floating(elem_type: int) -> bool:
+    return bool(np.issubdtype(helper.tensor_dtype_to_np_dtype(elem_type), np.floating))
 
 
 def node_costs(model: Model) -> dict[str, dict[str, int]]:

@@ -26,7 +26,7 @@ from asgnas.passes.erasing.ops import FOLDABLE
 
 
 def _complete(value: Value) -> bool:
-    return bool(value.dtype) and value.shape is not None and all(d is not None for d in value.shape)
+    return bool(value.dtype) and value.shape is not None and None not in value.shape
 
 
 def infer_static(model: Model) -> None:
@@ -37,12 +37,12 @@ def infer_static(model: Model) -> None:
 
 def _infer_static(model: Model) -> None:
     probe = lower(model, weights=False)  # shapes need no weight data: skip copying it
-    _replace_folded(probe, _fold_shape_constants(model), set())  # constant arithmetic onnx does not propagate
+    _replace_folded(model, probe, _fold_shape_constants(model), set())  # constant arithmetic onnx does not propagate
     _run_onnx_inference(model, probe)
     missing = len(holes(model))
     for _ in range(_FOLD_ROUNDS):
         folded = _fold_shape_constants(model) if missing else {}
-        if not _replace_folded(probe, folded, {v.name for v in holes(model)}):
+        if not _replace_folded(model, probe, folded, {v.name for v in holes(model)}):
             return
         _run_onnx_inference(model, probe)
         before, missing = missing, len(holes(model))
@@ -79,26 +79,23 @@ def _fold_shape_constants(model: Model) -> dict[str, np.ndarray]:
     return folded
 
 
-def _replace_folded(proto: onnx.ModelProto, folded: dict[str, np.ndarray], missing: set[str]) -> bool:
-    """Replace, in place, each node whose outputs all folded and that feeds an unfolded node or has a ``missing``
-    shape by Constants, which onnx's inference reads (the rest no longer matters). False when nothing changed."""
-    read_by_unfolded = set(missing)
-    for node in proto.graph.node:
-        if not all(name in folded for name in node.output):
-            read_by_unfolded.update(node.input)
+def _replace_folded(model: Model, proto: onnx.ModelProto, folded: dict[str, np.ndarray], missing: set[str]) -> bool:
+    """Turn, in place, each folded node of ``proto`` that feeds an unfolded node or has a ``missing`` shape into a
+    Constant, which onnx's inference reads (the other folded nodes no longer matter). False when none changed."""
+    values = model.graph.values
+    needed = {
+        name for name in folded
+        if name in missing or any(any(o.name not in folded for o in user.outputs) for user in values[name].consumers)
+    }
     changed = False
-    nodes = []
-    for node in proto.graph.node:
-        if node.output and all(name in folded for name in node.output) \
-                and any(name in read_by_unfolded for name in node.output):
-            nodes.extend(onnx.helper.make_node("Constant", [], [name], value=numpy_helper.from_array(folded[name]))
-                         for name in node.output)
+    for node in proto.graph.node if needed else ():
+        if len(node.output) == 1 and node.output[0] in needed and node.op_type != "Constant":
+            name = node.output[0]
+            node.Clear()
+            node.op_type = "Constant"
+            node.output.append(name)
+            node.attribute.append(onnx.helper.make_attribute("value", numpy_helper.from_array(folded[name])))
             changed = True
-        else:
-            nodes.append(node)
-    if changed:
-        del proto.graph.node[:]
-        proto.graph.node.extend(nodes)
     return changed
 
 

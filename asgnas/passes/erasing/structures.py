@@ -53,7 +53,7 @@ def build_groups(
     for seg in sg.segments:
         seg_nodes = [nodes[n] for n in seg.nodes]
         inside = set(seg_nodes)
-        owned: list[str] = []
+        owned: dict[str, None] = {}  # ordered set: a long segment owns thousands
         shared: dict[str, str] = {}  # param -> a node outside the segment reading it
         for node in seg_nodes:
             for name in trainable_params(flow, node):
@@ -65,7 +65,7 @@ def build_groups(
                     via = "" if alias.name == name else f" (alias {alias.name})"
                     shared[name] = f"{name}{via} is shared with node {user.name} ({user.op_type})"
                 else:
-                    owned.append(name)
+                    owned[name] = None
         if not owned:
             # nothing of its own to zero: parameter-free for the search space (weight-tied convs, pools whose
             # BN constants the exporter shared); noted on the segment so reports can say why
@@ -74,7 +74,7 @@ def build_groups(
             continue
         group = Group(id=id_offset + len(groups), kind="erase", nodes=list(seg.nodes), params=[], space=seg.id)
         seg.group = group.id
-        reason = _check(flow, sg, seg, seg_nodes, owned, shared)
+        reason = _check(flow, sg, seg, seg_nodes, list(owned), shared)
         aux, extra_params, extra_macs = _concat_consequences(flow, sg, seg, nodes, node_costs)
         group.params = [TensorSlice(p) for p in owned] + aux
         group.removable = not reason
