@@ -100,7 +100,7 @@ MAC_RULES: dict[str, Callable[[Node], int]] = {
 for _op in (
     "Add Sub Mul Div Relu LeakyRelu PRelu Sigmoid HardSigmoid HardSwish Tanh Gelu Elu Selu Softplus Softsign Erf Exp "
     "Log Sqrt Pow Neg Abs Clip Max Min Mish Softmax LogSoftmax BatchNormalization InstanceNormalization "
-    "LayerNormalization GroupNormalization Resize Upsample Where"
+    "LayerNormalization GroupNormalization RMSNormalization Resize Upsample Where"
 ).split():
     MAC_RULES[_op] = _elementwise
 for _op in (

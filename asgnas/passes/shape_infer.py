@@ -4,8 +4,9 @@ Reads: the IR. Writes: ``Value.dtype``/``Value.shape`` everywhere it can; report
 Static inference is onnx's (with data propagation, so Shape->Gather->Concat chains resolve), on a probe where the
 small constant chains its data propagation does not cover (``Mod``, ``Reshape``/``Range`` of shape arithmetic, as
 torch's exporter writes for ``unflatten``) are folded with numpy into Constants; where it leaves holes, chains that
-read the shapes it found are folded too and it runs again. Where holes remain, a fallback runs the model in onnxruntime twice, with the symbolic input dims set to two different sizes, reading
-the missing values as extra outputs: dims equal in both runs are static, dims that differ stay symbolic.
+read the shapes it found are folded too and it runs again. Where holes remain, a fallback runs the model in
+onnxruntime twice, with the symbolic input dims set to two different sizes, reading the missing values as extra
+outputs: dims equal in both runs are static, dims that differ stay symbolic.
 """
 
 from __future__ import annotations

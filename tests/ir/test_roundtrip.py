@@ -8,7 +8,7 @@ import pytest
 from onnx import TensorProto, helper
 
 from asgnas.errors import AsgnasError
-from asgnas.ir import format_model, lift, load_model, lower, save_model
+from asgnas.ir import CycleError, format_model, lift, load_model, lower, save_model
 from asgnas.passes.dce import eliminate_dead_code
 from tests.models import ZOO, case_names, ort_run, seeded_inputs
 
@@ -165,3 +165,16 @@ def test_edits_keep_use_lists_consistent():
     assert all(user is not extra for user, _ in x.uses)
     order = graph.toposort()
     assert order.index(graph.node_by_name("relu")) < order.index(graph.node_by_name("if"))
+
+
+def test_toposort_reorders_out_of_order_nodes_and_reports_cycles():
+    graph = lift(_if_model()).graph
+    relu = graph.node_by_name("relu")
+    late = graph.add_node("Neg", [graph.values["x"]], 1, name="late")
+    relu.set_input(0, late.outputs[0])  # relu now reads a node inserted after it
+    order = graph.toposort()
+    assert order.index(late) < order.index(relu)
+    assert sorted(n.name for n in order) == sorted(n.name for n in graph)
+    late.set_input(0, relu.outputs[0])  # late <-> relu: a cycle
+    with pytest.raises(CycleError, match="cycle"):
+        graph.toposort()

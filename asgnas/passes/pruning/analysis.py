@@ -84,6 +84,7 @@ class PruningAnalysis:
     _elements: dict[int, dict[int, np.ndarray]] = field(default_factory=dict)  # group -> root -> indices
     _zero: dict[str, float | None] = field(default_factory=dict)
     _space_id: dict[int, str] = field(default_factory=dict)
+    _costs: dict[str, dict[str, int]] | None = None  # node_costs of the model as analysed (None: they failed)
 
     def by_id(self) -> dict[int, Group]:
         return {g.id: g for g in self.groups}
@@ -411,25 +412,15 @@ def _analyze_pruning(model: Model) -> PruningAnalysis:
     for root in sorted(root_size):
         base[root] = total
         total += root_size[root]
-    parent = list(range(total))
-
-    def find(x: int) -> int:
-        while parent[x] != x:
-            parent[x] = parent[parent[x]]
-            x = parent[x]
-        return x
-
+    pairs_a, pairs_b = [], []
     for ka, ia, kb, ib in [(l.a, l.ia, l.b, l.ib) for l in b.links] + resolved_links:
         ra, rb = root_of_key[ka], root_of_key[kb]
         if ra not in base or rb not in base:
             continue
-        for x, y in zip((base[ra] + ia).tolist(), (base[rb] + ib).tolist()):
-            rx, ry = find(x), find(y)
-            if rx != ry:
-                if ry < rx:
-                    rx, ry = ry, rx
-                parent[ry] = rx
-    labels = np.fromiter((find(x) for x in range(total)), dtype=np.int64, count=total)
+        n = min(len(ia), len(ib))
+        pairs_a.append(base[ra] + np.asarray(ia[:n], dtype=np.int64))
+        pairs_b.append(base[rb] + np.asarray(ib[:n], dtype=np.int64))
+    labels = _min_labels(total, pairs_a, pairs_b)
 
     def root_slice(root: int) -> slice:
         return slice(base[root], base[root] + root_size[root])
@@ -501,8 +492,8 @@ def _analyze_pruning(model: Model) -> PruningAnalysis:
     try:
         costs = node_costs(model)
     except Exception:
-        costs = {}
-    macs_per_root = _macs_per_root(b, order, costs, root_of_key, root_live, root_size)
+        costs = None
+    macs_per_root = _macs_per_root(b, order, costs or {}, root_of_key, root_live, root_size)
 
     # Units are the runs of equal label in the stably sorted labels (a unit's elements ascend), and a unit splits
     # into per-root pieces: roots own consecutive element ranges, so its pieces follow the root order. All of it
@@ -597,11 +588,37 @@ def _analyze_pruning(model: Model) -> PruningAnalysis:
         groups=groups, spaces=spaces, other_slices=other_slices, folds=folds,
         pin_reasons=pin_counts, _b=b, _se=se, _root_of_key=root_of_key, _root_size=root_size,
         _root_members=root_members, _elements=elements, _zero=dict(zc.values), _space_id=space_ids,
+        _costs=costs,
     )
     for group in groups:
         if not group.removable:
             pin_counts[group.reason] = pin_counts.get(group.reason, 0) + 1
     return analysis
+
+
+def _min_labels(total: int, pairs_a: list[np.ndarray], pairs_b: list[np.ndarray]) -> np.ndarray:
+    """Each element's label: the smallest element connected to it through the pairs ``(a[k], b[k])``.
+
+    Array rounds instead of a per-element union-find: every pair whose ends have different labels hooks the larger
+    label under the smaller, then pointer jumping makes every label a root again; labels only ever drop to a
+    connected element, so the fixed point is the component minimum.
+    """
+    labels = np.arange(total, dtype=np.int64)
+    if not pairs_a:
+        return labels
+    xs, ys = np.concatenate(pairs_a), np.concatenate(pairs_b)
+    while True:
+        lx, ly = labels[xs], labels[ys]
+        differ = lx != ly
+        if not differ.any():
+            return labels
+        lx, ly = lx[differ], ly[differ]
+        np.minimum.at(labels, np.maximum(lx, ly), np.minimum(lx, ly))
+        while True:
+            jumped = labels[labels]
+            if np.array_equal(jumped, labels):
+                break
+            labels = jumped
 
 
 @dataclass
