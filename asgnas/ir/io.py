@@ -62,13 +62,15 @@ def _parse(path: Path) -> onnx.ModelProto:
 def _load_external_data(proto: onnx.ModelProto, base_dir: Path, where: str) -> None:
     from onnx.external_data_helper import load_external_data_for_model, uses_external_data
 
+    external = [tensor for tensor in _all_tensors(proto) if uses_external_data(tensor)]
+    if not external:
+        return  # the common case: nothing to read (and no second walk over every tensor)
     missing = set()
-    for tensor in _all_tensors(proto):
-        if uses_external_data(tensor):
-            info = {e.key: e.value for e in tensor.external_data}
-            location = base_dir / info.get("location", "")
-            if not location.is_file():
-                missing.add(info.get("location", "?"))
+    for tensor in external:
+        info = {e.key: e.value for e in tensor.external_data}
+        location = base_dir / info.get("location", "")
+        if not location.is_file():
+            missing.add(info.get("location", "?"))
     if missing:
         raise AsgnasError(f"missing external data file(s): {', '.join(sorted(missing))}", file=where)
     try:
@@ -78,11 +80,19 @@ def _load_external_data(proto: onnx.ModelProto, base_dir: Path, where: str) -> N
 
 
 def _all_tensors(proto: onnx.ModelProto):
-    yield from proto.graph.initializer
-    for node in proto.graph.node:
-        for attr in node.attribute:
-            if attr.type == onnx.AttributeProto.TENSOR:
-                yield attr.t
+    """Initializers and tensor attributes, subgraphs (If/Loop/Scan bodies) included."""
+    stack = [proto.graph]
+    while stack:
+        graph = stack.pop()
+        yield from graph.initializer
+        for node in graph.node:
+            for attr in node.attribute:
+                if attr.type == onnx.AttributeProto.TENSOR:
+                    yield attr.t
+                elif attr.type == onnx.AttributeProto.GRAPH:
+                    stack.append(attr.g)
+                elif attr.type == onnx.AttributeProto.GRAPHS:
+                    stack.extend(attr.graphs)
 
 
 @lru_cache(maxsize=None)
