@@ -6,7 +6,7 @@
 Ours runs from the ONNX file (reading and lifting included, reported beside the analysis); Torch-Pruning's from
 the torch module (its forward trace included), both best of ``--repeat`` in this run. Also times a 24-layer
 transformer encoder (``torch.nn.TransformerEncoder``, d=256) and, for linear growth, synthetic chains of
-10k/30k/100k nodes (ours only, one run each).
+10k/30k/100k nodes (ours only, best of ``--repeat`` too).
 Target (issue 3): ours <= half of Torch-Pruning's time; linear growth in node count.
 """
 
@@ -84,7 +84,7 @@ def main() -> None:
                   f"Torch-Pruning {theirs:.3f} s, ratio {total / theirs:.2f}", flush=True)
         for size in (int(s) for s in args.sizes.split(",")):
             path = bench_ir.synthetic_chain(size, str(Path(tmp) / f"chain{size}.onnx"))
-            load, analysis = ours(path, 1)
+            load, analysis = ours(path, args.repeat)
             rows.append((f"chain-{size}", size, load, analysis, None))
             print(f"chain-{size}: asgnas {load + analysis:.2f} s ({1e6 * (load + analysis) / size:.1f} us/node)",
                   flush=True)
