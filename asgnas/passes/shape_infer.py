@@ -95,9 +95,21 @@ def _replace_folded(model: Model, proto: onnx.ModelProto, folded: dict[str, np.n
             node.Clear()
             node.op_type = "Constant"
             node.output.append(name)
-            node.attribute.append(onnx.helper.make_attribute("value", numpy_helper.from_array(folded[name])))
+            attr = node.attribute.add()
+            attr.name, attr.type = "value", onnx.AttributeProto.TENSOR
+            _fill_tensor(attr.t, folded[name])
             changed = True
     return changed
+
+
+def _fill_tensor(tensor: onnx.TensorProto, array: np.ndarray) -> None:
+    """``numpy_helper.from_array`` without its generality (a few hundred small numeric arrays per model)."""
+    if array.dtype.kind not in "biuf":
+        tensor.CopyFrom(numpy_helper.from_array(array))
+        return
+    tensor.data_type = onnx.helper.np_dtype_to_tensor_dtype(array.dtype)
+    tensor.dims.extend(array.shape)
+    tensor.raw_data = array.astype(array.dtype.newbyteorder("<"), copy=False).tobytes()
 
 
 def _run_onnx_inference(model: Model, proto: onnx.ModelProto) -> None:
