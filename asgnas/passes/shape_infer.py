@@ -19,7 +19,7 @@ import onnx
 from onnx import numpy_helper
 
 from asgnas.errors import AsgnasError
-from asgnas.ir import Model, Value, lower
+from asgnas.ir import Model, Node, Value, lower
 from asgnas.ir.model import _apply_value_info, gc_paused
 from asgnas.passes.base import Option, Pass, PassContext, register_pass
 from asgnas.passes.erasing.dataflow import evaluate
@@ -71,13 +71,31 @@ def _fold_shape_constants(model: Model) -> dict[str, np.ndarray]:
                    for v in (node.inputs[1:] if node.op_type in ("Shape", "Size") else node.inputs)):
             continue
         results = evaluate(node, known) or []
+        dtype = _onnx_dtype(node, known)
         for out, array in itertools.zip_longest(node.outputs, results[:len(node.outputs)]):
-            ok = array is not None and array.size <= _FOLD_LIMIT and (
+            ok = array is not None and array.size <= _FOLD_LIMIT and array.dtype == dtype and (
                 not out.dtype or onnx.helper.np_dtype_to_tensor_dtype(array.dtype) == out.dtype)
             known[out] = array if ok else None
             if ok:
                 folded[out.name] = array
     return folded
+
+
+def _onnx_dtype(node: Node, known: dict[Value, np.ndarray | None]) -> np.dtype | None:
+    """The element type ONNX gives the output (numpy may differ: ``arange`` of int32 is int64)."""
+    op = node.op_type
+    if op in ("Shape", "Size"):
+        return np.dtype(np.int64)
+    if op == "Equal":
+        return np.dtype(bool)
+    if op == "Cast":
+        return np.dtype(onnx.helper.tensor_dtype_to_np_dtype(node.attr("to")))
+    if op == "ConstantOfShape":
+        fill = node.attr("value")
+        return np.dtype(np.float32) if fill is None else np.asarray(fill).dtype
+    source = node.inputs[1] if op == "Where" else node.inputs[0]
+    array = None if source is None else source.const.array if source.const is not None else known.get(source)
+    return None if array is None else array.dtype
 
 
 def _replace_folded(model: Model, proto: onnx.ModelProto, folded: dict[str, np.ndarray], missing: set[str]) -> bool:

@@ -173,3 +173,21 @@ def test_shape_infer_folds_constant_chains_onnx_cannot_propagate():
     assert [n.op_type for n in model.graph] == [n.op_type for n in proto.graph.node]  # folded in the probe only
     (z,) = ort_run(proto, {"x": np.zeros((2, 12), np.float32)})
     assert z.shape == (2, 3, 4)
+
+
+def test_shape_infer_folding_keeps_onnx_element_types():
+    """numpy's arange of int32 bounds is int64; a folded Range must not retype the indices it feeds (int32)."""
+    nodes = [
+        helper.make_node("Range", ["start", "limit", "delta"], ["r"]),
+        helper.make_node("Gather", ["x", "r"], ["y"], name="gather", axis=0),
+    ]
+    bounds = [helper.make_tensor(n, TensorProto.INT32, [], [v]) for n, v in (("start", 2), ("limit", 4), ("delta", 1))]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [6, 3])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 3])], bounds)
+    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    onnx.checker.check_model(proto, full_check=True)
+    model = lift(proto)
+    PassManager(parse_pipeline("shape-infer")).run(model)
+    assert model.graph.values["r"].dtype == TensorProto.INT32
+    assert model.graph.values["y"].shape == (2, 3)
+    assert ort_run(proto, {"x": np.zeros((6, 3), np.float32)})[0].shape == (2, 3)

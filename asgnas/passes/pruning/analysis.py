@@ -515,7 +515,6 @@ def _analyze_pruning(model: Model) -> PruningAnalysis:
     piece_bounds = np.r_[piece_start, len(sort)].tolist()
     unit_bounds = np.r_[unit_piece, len(piece_start)].tolist()
     piece_root = [roots_sorted[p] for p in root_pos[piece_start].tolist()]
-    unit_label = sorted_labels[piece_start[unit_piece]].tolist()
     unit_reason = unit_pin[sorted_labels[piece_start[unit_piece]]].tolist()
     offset_list = offsets.tolist()
 
@@ -528,7 +527,7 @@ def _analyze_pruning(model: Model) -> PruningAnalysis:
     root_plan: dict[int, _RootPlan] = {}
     unit_plan: dict[tuple[int, ...], tuple[list[str], int]] = {}  # roots of a unit -> its nodes, primary root
     no_param = "no trainable parameter to zero (weights are computed or constant nodes)"
-    for unit, label in enumerate(unit_label):
+    for unit, pin_index in enumerate(unit_reason):
         p0, p1 = unit_bounds[unit], unit_bounds[unit + 1]
         roots = tuple(piece_root[p0:p1])
         shared = unit_plan.get(roots)
@@ -558,8 +557,8 @@ def _analyze_pruning(model: Model) -> PruningAnalysis:
             num_params += plan.params_per_index * (end - start)
             for name, axis, is_param in plan.slices:
                 (params if is_param else others).append(TensorSlice(name, axis, indices))
-        removable = unit_reason[unit] < 0
-        reason = "" if removable else reasons[unit_reason[unit]]
+        removable = pin_index < 0
+        reason = "" if removable else reasons[pin_index]
         if removable and not params:
             removable, reason = False, no_param
         groups.append(Group(
@@ -623,18 +622,18 @@ def _min_labels(total: int, pairs_a: list[np.ndarray], pairs_b: list[np.ndarray]
 
 @dataclass
 class _RootPlan:
-    """Per space, once: the nodes it touches and its constants ``(name, axis, role, elements per index)``
-    (float-initializer elements per index count as parameters; others count 0)."""
+    """Per space, once: the nodes it touches, its constants' slices ``(name, axis, is a parameter slice)`` and the
+    parameters removed per index (float-initializer elements; other constants count 0)."""
 
     nodes: dict[str, None]
-    constants: list[tuple[str, int, str, int]]
-    slices: list[tuple[str, int, bool]]  # (name, axis, is a parameter slice) per constant
+    slices: list[tuple[str, int, bool]]
     params_per_index: int
 
 
 def _root_plan(b: Builder, keys: list[int], value_nodes) -> _RootPlan:
     nodes: dict[str, None] = {}
-    constants = []
+    slices = []
+    params_per_index = 0
     for key in keys:
         value = b.key_value[key]
         if value is None:
@@ -648,10 +647,10 @@ def _root_plan(b: Builder, keys: list[int], value_nodes) -> _RootPlan:
             role = "const"
         axis = b.key_axis[key]
         shape = value.const.shape
-        per_index = int(np.prod(shape, dtype=np.int64)) // max(shape[axis], 1) if is_param else 0
-        constants.append((value.name, axis, role, per_index))
-    slices = [(name, axis, role == "param") for name, axis, role, _ in constants]
-    return _RootPlan(nodes, constants, slices, sum(c[3] for c in constants))
+        if is_param:
+            params_per_index += int(np.prod(shape, dtype=np.int64)) // max(shape[axis], 1)
+        slices.append((value.name, axis, role == "param"))
+    return _RootPlan(nodes, slices, params_per_index)
 
 
 def _safe_zero(rule, node: Node, zc: ZeroCtx) -> float | None:
