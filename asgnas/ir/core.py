@@ -198,6 +198,8 @@ class Node:
 
     @property
     def has_subgraphs(self) -> bool:
+        if not self._attr_protos:
+            return False
         return any(
             p.type in (AttributeProto.GRAPH, AttributeProto.GRAPHS) for p in self._attr_protos.values()
         )
@@ -403,6 +405,18 @@ class Graph:
         the insertion index as priority, O(n log n).
         """
         nodes = list(self._nodes)
+        members = self._nodes
+        done: set[Node] = set()
+        for node in nodes:  # the common case: every producer comes first (one pass, no per-node sets)
+            for v in itertools.chain(node.inputs, node.implicit_inputs):
+                if v is not None and v.producer is not None and v.producer not in done and v.producer in members:
+                    break
+            else:
+                done.add(node)
+                continue
+            break
+        else:
+            return nodes
         position = {node: i for i, node in enumerate(nodes)}
 
         def producers(node: Node) -> set[Node]:
@@ -413,8 +427,6 @@ class Graph:
             }
 
         preds = {node: producers(node) for node in nodes}
-        if all(position[p] < position[n] for n in nodes for p in preds[n]):
-            return nodes
         indegree = {node: len(p) for node, p in preds.items()}
         successors: dict[Node, list[Node]] = {node: [] for node in nodes}
         for node, ps in preds.items():

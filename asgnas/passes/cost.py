@@ -11,6 +11,7 @@ operation per output element (per kernel tap for pooling), as thop/fvcore-style 
 from __future__ import annotations
 
 import math
+from functools import lru_cache
 from typing import Any, Callable
 
 import numpy as np
@@ -99,7 +100,7 @@ MAC_RULES: dict[str, Callable[[Node], int]] = {
 for _op in (
     "Add Sub Mul Div Relu LeakyRelu PRelu Sigmoid HardSigmoid HardSwish Tanh Gelu Elu Selu Softplus Softsign Erf Exp "
     "Log Sqrt Pow Neg Abs Clip Max Min Mish Softmax LogSoftmax BatchNormalization InstanceNormalization "
-    "LayerNormalization GroupNormalization Resize Upsample Where"
+    "LayerNormalization GroupNormalization RMSNormalization Resize Upsample Where"
 ).split():
     MAC_RULES[_op] = _elementwise
 for _op in (
@@ -110,7 +111,12 @@ for _op in (
 
 
 def _is_parameter(value: Value) -> bool:
-    return value.is_initializer and np.issubdtype(helper.tensor_dtype_to_np_dtype(value.const.dtype), np.floating)
+    return value.is_initializer and _floating(value.const.dtype)
+
+
+@lru_cache(maxsize=None)
+def _floating(elem_type: int) -> bool:
+    return bool(np.issubdtype(helper.tensor_dtype_to_np_dtype(elem_type), np.floating))
 
 
 def node_costs(model: Model) -> dict[str, dict[str, int]]:

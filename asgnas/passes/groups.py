@@ -20,7 +20,7 @@ from asgnas.ir import Model
 GroupKind = Literal["prune", "erase"]
 
 
-@dataclass
+@dataclass(slots=True)  # slots: a search space holds ~10^5 of them
 class TensorSlice:
     """The part of one initializer selected by ``indices`` along ``axis`` (``indices=None``: the whole tensor)."""
 
@@ -37,7 +37,7 @@ class TensorSlice:
         return int(np.prod(shape, dtype=np.int64) // max(shape[self.axis], 1) * len(self.indices))
 
 
-@dataclass
+@dataclass(slots=True)
 class Group:
     id: int
     kind: GroupKind

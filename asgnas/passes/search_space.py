@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from asgnas.ir import Model
+from asgnas.ir.model import gc_paused
 from asgnas.passes.base import Option, Pass, PassContext, register_pass
 from asgnas.passes.cost import total_cost
 from asgnas.passes.groups import Group, SearchSpace
@@ -24,6 +25,11 @@ SEARCH_SPACE_KEY = "search_space"
 
 def analyze_search_space(model: Model) -> SearchSpace:
     """Run the analyses (pruning first so erase ids follow the channel ids) and join their groups."""
+    with gc_paused():  # the analyses build ~10^5 acyclic objects on large graphs (see ``gc_paused``)
+        return _analyze_search_space(model)
+
+
+def _analyze_search_space(model: Model) -> SearchSpace:
     from asgnas.passes.erasing import ANALYSIS_KEY as ERASING_KEY
     from asgnas.passes.erasing import analyze_erasing
     from asgnas.passes.hierarchy import HIERARCHY_KEY, build_hierarchy
@@ -31,7 +37,7 @@ def analyze_search_space(model: Model) -> SearchSpace:
     from asgnas.passes.pruning import analyze_pruning
 
     pruning = model.analyses[PRUNING_KEY] = analyze_pruning(model)
-    erasing = model.analyses[ERASING_KEY] = analyze_erasing(model)
+    erasing = model.analyses[ERASING_KEY] = analyze_erasing(model, costs=pruning._costs)
     model.analyses[HIERARCHY_KEY] = build_hierarchy(erasing)
     _link_channels_to_structures(pruning.groups, erasing.groups)
     space = SearchSpace(list(pruning.groups) + list(erasing.groups))

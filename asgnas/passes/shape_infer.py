@@ -1,9 +1,12 @@
 """``shape-infer``: dtypes and shapes on every value.
 
 Reads: the IR. Writes: ``Value.dtype``/``Value.shape`` everywhere it can; report: how many values have full shapes.
-Static inference is onnx's (with data propagation, so Shape->Gather->Concat chains resolve). Where it leaves holes,
-a fallback runs the model in onnxruntime twice, with the symbolic input dims set to two different sizes, reading
-the missing values as extra outputs: dims equal in both runs are static, dims that differ stay symbolic.
+Static inference is onnx's (with data propagation, so Shape->Gather->Concat chains resolve), on a probe where the
+small constant chains its data propagation does not cover (``Mod``, ``Reshape``/``Range`` of shape arithmetic, as
+torch's exporter writes for ``unflatten``) are folded with numpy into Constants; where it leaves holes, chains that
+read the shapes it found are folded too and it runs again. Where holes remain, a fallback runs the model in
+onnxruntime twice, with the symbolic input dims set to two different sizes, reading the missing values as extra
+outputs: dims equal in both runs are static, dims that differ stay symbolic.
 """
 
 from __future__ import annotations
@@ -11,16 +14,20 @@ from __future__ import annotations
 import itertools
 from typing import Any
 
+import numpy as np
 import onnx
+from onnx import numpy_helper
 
 from asgnas.errors import AsgnasError
-from asgnas.ir import Model, Value, lower
+from asgnas.ir import Model, Node, Value, lower
 from asgnas.ir.model import _apply_value_info, gc_paused
 from asgnas.passes.base import Option, Pass, PassContext, register_pass
+from asgnas.passes.erasing.dataflow import evaluate
+from asgnas.passes.erasing.ops import FOLDABLE
 
 
 def _complete(value: Value) -> bool:
-    return bool(value.dtype) and value.shape is not None and all(d is not None for d in value.shape)
+    return bool(value.dtype) and value.shape is not None and None not in value.shape
 
 
 def infer_static(model: Model) -> None:
@@ -30,7 +37,100 @@ def infer_static(model: Model) -> None:
 
 
 def _infer_static(model: Model) -> None:
-    proto = lower(model, weights=False)  # shapes need no weight data: skip copying and serializing it
+    probe = lower(model, weights=False)  # shapes need no weight data: skip copying it
+    _replace_folded(model, probe, _fold_shape_constants(model), set())  # constant arithmetic onnx does not propagate
+    _run_onnx_inference(model, probe)
+    missing = len(holes(model))
+    for _ in range(_FOLD_ROUNDS):
+        folded = _fold_shape_constants(model) if missing else {}
+        if not _replace_folded(model, probe, folded, {v.name for v in holes(model)}):
+            return
+        _run_onnx_inference(model, probe)
+        before, missing = missing, len(holes(model))
+        if missing >= before:
+            return
+
+
+#: a folded value feeds shapes; bigger constants are not shape arithmetic (and not worth materialising)
+_FOLD_LIMIT = 4096
+#: after the first inference, each round can fold what the last one resolved (``Shape`` of an inferred value)
+_FOLD_ROUNDS = 3
+_FOLD_OPS = FOLDABLE | {"Mod"}
+
+
+def _fold_shape_constants(model: Model) -> dict[str, np.ndarray]:
+    """Outputs of non-Constant nodes computable from small constants and static shapes, by value name (in graph
+    order: a node listed before its producers is simply not folded)."""
+    known: dict[Value, np.ndarray | None] = {}
+    folded: dict[str, np.ndarray] = {}
+    for node in model.graph:
+        if node.op_type not in _FOLD_OPS or node.op_type == "Constant" or node.domain not in ("", "ai.onnx") \
+                or node.has_subgraphs:
+            continue
+        if not all(v is None or (known.get(v) is not None if v.const is None else v.const.size <= _FOLD_LIMIT)
+                   for v in (node.inputs[1:] if node.op_type in ("Shape", "Size") else node.inputs)):
+            continue
+        results = evaluate(node, known) or []
+        dtype = _onnx_dtype(node, known)
+        for out, array in itertools.zip_longest(node.outputs, results[:len(node.outputs)]):
+            ok = array is not None and array.size <= _FOLD_LIMIT and array.dtype == dtype and (
+                not out.dtype or onnx.helper.np_dtype_to_tensor_dtype(array.dtype) == out.dtype)
+            known[out] = array if ok else None
+            if ok:
+                folded[out.name] = array
+    return folded
+
+
+def _onnx_dtype(node: Node, known: dict[Value, np.ndarray | None]) -> np.dtype | None:
+    """The element type ONNX gives the output (numpy may differ: ``arange`` of int32 is int64)."""
+    op = node.op_type
+    if op in ("Shape", "Size"):
+        return np.dtype(np.int64)
+    if op == "Equal":
+        return np.dtype(bool)
+    if op == "Cast":
+        return np.dtype(onnx.helper.tensor_dtype_to_np_dtype(node.attr("to")))
+    if op == "ConstantOfShape":
+        fill = node.attr("value")
+        return np.dtype(np.float32) if fill is None else np.asarray(fill).dtype
+    source = node.inputs[1] if op == "Where" else node.inputs[0]
+    array = None if source is None else source.const.array if source.const is not None else known.get(source)
+    return None if array is None else array.dtype
+
+
+def _replace_folded(model: Model, proto: onnx.ModelProto, folded: dict[str, np.ndarray], missing: set[str]) -> bool:
+    """Turn, in place, each folded node of ``proto`` that feeds an unfolded node or has a ``missing`` shape into a
+    Constant, which onnx's inference reads (the other folded nodes no longer matter). False when none changed."""
+    values = model.graph.values
+    needed = {
+        name for name in folded
+        if name in missing or any(any(o.name not in folded for o in user.outputs) for user in values[name].consumers)
+    }
+    changed = False
+    for node in proto.graph.node if needed else ():
+        if len(node.output) == 1 and node.output[0] in needed and node.op_type != "Constant":
+            name = node.output[0]
+            node.Clear()
+            node.op_type = "Constant"
+            node.output.append(name)
+            attr = node.attribute.add()
+            attr.name, attr.type = "value", onnx.AttributeProto.TENSOR
+            _fill_tensor(attr.t, folded[name])
+            changed = True
+    return changed
+
+
+def _fill_tensor(tensor: onnx.TensorProto, array: np.ndarray) -> None:
+    """``numpy_helper.from_array`` without its generality (a few hundred small numeric arrays per model)."""
+    if array.dtype.kind not in "biuf":
+        tensor.CopyFrom(numpy_helper.from_array(array))
+        return
+    tensor.data_type = onnx.helper.np_dtype_to_tensor_dtype(array.dtype)
+    tensor.dims.extend(array.shape)
+    tensor.raw_data = array.astype(array.dtype.newbyteorder("<"), copy=False).tobytes()
+
+
+def _run_onnx_inference(model: Model, proto: onnx.ModelProto) -> None:
     try:
         inferred = onnx.shape_inference.infer_shapes(proto, check_type=False, strict_mode=False, data_prop=True)
     except Exception as err:  # inference errors mean an inconsistent model, not a crash of ours

@@ -8,7 +8,7 @@ import pytest
 from onnx import TensorProto, helper
 
 from asgnas.errors import AsgnasError
-from asgnas.ir import format_model, lift, load_model, lower, save_model
+from asgnas.ir import CycleError, format_model, lift, load_model, lower, save_model
 from asgnas.passes.dce import eliminate_dead_code
 from tests.models import ZOO, case_names, ort_run, seeded_inputs
 
@@ -165,3 +165,39 @@ def test_edits_keep_use_lists_consistent():
     assert all(user is not extra for user, _ in x.uses)
     order = graph.toposort()
     assert order.index(graph.node_by_name("relu")) < order.index(graph.node_by_name("if"))
+
+
+def test_toposort_reorders_out_of_order_nodes_and_reports_cycles():
+    graph = lift(_if_model()).graph
+    relu = graph.node_by_name("relu")
+    late = graph.add_node("Neg", [graph.values["x"]], 1, name="late")
+    relu.set_input(0, late.outputs[0])  # relu now reads a node inserted after it
+    order = graph.toposort()
+    assert order.index(late) < order.index(relu)
+    assert sorted(n.name for n in order) == sorted(n.name for n in graph)
+    late.set_input(0, relu.outputs[0])  # late <-> relu: a cycle
+    with pytest.raises(CycleError, match="cycle"):
+        graph.toposort()
+
+
+def test_external_data_inside_a_subgraph_is_read(tmp_path):
+    """A tensor of an If branch stored externally is read too (no top-level tensor uses external data)."""
+    proto = _if_model()
+    two = next(a.g for a in proto.graph.node[2].attribute if a.name == "else_branch").initializer[0]
+    two.CopyFrom(onnx.numpy_helper.from_array(np.full((2, 3), 2.0, np.float32), "two"))
+    del proto.graph.initializer[:]
+    w = onnx.numpy_helper.from_array(np.arange(6, dtype=np.float32).reshape(2, 3), "w")
+    proto.graph.node.insert(0, helper.make_node("Constant", [], ["w"], value=w))
+    onnx.save_model(proto, str(tmp_path / "sub.onnx"), save_as_external_data=True, location="sub.data",
+                    size_threshold=0, convert_attribute=False)
+    saved = onnx.load(str(tmp_path / "sub.onnx"), load_external_data=False)
+    branch = next(a.g for a in saved.graph.node[3].attribute if a.name == "else_branch")
+    assert onnx.external_data_helper.uses_external_data(branch.initializer[0])
+    assert not any(onnx.external_data_helper.uses_external_data(t) for t in saved.graph.initializer)
+    model = load_model(tmp_path / "sub.onnx")
+    (tmp_path / "sub.data").unlink()  # everything must be in memory now
+    branch = model.graph.node_by_name("if").attr("else_branch").g
+    assert not onnx.external_data_helper.uses_external_data(branch.initializer[0])
+    x = np.ones((2, 3), np.float32)
+    out = save_model(model, tmp_path / "back.onnx", external_data=False)
+    assert np.array_equal(ort_run(out, {"x": x, "cond": np.array(False)})[0], x * 2)

@@ -12,6 +12,7 @@ from torch import nn
 from asgnas.ir import lift, load_model
 from asgnas.passes import PassContext, PassManager, parse_pipeline
 from asgnas.passes.cost import node_costs, total_cost
+from tests.models import ort_run
 
 
 def _export(module: nn.Module, *inputs: torch.Tensor, path) -> onnx.ModelProto:
@@ -136,3 +137,57 @@ def test_shape_infer_types_every_value_of_the_zoo(onnx_path):
     for node in model.graph:
         for value in node.outputs:
             assert value.dtype and value.shape is not None, value.name
+
+
+def _mod_chain_model() -> onnx.ModelProto:
+    """Reshape [2, 12] -> [2, 3, -1] with a target computed as torch's ``unflatten`` export does: the leading dims
+    are sliced off the input's shape up to ``(rank - 1) % rank``, through a ``Mod`` onnx does not propagate."""
+    nodes = [
+        helper.make_node("Shape", ["x"], ["s"]),
+        helper.make_node("Add", ["rank", "minus_one"], ["dim"]),
+        helper.make_node("Mod", ["dim", "rank"], ["end"]),
+        helper.make_node("Slice", ["s", "zero", "end"], ["lead"]),
+        helper.make_node("Concat", ["lead", "tail"], ["target"], axis=0),
+        helper.make_node("Reshape", ["x", "target"], ["y"], name="reshape"),
+        helper.make_node("Relu", ["y"], ["z"], name="relu"),
+    ]
+    ints = {"rank": [2], "minus_one": [-1], "zero": [0], "tail": [3, -1]}
+    graph = helper.make_graph(
+        nodes, "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 12])],
+        [helper.make_tensor_value_info("z", TensorProto.FLOAT, [2, 3, 4])],
+        [helper.make_tensor(name, TensorProto.INT64, [len(v)], v) for name, v in ints.items()],
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def test_shape_infer_folds_constant_chains_onnx_cannot_propagate():
+    proto = _mod_chain_model()
+    onnx.checker.check_model(proto, full_check=True)
+    plain = onnx.shape_inference.infer_shapes(proto, data_prop=True)
+    assert not any(v.name == "y" and v.type.tensor_type.HasField("shape") for v in plain.graph.value_info)
+    model = lift(proto)
+    report = PassManager(parse_pipeline("shape-infer{fallback=false}")).run(model)
+    assert model.graph.values["y"].shape == (2, 3, 4)
+    assert report["shape-infer"]["with_shape"] == report["shape-infer"]["values"]
+    assert [n.op_type for n in model.graph] == [n.op_type for n in proto.graph.node]  # folded in the probe only
+    (z,) = ort_run(proto, {"x": np.zeros((2, 12), np.float32)})
+    assert z.shape == (2, 3, 4)
+
+
+def test_shape_infer_folding_keeps_onnx_element_types():
+    """numpy's arange of int32 bounds is int64; a folded Range must not retype the indices it feeds (int32)."""
+    nodes = [
+        helper.make_node("Range", ["start", "limit", "delta"], ["r"]),
+        helper.make_node("Gather", ["x", "r"], ["y"], name="gather", axis=0),
+    ]
+    bounds = [helper.make_tensor(n, TensorProto.INT32, [], [v]) for n, v in (("start", 2), ("limit", 4), ("delta", 1))]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [6, 3])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 3])], bounds)
+    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    onnx.checker.check_model(proto, full_check=True)
+    model = lift(proto)
+    PassManager(parse_pipeline("shape-infer")).run(model)
+    assert model.graph.values["r"].dtype == TensorProto.INT32
+    assert model.graph.values["y"].shape == (2, 3)
+    assert ort_run(proto, {"x": np.zeros((6, 3), np.float32)})[0].shape == (2, 3)

@@ -349,3 +349,18 @@ def test_rmsnorm_over_channels_is_exact() -> None:
     result = prune_and_check(model, seed=0)
     assert result["removed_groups"] == 4
     assert any(n.op_type == "Mul" and n.name == "rms_mean_rescale" for n in model.graph)
+
+
+def test_rmsnormalization_op_over_other_axes_is_exact() -> None:
+    """The opset-23 op normalizing over H, W only: a removed (zero) channel stays zero, the rest is untouched."""
+    nodes = [helper.make_node("Conv", ["x", "w1", "b1"], ["a"], pads=[1, 1, 1, 1]),
+             helper.make_node("RMSNormalization", ["a", "scale"], ["n"], axis=2),
+             helper.make_node("Conv", ["n", "w2"], ["y"])]
+    inits = [t("w1", rand(8, 3, 3, 3)), t("b1", rand(8)), t("scale", rand(8, 8, seed=2) + 1),
+             t("w2", rand(4, 8, 1, 1, seed=1))]
+    model = onnx_model(nodes, [vi("x", [1, 3, 8, 8])], [vi("y", None)], inits, opset=23)
+    assert len(analyze_pruning(model).removable()) == 8
+    result = prune_and_check(model, seed=0)
+    assert result["removed_groups"] == 4
+    norm = next(n for n in model.graph if n.op_type == "RMSNormalization")
+    assert norm.outputs[0].shape == (1, 4, 8, 8)

@@ -23,7 +23,7 @@ from onnx import TensorProto, helper, numpy_helper
 from asgnas.ir import Model, lift, load_model
 from asgnas.passes import PassManager
 from asgnas.passes.pruning import ANALYSIS_KEY, CHANNEL_RULES, PruningAnalysis, PruningGroupsPass, analyze_pruning
-from tests.models import ZOO, ModelCase, case_names, export_onnx, randomize_norms
+from tests.models import ZOO, ModelCase, case_names, export_onnx, ort_run, randomize_norms
 
 ZOO_CASES = [(name, "legacy") for name in sorted(ZOO)] + [(name, "dynamo") for name in case_names(all_of={"dynamo_ok"})]
 
@@ -699,3 +699,60 @@ def test_analysis_is_linear_in_graph_size() -> None:
     timed(20)  # warm-up (imports, onnx schemas)
     small, large = min(timed(40) for _ in range(2)), min(timed(320) for _ in range(2))
     assert large < 8 * 3 * small  # 8x the graph; quadratic would be ~64x
+
+
+def test_element_labels_are_component_minima():
+    """The array union of linked elements labels each element with its component's smallest element, as a
+    union-find would, including on long chains linked in reverse order (many hooking rounds)."""
+    from asgnas.passes.pruning.analysis import _min_labels
+
+    rng = np.random.default_rng(0)
+    total = 2000
+    chain = np.arange(total - 1, 600, -1)
+    pairs = [(rng.integers(0, total, 300), rng.integers(0, total, 300)), (chain, chain - 1)]
+    parent = list(range(total))
+
+    def find(x: int) -> int:
+        while parent[x] != x:
+            x = parent[x]
+        return x
+
+    for xs, ys in pairs:
+        for x, y in zip(xs.tolist(), ys.tolist()):
+            rx, ry = sorted((find(x), find(y)))
+            parent[ry] = rx
+    expected = [find(x) for x in range(total)]
+    assert _min_labels(total, [p[0] for p in pairs], [p[1] for p in pairs]).tolist() == expected
+    assert _min_labels(5, [], []).tolist() == [0, 1, 2, 3, 4]
+
+
+def _rmsnorm_model(axis: int) -> onnx.ModelProto:
+    """x[2, 6, 8] -> MatMul W1[8, 16] -> RMSNormalization(axis) -> MatMul W2[16, 4] (opset 23)."""
+    rng = np.random.default_rng(0)
+    scale = (16,) if axis == -1 else (6, 16)
+    inits = [numpy_helper.from_array(rng.standard_normal(shape).astype(np.float32), name)
+             for name, shape in (("w1", (8, 16)), ("scale", scale), ("w2", (16, 4)))]
+    nodes = [
+        helper.make_node("MatMul", ["x", "w1"], ["h"], name="fc1"),
+        helper.make_node("RMSNormalization", ["h", "scale"], ["n"], name="rms", axis=axis),
+        helper.make_node("MatMul", ["n", "w2"], ["y"], name="fc2"),
+    ]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 6, 8])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 6, 4])], inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 23)])
+
+
+def test_rmsnorm_over_the_channel_axis_is_refused_with_its_reason():
+    """RMSNormalization is a known op: over the channel axis its mean square divides by the axis size, so the
+    channels are refused with that reason (not as an unknown op); the model checks and runs."""
+    proto = _rmsnorm_model(axis=-1)
+    onnx.checker.check_model(proto, full_check=True)
+    x = np.random.default_rng(1).standard_normal((2, 6, 8)).astype(np.float32)
+    assert ort_run(proto, {"x": x})[0].shape == (2, 6, 4)
+    analysis = analyze_pruning(lift(proto))
+    hidden = [g for g in analysis.groups if any(s.initializer == "w1" for s in g.params)]
+    assert len(hidden) == 16
+    for group in hidden:
+        assert not group.removable
+        assert "rms (RMSNormalization) normalizes over this axis" in group.reason
+        assert "mean square" in group.reason and "unknown" not in group.reason

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from asgnas.ir import Model
+from asgnas.ir.model import gc_paused
 from asgnas.passes.base import Option, Pass, PassContext, register_pass
 from asgnas.passes.cost import ensure_shapes, node_costs
 from asgnas.passes.erasing.channels import ChannelPlan, trace_channels
@@ -94,23 +95,35 @@ def _auto_offset(model: Model) -> int:
     return max(ids) + 1 if ids else 0
 
 
-def _ensure_shapes(model: Model) -> None:
+def _ensure_shapes(model: Model) -> bool:
     """Static inference, then the onnxruntime fallback for holes (Resize fed by unfolded scale chains leaves
-    them; Concat widths and MACs need them)."""
+    them; Concat widths and MACs need them). True when some shape was missing (and may have changed)."""
+    from asgnas.passes.shape_infer import holes as shape_holes
+    from asgnas.passes.shape_infer import infer_by_running
+
+    if not shape_holes(model):
+        return False
     ensure_shapes(model)
     holes = [v for n in model.graph for v in n.outputs if v.shape is None or None in v.shape]
     if holes:
-        from asgnas.passes.shape_infer import infer_by_running
-
         infer_by_running(model, holes)
+    return True
 
 
-def analyze_erasing(model: Model, id_offset: int | None = None) -> ErasingAnalysis:
-    """Run the analysis (no IR change beyond filling missing shapes) and return it."""
-    _ensure_shapes(model)
+def analyze_erasing(model: Model, id_offset: int | None = None,
+                    costs: dict[str, dict[str, int]] | None = None) -> ErasingAnalysis:
+    """Run the analysis (no IR change beyond filling missing shapes) and return it. ``costs``: ``node_costs`` of
+    the model's current shapes when the caller has them (recomputed anyway if shapes had to be filled)."""
+    with gc_paused():  # many small acyclic objects: the cyclic GC would only rescan them
+        return _analyze_erasing(model, id_offset, costs)
+
+
+def _analyze_erasing(model: Model, id_offset: int | None,
+                     costs: dict[str, dict[str, int]] | None) -> ErasingAnalysis:
+    if _ensure_shapes(model) or costs is None:
+        costs = node_costs(model)
     flow = DataFlow(model.graph)
     sg = build_segment_graph(flow)
-    costs = node_costs(model)
     offset = _auto_offset(model) if id_offset is None or id_offset < 0 else id_offset
     groups = build_groups(flow, sg, costs, offset)
     return ErasingAnalysis(

@@ -15,7 +15,7 @@ One topological walk: O(nodes + edges).
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, Mapping
 
 import numpy as np
 from onnx import helper
@@ -164,23 +164,26 @@ class DataFlow:
                 stack.extend(pending)
                 continue
             stack.pop()
-            results = _evaluate(node, self)
+            results = evaluate(node, self._const)
             for i, out in enumerate(node.outputs):
                 self._const[out] = results[i] if results is not None and i < len(results) else None
         return self._const.get(value)
 
 
-def _arr(flow: DataFlow, node: Node, index: int) -> np.ndarray | None:
+Known = Mapping[Value, "np.ndarray | None"]
+
+
+def _arr(known: Known, node: Node, index: int) -> np.ndarray | None:
     if index >= len(node.inputs) or node.inputs[index] is None:
         return None
     value = node.inputs[index]
     if value.const is not None:
         return value.const.array
-    return flow._const.get(value)
+    return known.get(value)
 
 
-def _axes(node: Node, flow: DataFlow, index: int) -> list[int] | None:
-    axes = _arr(flow, node, index)
+def _axes(node: Node, known: Known, index: int) -> list[int] | None:
+    axes = _arr(known, node, index)
     if axes is not None:
         return [int(a) for a in axes.reshape(-1)]
     attr = node.attr("axes")
@@ -193,8 +196,10 @@ def _static_shape(value: Value) -> list[int] | None:
     return list(value.shape)
 
 
-def _evaluate(node: Node, flow: DataFlow) -> list[np.ndarray | None] | None:
-    """numpy semantics of the foldable ops; None when an input is unknown or anything is off."""
+def evaluate(node: Node, known: Known) -> list[np.ndarray | None] | None:
+    """numpy semantics of the foldable ops (and ``Mod``, for shape inference); None when an input is unknown or
+    anything is off. ``known`` holds the values of non-constant inputs already evaluated; static shapes are read
+    off the values."""
     op = node.op_type
     try:
         if op in ("Shape", "Size"):
@@ -205,7 +210,7 @@ def _evaluate(node: Node, flow: DataFlow) -> list[np.ndarray | None] | None:
                 return [np.array(int(np.prod(shape)), dtype=np.int64)]
             start, end = node.attr("start", 0), node.attr("end")
             return [np.array(shape[start:end], dtype=np.int64)]
-        args = [_arr(flow, node, i) for i in range(len(node.inputs))]
+        args = [_arr(known, node, i) for i in range(len(node.inputs))]
         present = [a for a, v in zip(args, node.inputs) if v is not None]
         if any(a is None for a in present[:1]) and op != "ConstantOfShape":
             return None
@@ -215,7 +220,7 @@ def _evaluate(node: Node, flow: DataFlow) -> list[np.ndarray | None] | None:
         elif op == "Cast":
             out = x.astype(helper.tensor_dtype_to_np_dtype(node.attr("to")))
         elif op == "Unsqueeze":
-            axes = _axes(node, flow, 1)
+            axes = _axes(node, known, 1)
             if axes is None:
                 return None
             rank = x.ndim + len(axes)
@@ -223,7 +228,7 @@ def _evaluate(node: Node, flow: DataFlow) -> list[np.ndarray | None] | None:
             for axis in sorted(a % rank for a in axes):
                 out = np.expand_dims(out, axis)
         elif op == "Squeeze":
-            axes = _axes(node, flow, 1)
+            axes = _axes(node, known, 1)
             out = np.squeeze(x) if axes is None else np.squeeze(x, axis=tuple(a % x.ndim for a in axes))
         elif op == "Concat":
             if any(a is None for a in present):
@@ -253,7 +258,7 @@ def _evaluate(node: Node, flow: DataFlow) -> list[np.ndarray | None] | None:
             for s, e, a, st in zip(starts, ends, axes, steps):
                 index[a % x.ndim] = slice(int(s), int(e), st)
             out = x[tuple(index)]
-        elif op in ("Add", "Sub", "Mul", "Div", "Equal", "Max", "Min"):
+        elif op in ("Add", "Sub", "Mul", "Div", "Mod", "Equal", "Max", "Min"):
             if any(a is None for a in present):
                 return None
             if op == "Add":
@@ -265,6 +270,8 @@ def _evaluate(node: Node, flow: DataFlow) -> list[np.ndarray | None] | None:
             elif op == "Div":
                 a, b = present
                 out = (np.trunc(a / b).astype(a.dtype)) if np.issubdtype(a.dtype, np.integer) else a / b
+            elif op == "Mod":
+                out = (np.fmod if node.attr("fmod", 0) else np.mod)(present[0], present[1])
             elif op == "Equal":
                 out = np.equal(present[0], present[1])
             else:
@@ -298,7 +305,7 @@ def _evaluate(node: Node, flow: DataFlow) -> list[np.ndarray | None] | None:
         elif op == "Transpose":
             out = np.transpose(x, node.attr("perm"))
         elif op == "ReduceProd":
-            axes = _axes(node, flow, 1)
+            axes = _axes(node, known, 1)
             keep = bool(node.attr("keepdims", 1))
             out = np.prod(x, axis=None if axes is None else tuple(axes), keepdims=keep)
         elif op == "Constant":

@@ -131,6 +131,7 @@ OP_TABLE["BatchNormalization"] = OpInfo(zp=False, mul_slots=(1,), add_slots=(2,)
 OP_TABLE["InstanceNormalization"] = OpInfo(zp=True, mul_slots=(1,), add_slots=(2,), channel="affine")
 OP_TABLE["LayerNormalization"] = OpInfo(zp=True, mul_slots=(1,), add_slots=(2,))
 OP_TABLE["GroupNormalization"] = OpInfo(zp=True, mul_slots=(1,), add_slots=(2,))
+OP_TABLE["RMSNormalization"] = OpInfo(zp=True, mul_slots=(1,))  # x / rms(x) * scale: 0 -> 0, no bias
 
 # element-wise binary ops: joints/boundaries with >= 2 data inputs, affine with one data input and a constant
 OP_TABLE["Add"] = OpInfo(joint="sum", zp=True, add_slots=(0, 1), channel="affine")

@@ -17,7 +17,9 @@ erasing it removes: its own initializers and MACs plus the consumer columns and 
 
 from __future__ import annotations
 
-from asgnas.ir import Node
+from typing import Callable
+
+from asgnas.ir import Node, Value
 from asgnas.passes.erasing.channels import ChannelPlan
 from asgnas.passes.erasing.dataflow import DataFlow
 from asgnas.passes.erasing.ops import op_info
@@ -50,22 +52,30 @@ def build_groups(
 ) -> list[Group]:
     nodes = {n.name: n for n in flow.data_nodes}
     groups: list[Group] = []
+    users_of: dict[str, list[tuple[Node, Value]]] = {}  # exporters alias one weight into every layer: walk it once
+
+    def param_users(root: Value) -> list[tuple[Node, Value]]:
+        users = users_of.get(root.name)
+        if users is None:
+            users = users_of[root.name] = flow.param_users(root)
+        return users
+
     for seg in sg.segments:
         seg_nodes = [nodes[n] for n in seg.nodes]
         inside = set(seg_nodes)
-        owned: list[str] = []
+        owned: dict[str, None] = {}  # ordered set: a long segment owns thousands
         shared: dict[str, str] = {}  # param -> a node outside the segment reading it
         for node in seg_nodes:
             for name in trainable_params(flow, node):
                 if name in owned or name in shared:
                     continue
-                outside = [(u, a) for u, a in flow.param_users(flow.graph.values[name]) if u not in inside]
+                outside = [(u, a) for u, a in param_users(flow.graph.values[name]) if u not in inside]
                 if outside:
                     user, alias = outside[0]
                     via = "" if alias.name == name else f" (alias {alias.name})"
                     shared[name] = f"{name}{via} is shared with node {user.name} ({user.op_type})"
                 else:
-                    owned.append(name)
+                    owned[name] = None
         if not owned:
             # nothing of its own to zero: parameter-free for the search space (weight-tied convs, pools whose
             # BN constants the exporter shared); noted on the segment so reports can say why
@@ -74,12 +84,12 @@ def build_groups(
             continue
         group = Group(id=id_offset + len(groups), kind="erase", nodes=list(seg.nodes), params=[], space=seg.id)
         seg.group = group.id
-        reason = _check(flow, sg, seg, seg_nodes, owned, shared)
+        reason = _check(flow, sg, seg, seg_nodes, list(owned), shared)
         aux, extra_params, extra_macs = _concat_consequences(flow, sg, seg, nodes, node_costs)
         group.params = [TensorSlice(p) for p in owned] + aux
         group.removable = not reason
         group.reason = reason
-        group.num_params = _owned_size(flow, seg_nodes) + extra_params
+        group.num_params = _owned_size(flow, seg_nodes, param_users) + extra_params
         group.macs = sum(node_costs.get(n, {}).get("macs", 0) for n in seg.nodes) + extra_macs
         groups.append(group)
     return groups
@@ -134,7 +144,8 @@ def _check(
     return ""
 
 
-def _owned_size(flow: DataFlow, seg_nodes: list[Node]) -> int:
+def _owned_size(flow: DataFlow, seg_nodes: list[Node],
+                param_users: Callable[[Value], list[tuple[Node, Value]]]) -> int:
     """Elements of the float initializers only this segment reads (removed with it)."""
     inside = set(seg_nodes)
     seen: set[str] = set()
@@ -148,7 +159,7 @@ def _owned_size(flow: DataFlow, seg_nodes: list[Node]) -> int:
             if root is None or root.name in seen:
                 continue
             seen.add(root.name)
-            if all(user in inside for user, _ in flow.param_users(root)):
+            if all(user in inside for user, _ in param_users(root)):
                 total += root.const.size
     return total
 

@@ -16,11 +16,14 @@ Steps (each linear in the graph plus the number of channels involved):
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any
 
 import numpy as np
+from onnx import helper
 
 from asgnas.ir import Model, Node, Value
+from asgnas.ir.model import gc_paused
 from asgnas.passes.groups import Group, TensorSlice
 from asgnas.passes.pruning.builder import Builder, Consume, Unsupported
 from asgnas.passes.pruning.attrs import pad_amounts, reduce_axes
@@ -81,6 +84,7 @@ class PruningAnalysis:
     _elements: dict[int, dict[int, np.ndarray]] = field(default_factory=dict)  # group -> root -> indices
     _zero: dict[str, float | None] = field(default_factory=dict)
     _space_id: dict[int, str] = field(default_factory=dict)
+    _costs: dict[str, dict[str, int]] | None = None  # node_costs of the model as analysed (None: they failed)
 
     def by_id(self) -> dict[int, Group]:
         return {g.id: g for g in self.groups}
@@ -333,6 +337,11 @@ def _fill_holes(model: Model) -> None:
 
 def analyze_pruning(model: Model) -> PruningAnalysis:
     """Find every channel group of ``model`` (no IR change beyond filling missing shapes)."""
+    with gc_paused():  # builds ~10 objects per node, no cycles: the cyclic GC would only rescan them
+        return _analyze_pruning(model)
+
+
+def _analyze_pruning(model: Model) -> PruningAnalysis:
     _ensure_shapes(model)
     graph = model.graph
     b = Builder(model)
@@ -403,25 +412,15 @@ def analyze_pruning(model: Model) -> PruningAnalysis:
     for root in sorted(root_size):
         base[root] = total
         total += root_size[root]
-    parent = list(range(total))
-
-    def find(x: int) -> int:
-        while parent[x] != x:
-            parent[x] = parent[parent[x]]
-            x = parent[x]
-        return x
-
+    pairs_a, pairs_b = [], []
     for ka, ia, kb, ib in [(l.a, l.ia, l.b, l.ib) for l in b.links] + resolved_links:
         ra, rb = root_of_key[ka], root_of_key[kb]
         if ra not in base or rb not in base:
             continue
-        for x, y in zip((base[ra] + ia).tolist(), (base[rb] + ib).tolist()):
-            rx, ry = find(x), find(y)
-            if rx != ry:
-                if ry < rx:
-                    rx, ry = ry, rx
-                parent[ry] = rx
-    labels = np.fromiter((find(x) for x in range(total)), dtype=np.int64, count=total)
+        n = min(len(ia), len(ib))
+        pairs_a.append(base[ra] + np.asarray(ia[:n], dtype=np.int64))
+        pairs_b.append(base[rb] + np.asarray(ib[:n], dtype=np.int64))
+    labels = _min_labels(total, pairs_a, pairs_b)
 
     def root_slice(root: int) -> slice:
         return slice(base[root], base[root] + root_size[root])
@@ -493,18 +492,31 @@ def analyze_pruning(model: Model) -> PruningAnalysis:
     try:
         costs = node_costs(model)
     except Exception:
-        costs = {}
-    macs_per_root = _macs_per_root(b, order, costs, root_of_key, root_live, root_size)
+        costs = None
+    macs_per_root = _macs_per_root(b, order, costs or {}, root_of_key, root_live, root_size)
 
-    sort = np.argsort(labels, kind="stable")
-    sorted_labels = labels[sort]
-    bounds = np.flatnonzero(np.diff(sorted_labels)) + 1
-    starts = np.r_[0, bounds]
-    ends = np.r_[bounds, total]
+    # Units are the runs of equal label in the stably sorted labels (a unit's elements ascend), and a unit splits
+    # into per-root pieces: roots own consecutive element ranges, so its pieces follow the root order. All of it
+    # is array work; the loop below only builds the Python objects, one group at a time.
     roots_sorted = sorted(base)
     bases_arr = np.asarray([base[r] for r in roots_sorted], dtype=np.int64)
-    live_units = [(int(sorted_labels[s]), sort[s:e]) for s, e in zip(starts, ends) if live_label[sorted_labels[s]]]
-    live_units.sort(key=lambda item: item[0])
+    sort = np.argsort(labels, kind="stable")
+    sorted_labels = labels[sort]
+    keep = live_label[sorted_labels]
+    sort, sorted_labels = sort[keep], sorted_labels[keep]
+    root_pos = np.searchsorted(bases_arr, sort, side="right") - 1
+    offsets = sort - bases_arr[root_pos]
+    new_unit = np.ones(len(sort), dtype=bool)
+    new_unit[1:] = sorted_labels[1:] != sorted_labels[:-1]
+    new_piece = new_unit.copy()
+    new_piece[1:] |= root_pos[1:] != root_pos[:-1]
+    piece_start = np.flatnonzero(new_piece)
+    unit_piece = np.flatnonzero(new_unit[piece_start])  # first piece of each unit
+    piece_bounds = np.r_[piece_start, len(sort)].tolist()
+    unit_bounds = np.r_[unit_piece, len(piece_start)].tolist()
+    piece_root = [roots_sorted[p] for p in root_pos[piece_start].tolist()]
+    unit_reason = unit_pin[sorted_labels[piece_start[unit_piece]]].tolist()
+    offset_list = offsets.tolist()
 
     stem_roots = {root_of_key[k] for k in b.stem_keys}
     space_ids: dict[int, str] = {}
@@ -513,44 +525,45 @@ def analyze_pruning(model: Model) -> PruningAnalysis:
     elements: dict[int, dict[int, np.ndarray]] = {}
     value_nodes = _value_nodes_cache(b)
     root_plan: dict[int, _RootPlan] = {}
-    for label, elems in live_units:
-        elems = np.sort(elems)
-        which = np.searchsorted(bases_arr, elems, side="right") - 1
-        per_root: dict[int, np.ndarray] = {}
-        for pos in np.unique(which):
-            root = roots_sorted[pos]
-            per_root[root] = elems[which == pos] - base[root]
+    unit_plan: dict[tuple[int, ...], tuple[list[str], int]] = {}  # roots of a unit -> its nodes, primary root
+    no_param = "no trainable parameter to zero (weights are computed or constant nodes)"
+    for unit, pin_index in enumerate(unit_reason):
+        p0, p1 = unit_bounds[unit], unit_bounds[unit + 1]
+        roots = tuple(piece_root[p0:p1])
+        shared = unit_plan.get(roots)
+        if shared is None:
+            nodes: dict[str, None] = {}
+            for root in roots:
+                plan = root_plan.get(root)
+                if plan is None:
+                    plan = root_plan[root] = _root_plan(b, root_members[root], value_nodes)
+                nodes.update(plan.nodes)
+                space_ids.setdefault(root, "")
+            primary = next((root for root in roots if root in stem_roots), roots[0])
+            shared = unit_plan[roots] = (list(nodes), primary)
         gid = len(groups)
         params: list[TensorSlice] = []
         others: list[TensorSlice] = []
-        nodes: dict[str, None] = {}
+        per_root: dict[int, np.ndarray] = {}
         num_params = 0
         macs = 0.0
-        primary = None
-        for root, idx in per_root.items():
-            if primary is None and root in stem_roots:
-                primary = root
-            macs += macs_per_root.get(root, 0.0) * len(idx)
-            plan = root_plan.get(root)
-            if plan is None:
-                plan = root_plan[root] = _root_plan(b, root_members[root], value_nodes)
-            nodes.update(plan.nodes)
-            indices = idx.tolist()
-            for name, axis, role, per_index in plan.constants:
-                piece = TensorSlice(name, axis, indices)
-                num_params += per_index * len(indices)
-                (params if role == "param" else others).append(piece)
-        if primary is None:
-            primary = next(iter(per_root))
-        for root in per_root:
-            space_ids.setdefault(root, "")
-        removable = unit_pin[label] < 0
-        reason = "" if removable else reasons[unit_pin[label]]
+        for p in range(p0, p1):
+            root = piece_root[p]
+            start, end = piece_bounds[p], piece_bounds[p + 1]
+            per_root[root] = offsets[start:end]
+            indices = offset_list[start:end]
+            macs += macs_per_root.get(root, 0.0) * (end - start)
+            plan = root_plan[root]
+            num_params += plan.params_per_index * (end - start)
+            for name, axis, is_param in plan.slices:
+                (params if is_param else others).append(TensorSlice(name, axis, indices))
+        removable = pin_index < 0
+        reason = "" if removable else reasons[pin_index]
         if removable and not params:
-            removable, reason = False, "no trainable parameter to zero (weights are computed or constant nodes)"
+            removable, reason = False, no_param
         groups.append(Group(
-            id=gid, kind="prune", nodes=list(nodes), params=params, removable=bool(removable), reason=reason,
-            num_params=int(num_params), macs=int(round(macs)), space=str(primary),
+            id=gid, kind="prune", nodes=list(shared[0]), params=params, removable=removable, reason=reason,
+            num_params=num_params, macs=int(round(macs)), space=str(shared[1]),
         ))
         other_slices[gid] = others
         elements[gid] = per_root
@@ -574,6 +587,7 @@ def analyze_pruning(model: Model) -> PruningAnalysis:
         groups=groups, spaces=spaces, other_slices=other_slices, folds=folds,
         pin_reasons=pin_counts, _b=b, _se=se, _root_of_key=root_of_key, _root_size=root_size,
         _root_members=root_members, _elements=elements, _zero=dict(zc.values), _space_id=space_ids,
+        _costs=costs,
     )
     for group in groups:
         if not group.removable:
@@ -581,18 +595,45 @@ def analyze_pruning(model: Model) -> PruningAnalysis:
     return analysis
 
 
+def _min_labels(total: int, pairs_a: list[np.ndarray], pairs_b: list[np.ndarray]) -> np.ndarray:
+    """Each element's label: the smallest element connected to it through the pairs ``(a[k], b[k])``.
+
+    Array rounds instead of a per-element union-find: every pair whose ends have different labels hooks the larger
+    label under the smaller, then pointer jumping makes every label a root again; labels only ever drop to a
+    connected element, so the fixed point is the component minimum.
+    """
+    labels = np.arange(total, dtype=np.int64)
+    if not pairs_a:
+        return labels
+    xs, ys = np.concatenate(pairs_a), np.concatenate(pairs_b)
+    while True:
+        lx, ly = labels[xs], labels[ys]
+        differ = lx != ly
+        if not differ.any():
+            return labels
+        lx, ly = lx[differ], ly[differ]
+        np.minimum.at(labels, np.maximum(lx, ly), np.minimum(lx, ly))
+        while True:
+            jumped = labels[labels]
+            if np.array_equal(jumped, labels):
+                break
+            labels = jumped
+
+
 @dataclass
 class _RootPlan:
-    """Per space, once: the nodes it touches and its constants ``(name, axis, role, elements per index)``
-    (float-initializer elements per index count as parameters; others count 0)."""
+    """Per space, once: the nodes it touches, its constants' slices ``(name, axis, is a parameter slice)`` and the
+    parameters removed per index (float-initializer elements; other constants count 0)."""
 
     nodes: dict[str, None]
-    constants: list[tuple[str, int, str, int]]
+    slices: list[tuple[str, int, bool]]
+    params_per_index: int
 
 
 def _root_plan(b: Builder, keys: list[int], value_nodes) -> _RootPlan:
     nodes: dict[str, None] = {}
-    constants = []
+    slices = []
+    params_per_index = 0
     for key in keys:
         value = b.key_value[key]
         if value is None:
@@ -606,9 +647,10 @@ def _root_plan(b: Builder, keys: list[int], value_nodes) -> _RootPlan:
             role = "const"
         axis = b.key_axis[key]
         shape = value.const.shape
-        per_index = int(np.prod(shape, dtype=np.int64)) // max(shape[axis], 1) if is_param else 0
-        constants.append((value.name, axis, role, per_index))
-    return _RootPlan(nodes, constants)
+        if is_param:
+            params_per_index += int(np.prod(shape, dtype=np.int64)) // max(shape[axis], 1)
+        slices.append((value.name, axis, role == "param"))
+    return _RootPlan(nodes, slices, params_per_index)
 
 
 def _safe_zero(rule, node: Node, zc: ZeroCtx) -> float | None:
@@ -619,7 +661,12 @@ def _safe_zero(rule, node: Node, zc: ZeroCtx) -> float | None:
 
 
 def _is_float_initializer(value: Value) -> bool:
-    return value.is_initializer and value.const.array.dtype.kind == "f"
+    return value.is_initializer and _decodes_to_float(value.const.dtype)  # the element type only: no decoding
+
+
+@lru_cache(maxsize=None)
+def _decodes_to_float(elem_type: int) -> bool:
+    return np.dtype(helper.tensor_dtype_to_np_dtype(elem_type)).kind == "f"
 
 
 def _value_nodes_cache(b: Builder):

@@ -119,6 +119,10 @@ class Builder:
     # --- keys -------------------------------------------------------------------------------------
     def k(self, value: Value, axis: int) -> int:
         """The key of ``value``'s axis (negative axes count from the end). The rank must be known."""
+        if axis >= 0:  # the common case, a key made before (only valid axes ever get one)
+            key = self.keys.get((value.name, axis))
+            if key is not None:
+                return key
         rank = value.rank
         if rank is None:
             raise Unsupported(f"value {value.name} has unknown rank")

@@ -26,8 +26,8 @@ from asgnas.passes.pruning.rewrites import (r_conv, r_expand, r_gather, r_groupn
 from asgnas.passes.pruning.shapes import ShapeEval
 from asgnas.passes.pruning.zeros import (
     UNARY, Zero, z_add, z_avgpool, z_clip, z_compare, z_concat, z_contract, z_div, z_dropout, z_expand, z_first,
-    z_gemm, z_lppool, z_mul, z_norm, z_pad, z_pow, z_prelu, z_reduce, z_reduce_all, z_resize, z_softmax, z_stem,
-    z_sub, z_transpose, z_unary, z_where,
+    z_gemm, z_lppool, z_mul, z_norm, z_pad, z_pow, z_prelu, z_reduce, z_reduce_all, z_resize, z_rmsnorm, z_softmax,
+    z_stem, z_sub, z_transpose, z_unary, z_where,
 )
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -178,14 +178,25 @@ def a_groupnorm(node: Node, b: Builder, se: ShapeEval) -> None:
 
 
 def a_layernorm(node: Node, b: Builder, se: ShapeEval) -> None:
+    _normalize_trailing(node, b, "removing channels changes the statistics of the others")
+
+
+def a_rmsnorm(node: Node, b: Builder, se: ShapeEval) -> None:
+    """RMSNormalization (opset 23): a LayerNormalization without centring or bias. A zeroed channel adds nothing
+    to the sum of squares, but the mean divides by the axis size, so removing it rescales the others."""
+    _normalize_trailing(node, b, "the mean square divides by the axis size, so removing channels rescales the "
+                                 "others")
+
+
+def _normalize_trailing(node: Node, b: Builder, why: str) -> None:
+    """Axes from ``axis`` on are normalized (pinned, ``why``); the rest pass through; scale/bias broadcast in."""
     x, out = node.inputs[0], node.outputs[0]
     _need_shape(x, out)
     axis = axis_attr(node, x.rank, -1)
     for a in range(x.rank):
         b.same(b.k(x, a), b.k(out, a))
     for a in range(axis, x.rank):
-        b.pin(b.k(x, a), None, f"{node.name} (LayerNormalization) normalizes over this axis: removing channels "
-                               f"changes the statistics of the others")
+        b.pin(b.k(x, a), None, f"{node.name} ({node.op_type}) normalizes over this axis: {why}")
     for value in node.inputs[1:3]:
         if value is not None:
             _broadcast_into(b, value, x)
@@ -631,6 +642,7 @@ _register("BatchNormalization", a_batchnorm, z_norm(1, 2))
 _register("InstanceNormalization", a_instancenorm, z_norm(1, 2))
 _register("GroupNormalization", a_groupnorm, z_norm(1, 2), r_groupnorm)
 _register("LayerNormalization", a_layernorm, aligned=False)
+_register("RMSNormalization", a_rmsnorm, z_rmsnorm, aligned=False)
 _register("Conv", a_conv, z_stem(lambda n: {1}), r_conv)
 _register("ConvTranspose", a_conv_transpose, z_stem(lambda n: {1}))
 _register("Gemm", a_gemm, z_gemm)

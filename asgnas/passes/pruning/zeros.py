@@ -201,6 +201,12 @@ def z_norm(scale_index: int, bias_index: int) -> Zero:
     return zero
 
 
+def z_rmsnorm(node: Node, zc: "ZeroCtx") -> float | None:
+    """``x / sqrt(mean(x^2) + eps) * scale``: a zero input slab stays 0 (with a positive epsilon)."""
+    epsilon = node.attr("epsilon", 1e-5)
+    return 0.0 if epsilon > 0 and zc.z(node.inputs[0]) == 0 else None
+
+
 def z_stem(own_axes: Callable[[Node], set[int]]) -> Zero:
     """A stem zeroes the slabs of its own output axis (its rows are in the group); a removed slab along an axis
     it passes through from its input would be ``bias + z * sum(W)``: only exact as 0 (input slab 0, no bias)."""
