@@ -89,6 +89,42 @@ def _emit(text: str) -> None:
         os.close(devnull)
 
 
+def _input_files(model_path: Path) -> list[Path]:
+    """The input model and the external-data files it names (the proto alone is read: weights stay on disk)."""
+    import onnx
+    from onnx.external_data_helper import uses_external_data
+
+    files = [model_path]
+    try:
+        proto = onnx.load(str(model_path), load_external_data=False)
+    except Exception:  # unreadable: load_model reports it properly later
+        return files
+    tensors = [*proto.graph.initializer,
+               *(a.t for n in proto.graph.node for a in n.attribute if a.type == onnx.AttributeProto.TENSOR)]
+    for tensor in tensors:
+        if uses_external_data(tensor):
+            location = next((e.value for e in tensor.external_data if e.key == "location"), None)
+            if location:
+                files.append(model_path.parent / location)
+    return files
+
+
+def _check_no_clobbering(model_path: Path, output: str | None, report: str | None) -> None:
+    """No output may land on the input (model or external data) or on another output."""
+    targets = [(flag, Path(path)) for flag, path in (("-o", output), ("--report", report)) if path]
+    if output:
+        targets.append(("-o", Path(f"{output}.data")))  # where external data would go
+    if len(targets) == 3 and _same_file(Path(output), Path(report)):
+        raise AsgnasError("refusing to overwrite: -o and --report name the same file", file=output)
+    if not any(path.exists() for _, path in targets):
+        return  # nothing there yet to collide with: no need to read the input here
+    for known in _input_files(model_path):
+        for flag, path in targets:
+            if _same_file(known, path):
+                raise AsgnasError(f"refusing to overwrite the input model's file {known}; choose another {flag}",
+                                  file=str(model_path))
+
+
 def _check_writable_dir(path: Path) -> None:
     """Fail before any pass runs (training may take minutes) when an output could not be written."""
     parent = path.parent
@@ -138,6 +174,7 @@ def run(argv: Sequence[str] | None = None) -> int:
     model_path = Path(args.model)
     if args.output and _same_file(model_path, Path(args.output)):
         raise AsgnasError("refusing to overwrite the input model; choose another -o", file=args.model)
+    _check_no_clobbering(model_path, args.output, args.report)
     for out in filter(None, (args.output, args.report)):
         _check_writable_dir(Path(out))
 
