@@ -29,11 +29,21 @@ class _ArgumentParser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _ArgumentParser(prog=PROG, description="Compiler-style passes over ONNX models.")
+    parser = _ArgumentParser(
+        prog=PROG,
+        description="Compiler-style passes over ONNX models.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=(
+            "example:\n"
+            f'  {PROG} model.onnx --passes "search-space,zero-groups{{fraction=0.5}},construct-subnet,verify" '
+            "-o slim.onnx --report r.json\n"
+            "exit status: 0 ok, 1 verify found a difference, 2 bad input (one line on stderr), 3 internal error"
+        ),
+    )
     parser.add_argument("model", nargs="?", help="input ONNX file (never modified)")
     parser.add_argument("--passes", "-p", help='pipeline, e.g. "shape-infer,cost,verify{rtol=1e-5}"')
-    parser.add_argument("-o", "--output", help="write the resulting model here (atomically)")
-    parser.add_argument("--report", help="write a JSON report of every pass here")
+    parser.add_argument("-o", "--output", help="write the resulting model here (atomically; the folder must exist)")
+    parser.add_argument("--report", help="write a JSON report of every pass here (the folder must exist)")
     parser.add_argument("--list-passes", action="store_true", help="list the registered passes and exit")
     parser.add_argument("--print-ir-after-all", action="store_true", help="print the IR after each pass")
     parser.add_argument("--external-data", choices=("auto", "yes", "no"), default="auto",
