@@ -71,7 +71,10 @@ def load_dataset(spec: str, sample_shape: tuple[int, ...], num_classes: int | No
                  val_fraction: float = 0.2) -> Dataset:
     """``spec`` is ``digits``, ``npz:PATH`` or ``synthetic``; ``sample_shape`` excludes the batch dim."""
     if spec == "digits":
-        from sklearn.datasets import load_digits
+        try:
+            from sklearn.datasets import load_digits
+        except ImportError:
+            raise AsgnasError("data=digits needs scikit-learn: pip install 'asgnas[data]' (or scikit-learn)") from None
 
         digits = load_digits()
         x = (digits.data / 16.0).astype(np.float32)

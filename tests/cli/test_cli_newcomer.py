@@ -236,3 +236,12 @@ def test_train_target_above_removable_count_is_bad_input(cnn, capsys):
                                        "accepts seeds<1; also batch=0, zero-groups round-to=0)")
 def test_verify_without_inputs_is_bad_input(cnn, capsys):
     assert main([str(cnn), "--passes", "verify{seeds=0}"]) == 2
+
+
+def test_digits_without_scikit_learn_says_what_to_install(monkeypatch):
+    from asgnas.data import load_dataset
+    from asgnas.errors import AsgnasError
+
+    monkeypatch.setitem(sys.modules, "sklearn.datasets", None)  # as if `pip install asgnas` without [data]
+    with pytest.raises(AsgnasError, match=r"scikit-learn.*asgnas\[data\]"):
+        load_dataset("digits", (1, 8, 8))
