@@ -16,7 +16,7 @@ import os
 import sys
 import tempfile
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 from asgnas.errors import AsgnasError
 
@@ -144,7 +144,7 @@ def _check_writable_dir(path: Path) -> None:
     raise AsgnasError(f"cannot write here: {problem}: {parent}", file=str(path))
 
 
-def _strict_json(value):
+def _strict_json(value: Any) -> Any:
     """Reports must be standard JSON: NaN/inf (e.g. an optimizer metric before it is defined) become null."""
     if isinstance(value, dict):
         return {key: _strict_json(item) for key, item in value.items()}
