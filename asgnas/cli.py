@@ -137,6 +137,8 @@ def _check_no_clobbering(model_path: Path, output: str | None, report: str | Non
 
 def _check_writable_dir(path: Path) -> None:
     """Fail before any pass runs (training may take minutes) when an output could not be written."""
+    if path.is_dir():
+        raise AsgnasError("cannot write here: is a directory (name a file)", file=str(path))
     parent = path.parent
     if parent.is_dir():
         return

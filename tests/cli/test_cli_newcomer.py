@@ -245,3 +245,10 @@ def test_digits_without_scikit_learn_says_what_to_install(monkeypatch):
     monkeypatch.setitem(sys.modules, "sklearn.datasets", None)  # as if `pip install asgnas` without [data]
     with pytest.raises(AsgnasError, match=r"scikit-learn.*asgnas\[data\]"):
         load_dataset("digits", (1, 8, 8))
+
+
+@pytest.mark.parametrize("flag", ["-o", "--report"])
+def test_output_naming_a_directory_is_refused_before_running(cnn, tmp_path, capsys, monkeypatch, flag):
+    monkeypatch.setattr(PASS_REGISTRY["dce"], "run", lambda *_: pytest.fail("a pass ran"))
+    assert main([str(cnn), "--passes", "dce", flag, str(tmp_path)]) == 2
+    assert "is a directory" in _one_line(capsys)
