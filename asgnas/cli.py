@@ -3,18 +3,20 @@
     asgnas-opt MODEL.onnx --passes "p1,p2{key=value}" [-o OUT.onnx] [--report REPORT.json] [--print-ir-after-all]
     asgnas-opt --list-passes
 
-Exit status: 0 success, 1 ``verify`` found a difference above its tolerance, 2 bad input (one line on stderr).
+Exit status: 0 success, 1 ``verify`` found a difference above its tolerance, 2 bad input (one line on stderr),
+3 internal error (one line; ``ASGNAS_TRACEBACK=1`` shows the traceback).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 import tempfile
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 from asgnas.errors import AsgnasError
 
@@ -27,11 +29,21 @@ class _ArgumentParser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _ArgumentParser(prog=PROG, description="Compiler-style passes over ONNX models.")
+    parser = _ArgumentParser(
+        prog=PROG,
+        description="Compiler-style passes over ONNX models.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=(
+            "example:\n"
+            f'  {PROG} model.onnx --passes "search-space,zero-groups{{fraction=0.5}},construct-subnet,verify" '
+            "-o slim.onnx --report r.json\n"
+            "exit status: 0 ok, 1 verify found a difference, 2 bad input (one line on stderr), 3 internal error"
+        ),
+    )
     parser.add_argument("model", nargs="?", help="input ONNX file (never modified)")
     parser.add_argument("--passes", "-p", help='pipeline, e.g. "shape-infer,cost,verify{rtol=1e-5}"')
-    parser.add_argument("-o", "--output", help="write the resulting model here (atomically)")
-    parser.add_argument("--report", help="write a JSON report of every pass here")
+    parser.add_argument("-o", "--output", help="write the resulting model here (atomically; the folder must exist)")
+    parser.add_argument("--report", help="write a JSON report of every pass here (the folder must exist)")
     parser.add_argument("--list-passes", action="store_true", help="list the registered passes and exit")
     parser.add_argument("--print-ir-after-all", action="store_true", help="print the IR after each pass")
     parser.add_argument("--external-data", choices=("auto", "yes", "no"), default="auto",
@@ -68,18 +80,104 @@ def _same_file(a: Path, b: Path) -> bool:
         return False
 
 
+class InternalError(Exception):
+    """An unexpected exception inside a pass: a bug, reported as one line with the pass that raised it."""
+
+    def __init__(self, pass_name: str | None, err: BaseException) -> None:
+        self.pass_name, self.err = pass_name, err
+        where = f"pass {pass_name}: " if pass_name else ""
+        super().__init__(f"{where}{type(err).__name__}: {err}")
+
+
+def _emit(text: str) -> None:
+    """print() that outlives a closed stdout (`| head`): later output is dropped and the job still finishes."""
+    try:
+        print(text, flush=True)
+    except BrokenPipeError:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+
+
+def _input_files(model_path: Path) -> list[Path]:
+    """The input model and the external-data files it names (the proto alone is read: weights stay on disk)."""
+    import onnx
+    from onnx.external_data_helper import uses_external_data
+
+    files = [model_path]
+    try:
+        proto = onnx.load(str(model_path), load_external_data=False)
+    except Exception:  # unreadable: load_model reports it properly later
+        return files
+    tensors = [*proto.graph.initializer,
+               *(a.t for n in proto.graph.node for a in n.attribute if a.type == onnx.AttributeProto.TENSOR)]
+    for tensor in tensors:
+        if uses_external_data(tensor):
+            location = next((e.value for e in tensor.external_data if e.key == "location"), None)
+            if location:
+                files.append(model_path.parent / location)
+    return files
+
+
+def _check_no_clobbering(model_path: Path, output: str | None, report: str | None) -> None:
+    """No output may land on the input (model or external data) or on another output."""
+    targets = [(flag, Path(path)) for flag, path in (("-o", output), ("--report", report)) if path]
+    if output:
+        targets.append(("-o", Path(f"{output}.data")))  # where external data would go
+    if len(targets) == 3 and _same_file(Path(output), Path(report)):
+        raise AsgnasError("refusing to overwrite: -o and --report name the same file", file=output)
+    if not any(path.exists() for _, path in targets):
+        return  # nothing there yet to collide with: no need to read the input here
+    for known in _input_files(model_path):
+        for flag, path in targets:
+            if _same_file(known, path):
+                raise AsgnasError(f"refusing to overwrite the input model's file {known}; choose another {flag}",
+                                  file=str(model_path))
+
+
+def _check_writable_dir(path: Path) -> None:
+    """Fail before any pass runs (training may take minutes) when an output could not be written."""
+    if path.is_dir():
+        raise AsgnasError("cannot write here: is a directory (name a file)", file=str(path))
+    parent = path.parent
+    if parent.is_dir():
+        return
+    problem = "not a directory" if parent.exists() or any(p.is_file() for p in parent.parents) else "no such directory"
+    raise AsgnasError(f"cannot write here: {problem}: {parent}", file=str(path))
+
+
+def _strict_json(value: Any) -> Any:
+    """Reports must be standard JSON: NaN/inf (e.g. an optimizer metric before it is defined) become null."""
+    if isinstance(value, dict):
+        return {key: _strict_json(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_strict_json(item) for item in value]
+    if getattr(value, "ndim", None) == 0 and hasattr(value, "item"):  # numpy / torch scalars
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
 def _write_json_atomically(data: dict, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(fd, "w") as handle:
-        json.dump(data, handle, indent=2, default=str)
-    os.replace(tmp, path)
+    try:
+        with os.fdopen(fd, "w") as handle:
+            json.dump(_strict_json(data), handle, indent=2, default=str, allow_nan=False)
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise
+
+
+def _write_error(path: str, err: OSError) -> AsgnasError:
+    return AsgnasError(f"cannot write: {err.strerror or err}", file=path)
 
 
 def run(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.list_passes:
-        print(list_passes())
+        _emit(list_passes())
         return 0
     if not args.model:
         raise AsgnasError("no input model given")
@@ -88,6 +186,9 @@ def run(argv: Sequence[str] | None = None) -> int:
     model_path = Path(args.model)
     if args.output and _same_file(model_path, Path(args.output)):
         raise AsgnasError("refusing to overwrite the input model; choose another -o", file=args.model)
+    _check_no_clobbering(model_path, args.output, args.report)
+    for out in filter(None, (args.output, args.report)):
+        _check_writable_dir(Path(out))
 
     from asgnas.ir import load_model, save_model
     from asgnas.passes import PassContext, PassManager, VerifyFailed, parse_pipeline
@@ -95,32 +196,58 @@ def run(argv: Sequence[str] | None = None) -> int:
     _register_all_passes()
     passes = parse_pipeline(args.passes)  # before loading: a typo fails fast
     model = load_model(model_path)
-    manager = PassManager(passes, print_ir_after_all=args.print_ir_after_all)
-    ctx = PassContext(quiet=args.quiet, log=(lambda _: None) if args.quiet else print)
+    manager = PassManager(passes, print_ir_after_all=args.print_ir_after_all, printer=_emit)
+    ctx = PassContext(quiet=args.quiet, log=(lambda _: None) if args.quiet else _emit)
     status = 0
     try:
         report = manager.run(model, ctx)
     except VerifyFailed as err:
         report, status = manager.report, 1
-        print(f"{PROG}: {err.with_context(file=str(model_path))}", file=sys.stderr)
+        print(f"{PROG}: {_one_line(str(err.with_context(file=str(model_path))))}", file=sys.stderr)
+    except (AsgnasError, BrokenPipeError):
+        raise
+    except Exception as err:
+        done = len(manager.report.get("passes", ()))
+        raise InternalError(passes[done].name if done < len(passes) else None, err) from err
     finally:
         if args.report:
-            _write_json_atomically(manager.report, Path(args.report))
+            try:
+                _write_json_atomically(manager.report, Path(args.report))
+            except OSError as err:
+                raise _write_error(args.report, err) from None
     if args.output and status == 0:
         external = {"auto": None, "yes": True, "no": False}[args.external_data]
-        save_model(model, args.output, external_data=external)
+        try:
+            save_model(model, args.output, external_data=external)
+        except OSError as err:
+            raise _write_error(args.output, err) from None
     if not args.quiet:
         summary = ", ".join(f"{p['name']} {p['seconds']:.3f}s" for p in report["passes"])
-        print(f"{PROG}: {model_path}: {summary}" + (f" -> {args.output}" if args.output and status == 0 else ""))
+        _emit(f"{PROG}: {model_path}: {summary}" + (f" -> {args.output}" if args.output and status == 0 else ""))
     return status
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     try:
         return run(argv)
     except AsgnasError as err:
-        print(f"{PROG}: error: {err}", file=sys.stderr)
+        print(f"{PROG}: error: {_one_line(str(err))}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # stdout closed while a pass printed outside _emit: the job did not finish
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 141
+    except Exception as err:
+        internal = err if isinstance(err, InternalError) else InternalError(None, err)
+        if os.environ.get("ASGNAS_TRACEBACK"):
+            raise internal.err
+        print(f"{PROG}: internal error (a bug; ASGNAS_TRACEBACK=1 shows where): {_one_line(str(internal))}",
+              file=sys.stderr)
+        return 3
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted", file=sys.stderr)
         return 130

@@ -57,11 +57,24 @@ def fit_to_shape(x: np.ndarray, sample_shape: tuple[int, ...]) -> np.ndarray:
     return np.ascontiguousarray(np.tile(resized, (1, repeat, 1, 1))[:, :channels])
 
 
+def _check_pairs(path: Path, x_name: str, x: np.ndarray, y_name: str, y: np.ndarray) -> None:
+    if x.ndim < 2:
+        raise AsgnasError(f"{path}: '{x_name}' must hold samples as [N, ...], got shape {x.shape}")
+    if len(x) != len(y) or len(x) == 0:
+        raise AsgnasError(f"{path}: '{x_name}' holds {len(x)} samples but '{y_name}' {len(y)} labels "
+                          "(need as many labels as samples, at least one)")
+    if y.min() < 0:
+        raise AsgnasError(f"{path}: '{y_name}' holds negative class labels (expected 0..C-1)")
+
+
 def load_dataset(spec: str, sample_shape: tuple[int, ...], num_classes: int | None = None, seed: int = 0,
                  val_fraction: float = 0.2) -> Dataset:
     """``spec`` is ``digits``, ``npz:PATH`` or ``synthetic``; ``sample_shape`` excludes the batch dim."""
     if spec == "digits":
-        from sklearn.datasets import load_digits
+        try:
+            from sklearn.datasets import load_digits
+        except ImportError:
+            raise AsgnasError("data=digits needs scikit-learn: pip install 'asgnas[data]' (or scikit-learn)") from None
 
         digits = load_digits()
         x = (digits.data / 16.0).astype(np.float32)
@@ -76,9 +89,11 @@ def load_dataset(spec: str, sample_shape: tuple[int, ...], num_classes: int | No
             if "x" not in arrays or "y" not in arrays:
                 raise AsgnasError(f"{path}: expected arrays 'x' and 'y' (and optionally 'x_val', 'y_val')")
             x, y = arrays["x"].astype(np.float32), arrays["y"].astype(np.int64).reshape(-1)
+            _check_pairs(path, "x", x, "y", y)
             if "x_val" in arrays and "y_val" in arrays:
                 x_tr, y_tr = x, y
                 x_va, y_va = arrays["x_val"].astype(np.float32), arrays["y_val"].astype(np.int64).reshape(-1)
+                _check_pairs(path, "x_val", x_va, "y_val", y_va)
             else:
                 x_tr, y_tr, x_va, y_va = _split(x, y, val_fraction, seed)
         classes = int(max(y_tr.max(), y_va.max())) + 1

@@ -5,6 +5,7 @@ Imported only by the commands that execute models (verify, the shape-inference f
 
 from __future__ import annotations
 
+import re
 import time
 from typing import Sequence
 
@@ -13,7 +14,14 @@ import onnx
 import onnxruntime as ort
 from onnx import helper
 
+from asgnas.errors import AsgnasError
 from asgnas.ir import Model, lower
+
+# onnxruntime's load errors name the op as "domain:Op(version) is not a registered function/op" or the node as
+# "... for node with name 'n'"; both are picked out so the one-line error can name node and op.
+_ORT_UNREGISTERED = re.compile(r"(?:[\w.]+:)?(\w+)\(-?\d+\) is not a registered")
+_ORT_NODE = re.compile(r"node (?:with )?name '([^']*)'")
+_ORT_PREFIX = re.compile(r"^\[ONNXRuntimeError\] : \d+ : \w+ : ")
 
 
 def providers(device: str = "auto") -> list[str]:
@@ -25,15 +33,34 @@ def providers(device: str = "auto") -> list[str]:
 
 
 def session(model: Model | onnx.ModelProto | bytes | str, device: str = "auto", threads: int = 0) -> ort.InferenceSession:
+    """An onnxruntime session; a model onnxruntime refuses (unregistered custom op, unsupported opset) raises
+    AsgnasError naming the node and op where onnxruntime's message allows."""
     if isinstance(model, Model):
         model = lower(model)
-    if isinstance(model, onnx.ModelProto):
-        model = model.SerializeToString()
+    proto = model if isinstance(model, onnx.ModelProto) else None
+    if proto is not None:
+        model = proto.SerializeToString()
     options = ort.SessionOptions()
     options.log_severity_level = 3
     if threads:
         options.intra_op_num_threads = threads
-    return ort.InferenceSession(model, sess_options=options, providers=providers(device))
+    try:
+        return ort.InferenceSession(model, sess_options=options, providers=providers(device))
+    except Exception as err:  # onnxruntime's pybind errors (Fail, InvalidGraph, NotImplemented) share no base
+        raise _session_error(str(err), proto) from None
+
+
+def _session_error(message: str, proto: onnx.ModelProto | None) -> AsgnasError:
+    message = _ORT_PREFIX.sub("", " ".join(message.split()))
+    node = op = None
+    if found := _ORT_NODE.search(message):
+        node = found.group(1)
+        op = next((n.op_type for n in proto.graph.node if n.name == node), None) if proto is not None else None
+    elif found := _ORT_UNREGISTERED.search(message):
+        op = found.group(1)
+        if proto is not None:
+            node = next((n.name for n in proto.graph.node if n.op_type == op), None)
+    return AsgnasError(f"onnxruntime cannot run the model: {message}", node=node, op=op)
 
 
 def random_feeds(

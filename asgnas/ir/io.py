@@ -22,6 +22,8 @@ def load_model(path: str | os.PathLike, *, check_ops: bool = True) -> Model:
     """Read and lift an ONNX file (with its external data, if any). Raises AsgnasError on bad input."""
     path = Path(path)
     where = str(path)
+    if path.is_dir():
+        raise AsgnasError("is a directory, not a model file", file=where)
     if not path.is_file():
         raise AsgnasError("no such model file", file=where)
     try:
