@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import re
-import statistics
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -187,19 +185,16 @@ def _bench_module():
     return module
 
 
-def test_oracle_is_fast_on_a_10k_node_graph() -> None:
+def test_oracle_answers_every_query_on_a_10k_node_graph() -> None:
+    """Its speed (target <= 1 ms per query) is measured by tools/bench_oracle.py, not asserted here."""
     bench = _bench_module()
     analysis = analyze_erasing(lift(bench.synthetic_model(10_000, seed=1)))
     assert len(analysis.graph.segments) > 3000 and len(analysis.removable()) > 1000
     oracle = build_hierarchy(analysis).oracle()
     order = [g.id for g in analysis.removable()]
     np.random.default_rng(1).shuffle(order)
-    times = []
-    for gid in order:
-        start = time.perf_counter()
-        oracle.try_remove(gid)
-        times.append(time.perf_counter() - start)
-    assert statistics.fmean(times) < 1e-3  # spec target: <= 1 ms per query (measured: a few microseconds)
+    answers = [oracle.try_remove(gid) for gid in order]
+    assert sum(answers) == len(oracle.removed)
     assert len(oracle.removed) > len(order) // 2
 
 
