@@ -27,6 +27,7 @@ class Option:
     default: Any
     help: str
     choices: tuple[Any, ...] | None = None
+    minimum: float | None = None  # smallest accepted value of a numeric option
 
     def parse(self, text: str, pass_name: str) -> Any:
         try:
@@ -44,6 +45,8 @@ class Option:
         if self.choices is not None and value not in self.choices:
             allowed = "|".join(str(c) for c in self.choices)
             raise AsgnasError(f"option '{self.name}' must be one of {allowed}, got '{text}'", pass_name=pass_name)
+        if self.minimum is not None and value < self.minimum:
+            raise AsgnasError(f"option '{self.name}' must be >= {self.minimum:g}, got '{text}'", pass_name=pass_name)
         return value
 
 

@@ -111,7 +111,8 @@ class DrawGroupsPass(Pass):
     summary = "draw the dependency graph with its groups (DOT/SVG via Graphviz, or text for terminals)"
     options = (
         Option("out", str, "groups.dot", "output path (.dot; an .svg beside it when Graphviz is installed)"),
-        Option("format", str, "svg", "svg (DOT + SVG), dot, or text (printed)", choices=("svg", "dot", "text")),
+        Option("format", str, "auto", "auto (DOT, plus SVG when Graphviz is installed), svg (DOT + SVG, needs "
+               "Graphviz), dot, or text (printed)", choices=("auto", "svg", "dot", "text")),
     )
 
     def run(self, model: Model, ctx: PassContext) -> dict[str, Any]:
@@ -123,8 +124,10 @@ class DrawGroupsPass(Pass):
         dot_path.parent.mkdir(parents=True, exist_ok=True)
         dot_path.write_text(to_dot(space, erasing))
         written = {"dot": str(dot_path)}
-        if self.config["format"] == "svg":
-            dot_program = shutil.which("dot")
+        dot_program = shutil.which("dot")
+        if self.config["format"] == "auto" and dot_program is None:
+            ctx.log(f"draw-groups: wrote {dot_path} only (for an SVG: apt-get install graphviz)")
+        if self.config["format"] == "svg" or (self.config["format"] == "auto" and dot_program is not None):
             if dot_program is None:
                 raise AsgnasError("Graphviz's `dot` is not installed (apt-get install graphviz); "
                                   f"the DOT file is at {dot_path}; or use draw-groups{{format=text}}")

@@ -41,6 +41,7 @@ def compare_models(
     cur_names = [o.name for o in current_sess.get_outputs()]
     if len(ref_names) != len(cur_names):
         raise AsgnasError(f"model has {len(cur_names)} outputs, reference has {len(ref_names)}")
+    _check_inputs(current_sess, reference_sess)
     per_output = {name: {"max_abs_diff": 0.0, "scale": 0.0} for name in cur_names}
     for seed in range(seeds):
         feeds = model_feeds(reference, seed=seed, symbolic_dim=symbolic_dim)
@@ -63,15 +64,31 @@ def compare_models(
     }
 
 
+def _check_inputs(current_sess: Any, reference_sess: Any) -> None:
+    """Every input of the model must be one of the reference's, with the same element type and rank and equal
+    fixed dims (the slim model may have dropped inputs it no longer reads)."""
+    reference_inputs = {i.name: i for i in reference_sess.get_inputs()}
+    for given in current_sess.get_inputs():
+        ref = reference_inputs.get(given.name)
+        if ref is None:
+            raise AsgnasError(f"model input '{given.name}' is not an input of the reference "
+                              f"(reference inputs: {', '.join(reference_inputs)})")
+        fixed_dims_differ = any(isinstance(a, int) and isinstance(b, int) and a != b
+                                for a, b in zip(given.shape, ref.shape))
+        if given.type != ref.type or len(given.shape) != len(ref.shape) or fixed_dims_differ:
+            raise AsgnasError(f"model input '{given.name}' is {given.type} {given.shape}, "
+                              f"in the reference {ref.type} {ref.shape}")
+
+
 @register_pass
 class VerifyPass(Pass):
     name = "verify"
     summary = "compare outputs with the reference model in onnxruntime (max abs/rel diff); fail above rtol"
     options = (
-        Option("rtol", float, 1e-4, "largest allowed difference relative to the output's scale"),
-        Option("seeds", int, 2, "number of seeded random input sets"),
+        Option("rtol", float, 1e-4, "largest allowed difference relative to the output's scale", minimum=0),
+        Option("seeds", int, 2, "number of seeded random input sets", minimum=1),
         Option("reference", str, "auto", "auto (latest reference checkpoint, else the input model) or a path"),
-        Option("batch", int, 2, "size used for symbolic input dims"),
+        Option("batch", int, 2, "size used for symbolic input dims", minimum=1),
         Option("device", str, "cpu", "onnxruntime device", choices=("cpu", "cuda", "auto")),
     )
 

@@ -106,7 +106,7 @@ class ZeroGroupsPass(Pass):
         Option("seed", int, 0, "random seed"),
         Option("kind", str, "both", "which groups", choices=("prune", "erase", "both")),
         Option("ids", str, "", "JSON file with the group ids to zero (overrides fraction/seed/kind)"),
-        Option("round-to", int, 1, "keep a multiple of this many channels in every channel space"),
+        Option("round-to", int, 1, "keep a multiple of this many channels in every channel space", minimum=1),
     )
 
     def run(self, model: Model, ctx: PassContext) -> dict[str, Any]:

@@ -159,8 +159,6 @@ def test_draw_groups_readme_example_without_graphviz(cnn, tmp_path, capsys, monk
     assert dot.read_text().startswith("digraph")
 
 
-@pytest.mark.xfail(strict=True, reason="draw-groups defaults to format=svg and fails (exit 2) when Graphviz is "
-                                       "missing, even for out=X.dot (asgnas/passes/draw.py, DrawGroups.run)")
 def test_draw_groups_dot_out_without_graphviz(cnn, tmp_path, monkeypatch):
     monkeypatch.setenv("PATH", str(tmp_path))
     assert main([str(cnn), "--passes", f"search-space,draw-groups{{out={tmp_path / 'g.dot'}}}", "-q"]) == 0
@@ -216,9 +214,6 @@ def test_npz_with_mismatched_lengths_is_bad_input(cnn, tmp_path, capsys):
     assert "10 samples" in line and "9 labels" in line and str(data) in line
 
 
-@pytest.mark.xfail(strict=True, reason="verify with a reference whose inputs differ raises onnxruntime's "
-                                       "InvalidArgument from sess.run (asgnas/passes/verify.py, compare_models): "
-                                       "exit 3 internal error instead of exit 2 naming the mismatched input")
 def test_verify_reference_with_other_inputs_is_bad_input(cnn, tmp_path, capsys):
     other = tmp_path / "mlp.onnx"
     torch.onnx.export(nn.Linear(64, 10), torch.randn(2, 64), str(other), input_names=["x"], dynamo=False)
@@ -232,8 +227,6 @@ def test_train_target_above_removable_count_is_bad_input(cnn, capsys):
     assert main([str(cnn), "--passes", "train{target-sparsity=50,epochs=1,quiet=true}", "-q"]) == 2
 
 
-@pytest.mark.xfail(strict=True, reason="verify{seeds=0} compares nothing yet reports ok=true (asgnas/passes/verify.py "
-                                       "accepts seeds<1; also batch=0, zero-groups round-to=0)")
 def test_verify_without_inputs_is_bad_input(cnn, capsys):
     assert main([str(cnn), "--passes", "verify{seeds=0}"]) == 2
 

@@ -112,3 +112,13 @@ def test_zero_groups_round_to_keeps_multiples(onnx_path):
             sizes[group["space"]] = sizes.get(group["space"], 0) + 1
             removed[group["space"]] = removed.get(group["space"], 0) + (group["id"] in zeroed)
     assert all((sizes[s] - removed[s]) % 4 == 0 for s in removed if removed[s])
+
+
+@pytest.mark.parametrize(
+    "pipeline, message",
+    [("verify{seeds=0}", "option 'seeds' must be >= 1"), ("verify{batch=0}", "option 'batch' must be >= 1"),
+     ("zero-groups{round-to=0}", "option 'round-to' must be >= 1")],
+)
+def test_numeric_options_below_their_minimum_are_refused(pipeline: str, message: str) -> None:
+    with pytest.raises(AsgnasError, match=message):
+        parse_pipeline(pipeline)
