@@ -23,9 +23,9 @@ import torch
 from asgnas.bridge.export import export_torch_model
 from asgnas.cli import _register_all_passes
 from asgnas.data import load_dataset
-from asgnas.ir import load_model
+from asgnas.ir import Model, load_model
 from asgnas.passes import PassContext, PassManager, parse_pipeline
-from asgnas.runtime import latency_ms, onnx_accuracy
+from asgnas.runtime import model_feeds, onnx_accuracy, session
 from asgnas.zoo import build
 
 
@@ -37,7 +37,8 @@ def run_one(net_name: str, size: str, seed: int, args: argparse.Namespace, workd
     export_torch_model(net, net.example_input(1), path)
     def train(target: float) -> str:
         return (f"train{{optimizer=h2spg,data={args.data},epochs={args.epochs},seed={seed},device={args.device},"
-                f"lr={args.lr},quiet=true,target-sparsity={target}}}")
+                f"lr={args.lr},quiet=true,target-sparsity={target},cost-weight={args.cost_weight},"
+                f"warmup-fraction={args.warmup_fraction},hard-zero-fraction={args.hard_zero_fraction}}}")
 
     full_model = load_model(path)
     PassManager(parse_pipeline("untie-aliases,search-space{groups=false}," + train(0))).run(
@@ -47,7 +48,7 @@ def run_one(net_name: str, size: str, seed: int, args: argparse.Namespace, workd
 
     model = load_model(path)
     report = PassManager(parse_pipeline(
-        "untie-aliases,search-space{groups=false}," + train(args.target)
+        "untie-aliases,search-space{groups=false}," + train(target_for(net_name, args))
         + ",construct-subnet,verify{rtol=1e-3}")).run(model, PassContext(quiet=True))
     cost = report["cost"]
     return {
@@ -56,11 +57,40 @@ def run_one(net_name: str, size: str, seed: int, args: argparse.Namespace, workd
         "macs_full": cost["before"]["macs"], "macs_slim": cost["after"]["macs"],
         "acc_baseline": baseline_acc, "acc_trained_full": report["train"]["val_accuracy_full"],
         "acc_slim": report["train"]["val_accuracy_slim"],
-        "latency_full_ms": latency_ms(str(path)), "latency_slim_ms": latency_ms(model),
+        **latencies(load_model(path), model, args.latency_batch),
         "erased": report["construct-subnet"]["erased_structures"],
         "removable": report["search_space"]["summary"]["num_removable_erase_groups"],
         "verify_max_abs_diff": report["verify"]["max_abs_diff"],
     }
+
+
+def target_for(net: str, args: argparse.Namespace) -> float:
+    """``--targets net=K,...`` overrides ``--target`` per net (the paper also picks K per experiment)."""
+    for item in filter(None, args.targets.split(",")):
+        name, value = item.split("=")
+        if name == net:
+            return float(value)
+    return args.target
+
+
+def latencies(full: Model, slim: Model, batch: int, rounds: int = 7, repeat: int = 20) -> dict[str, float]:
+    """onnxruntime CPU latency (one thread) of full and slim at ``batch``, interleaved round by round so both see
+    the same machine load; medians over the rounds of per-round medians."""
+    sessions = [session(m, device="cpu", threads=1) for m in (full, slim)]
+    feeds = model_feeds(full, seed=0, symbolic_dim=batch)
+    per = [[], []]
+    for _ in range(rounds):
+        for i, sess in enumerate(sessions):
+            for _ in range(3):
+                sess.run(None, feeds)
+            times = []
+            for _ in range(repeat):
+                start = time.perf_counter()
+                sess.run(None, feeds)
+                times.append(time.perf_counter() - start)
+            per[i].append(statistics.median(times))
+    return {"latency_batch": batch, "latency_full_ms": 1e3 * statistics.median(per[0]),
+            "latency_slim_ms": 1e3 * statistics.median(per[1])}
 
 
 def summarize(rows: list[dict]) -> str:
@@ -94,6 +124,11 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=12)
     parser.add_argument("--lr", type=float, default=0.05)
     parser.add_argument("--target", type=float, default=0.5)
+    parser.add_argument("--targets", default="", help="per-net targets, e.g. stackedunets=4,darts=0.6")
+    parser.add_argument("--cost-weight", type=float, default=0.0)
+    parser.add_argument("--warmup-fraction", type=float, default=0.2)
+    parser.add_argument("--hard-zero-fraction", type=float, default=0.75)
+    parser.add_argument("--latency-batch", type=int, default=1)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--out", default="")
     args = parser.parse_args()

@@ -56,6 +56,11 @@ class TrainPass(Pass):
         Option("seed", int, 0, "seed for data order, split and initial state"),
         Option("device", str, "auto", "cpu, cuda or auto", choices=("auto", "cpu", "cuda")),
         Option("quiet", bool, False, "no progress output"),
+        Option("cost-weight", float, 0.0, "cost-aware selection (ours): rank structures by saliency + this weight "
+               "x their share of params and MACs (both min-max scaled); 0 = the paper's saliency order"),
+        Option("warmup-fraction", float, 0.2, "share of the steps before the redundant structures are chosen"),
+        Option("hard-zero-fraction", float, 0.75, "share of the steps after which the chosen structures are forced "
+               "to zero (the rest of the budget trains the sub-network)"),
         Option("gates", bool, False, "gate parameter-free Add/Sum branches first (gate-branches), so pools and "
                "skips become erasable; unselected gates stay exactly 1 and construct-subnet folds them"),
     )
@@ -97,13 +102,21 @@ class TrainPass(Pass):
         module = OnnxModule(model).to(device)
         params = list(module.parameters())
         steps = math.ceil(len(data.x_train) / batch) if model_batch is None else len(data.x_train) // batch
-        schedule = Schedule.for_budget(cfg["epochs"], steps)
+        if not 0.0 <= cfg["warmup-fraction"] < cfg["hard-zero-fraction"] <= 1.0:
+            raise AsgnasError("train needs 0 <= warmup-fraction < hard-zero-fraction <= 1")
+        schedule = Schedule.for_budget(cfg["epochs"], steps, cfg["warmup-fraction"], cfg["hard-zero-fraction"])
         target = cfg["target-sparsity"]
+        oracle = build_oracle(model, groups) if cfg["optimizer"] == "h2spg" else None
+        costs = None
+        if cfg["cost-weight"] > 0 and oracle is not None:
+            from asgnas.bridge.mapping import erase_costs
+
+            costs = erase_costs(model, groups, oracle)
         optimizer = build_optimizer(
             cfg["optimizer"], params, groups, module.param_for_initializer, lr=cfg["lr"],
-            target=int(target) if target >= 1 else target, schedule=schedule,
-            oracle=build_oracle(model, groups) if cfg["optimizer"] == "h2spg" else None,
+            target=int(target) if target >= 1 else target, schedule=schedule, oracle=oracle,
             variant=cfg["variant"], momentum=cfg["momentum"], weight_decay=cfg["weight-decay"],
+            costs=costs, cost_weight=cfg["cost-weight"],
         )
         gates = 0
         if cfg["gates"]:
@@ -128,6 +141,8 @@ class TrainPass(Pass):
             "epochs": history.epochs,
             "seconds": round(history.seconds, 2),
             "schedule": vars(schedule),
+            "cost_weight": cfg["cost-weight"],
+            "redundant_groups": sorted(int(i) for i in getattr(optimizer, "redundant_group_ids", [])),
             "metrics": {k: v for k, v in metrics.items() if isinstance(v, (int, float, str, bool))},
             "zero_groups": sorted(int(i) for i in optimizer.zero_group_ids),
             "gates": gates,

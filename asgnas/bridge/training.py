@@ -63,12 +63,14 @@ def build_optimizer(
     variant: str = "sgd",
     momentum: float = 0.9,
     weight_decay: float = 0.0,
+    costs: Mapping[int, float] | None = None,
     **options: Any,
 ) -> torch.optim.Optimizer:
-    """H2SPG (with the hierarchy oracle) or DHSPG over ``groups``' slices of the given parameters."""
+    """H2SPG (with the hierarchy oracle) or DHSPG over ``groups``' slices of the given parameters; ``costs``
+    (group id -> saving) feeds cost-aware selection (option ``cost_weight``)."""
     from asgnas.bridge.mapping import to_param_groups
 
-    param_groups = to_param_groups(groups, param_for_initializer, strict=False)
+    param_groups = to_param_groups(groups, param_for_initializer, strict=False, costs=costs)
     if options.get("lmbda") is None:
         options["lmbda"] = budget_lambda(param_groups, lr, schedule)
     # project a group once a step would shrink it by 10% or more: it is then close to zero (HSPG's epsilon)
