@@ -116,7 +116,7 @@ class TrainPass(Pass):
             cfg["optimizer"], params, groups, module.param_for_initializer, lr=cfg["lr"],
             target=int(target) if target >= 1 else target, schedule=schedule, oracle=oracle,
             variant=cfg["variant"], momentum=cfg["momentum"], weight_decay=cfg["weight-decay"],
-            costs=costs, cost_weight=cfg["cost-weight"],
+            **({"costs": costs, "cost_weight": cfg["cost-weight"]} if cfg["optimizer"] == "h2spg" else {}),
         )
         gates = 0
         if cfg["gates"]:

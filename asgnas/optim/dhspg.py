@@ -42,7 +42,6 @@ class DHSPG(HybridSparseOptimizer):
         hard_zero_step: Optional[int] = None,
         score_normalization: str = "count",
         score_fn: Optional[ScoreFn] = None,
-        cost_weight: float = 0.0,
     ) -> None:
         super().__init__(
             params, groups, lr, target_group_sparsity=target_group_sparsity, variant=variant, momentum=momentum,
@@ -50,7 +49,7 @@ class DHSPG(HybridSparseOptimizer):
             score_momentum=score_momentum, lmbda=lmbda, lmbda_amplify=lmbda_amplify,
             hat_lmbda_coeff=hat_lmbda_coeff, epsilon=epsilon, projection_start=projection_start,
             penalty_start=penalty_start, hard_zero_step=hard_zero_step, score_normalization=score_normalization,
-            score_fn=score_fn, cost_weight=cost_weight,
+            score_fn=score_fn,
         )
 
     def _select_groups(self, order: list[int], k: int) -> list[int]:
