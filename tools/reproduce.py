@@ -57,6 +57,8 @@ def run_one(net_name: str, size: str, seed: int, args: argparse.Namespace, workd
         "macs_full": cost["before"]["macs"], "macs_slim": cost["after"]["macs"],
         "acc_baseline": baseline_acc, "acc_trained_full": report["train"]["val_accuracy_full"],
         "acc_slim": report["train"]["val_accuracy_slim"],
+        **latencies(load_model(path), model, 1),
+        **latencies(load_model(path), model, 1),
         **latencies(load_model(path), model, args.latency_batch),
         "erased": report["construct-subnet"]["erased_structures"],
         "removable": report["search_space"]["summary"]["num_removable_erase_groups"],
@@ -89,28 +91,33 @@ def latencies(full: Model, slim: Model, batch: int, rounds: int = 7, repeat: int
                 sess.run(None, feeds)
                 times.append(time.perf_counter() - start)
             per[i].append(statistics.median(times))
-    return {"latency_batch": batch, "latency_full_ms": 1e3 * statistics.median(per[0]),
-            "latency_slim_ms": 1e3 * statistics.median(per[1])}
+    return {f"latency_full_ms_b{batch}": 1e3 * statistics.median(per[0]),
+            f"latency_slim_ms_b{batch}": 1e3 * statistics.median(per[1])}
 
 
-def summarize(rows: list[dict]) -> str:
+def summarize(rows: list[dict], latency_batch: int) -> str:
     def stat(values: list[float], fmt: str) -> str:
         mean = statistics.mean(values)
         spread = statistics.pstdev(values) if len(values) > 1 else 0.0
-        return f"{mean:{fmt}} ± {spread:{fmt}}"
+        return f"{mean:{fmt}} ± {spread:{fmt.lstrip('+')}}"
+
+    def speedup_ratio(r: dict, batch: int) -> float:  # latency speed-up / MACs speed-up; target >= 0.9
+        return (r[f"latency_full_ms_b{batch}"] / r[f"latency_slim_ms_b{batch}"]) / (r["macs_full"] / r["macs_slim"])
 
     lines = ["| net | params full -> slim (kept) | MACs full -> slim (kept) | acc baseline | acc slim | "
-             "latency ratio / MACs ratio | erased |", "|" + "---|" * 7]
+             f"delta | latency / MACs speed-up, b1 | b{latency_batch} | erased |", "|" + "---|" * 9]
     for net in dict.fromkeys(r["net"] for r in rows):
         rs = [r for r in rows if r["net"] == net]
         p_keep = [r["params_slim"] / r["params_full"] for r in rs]
         m_keep = [r["macs_slim"] / r["macs_full"] for r in rs]
-        lat = [(r["latency_slim_ms"] / r["latency_full_ms"]) / (r["macs_slim"] / r["macs_full"]) for r in rs]
         lines.append(
             f"| {net} | {rs[0]['params_full']:,} -> {statistics.mean(r['params_slim'] for r in rs):,.0f} "
             f"({stat(p_keep, '.2f')}) | {rs[0]['macs_full']:,} -> {statistics.mean(r['macs_slim'] for r in rs):,.0f} "
             f"({stat(m_keep, '.2f')}) | {stat([100 * r['acc_baseline'] for r in rs], '.1f')} | "
-            f"{stat([100 * r['acc_slim'] for r in rs], '.1f')} | {stat(lat, '.2f')} | "
+            f"{stat([100 * r['acc_slim'] for r in rs], '.1f')} | "
+            f"{stat([100 * (r['acc_slim'] - r['acc_baseline']) for r in rs], '+.1f')} | "
+            f"{stat([speedup_ratio(r, 1) for r in rs], '.2f')} | "
+            f"{stat([speedup_ratio(r, latency_batch) for r in rs], '.2f')} | "
             f"{statistics.mean(r['erased'] for r in rs):.1f}/{rs[0]['removable']} |")
     return "\n".join(lines)
 
@@ -128,7 +135,7 @@ def main() -> None:
     parser.add_argument("--cost-weight", type=float, default=0.0)
     parser.add_argument("--warmup-fraction", type=float, default=0.2)
     parser.add_argument("--hard-zero-fraction", type=float, default=0.75)
-    parser.add_argument("--latency-batch", type=int, default=1)
+    parser.add_argument("--latency-batch", type=int, default=64, help="second latency batch (batch 1 always)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--out", default="")
     args = parser.parse_args()
@@ -145,7 +152,7 @@ def main() -> None:
                       f"({time.perf_counter() - start:.0f} s)", flush=True)
     if args.out:
         Path(args.out).write_text(json.dumps(rows, indent=1))
-    print(summarize(rows))
+    print(summarize(rows, args.latency_batch))
 
 
 if __name__ == "__main__":

@@ -75,8 +75,8 @@ class XBlock(nn.Module):
 class RegNetSuper(ZooNet):
     """Stem, stages of :class:`XBlock`, GAP, Linear."""
 
-    TINY = dict(in_channels=1, num_classes=10, input_size=8, stem_width=8,
-                widths=(8, 16), depths=(1, 2), group_width=4, se_ratio=0.25)
+    TINY = dict(in_channels=1, num_classes=10, input_size=8, stem_width=16,
+                widths=(16, 32), depths=(2, 3), group_width=8, se_ratio=0.25)
     PAPER = dict(in_channels=3, num_classes=10, input_size=32, stem_width=32,
                  widths=(48, 104, 208, 440), depths=(1, 3, 6, 6), group_width=8, se_ratio=0.25)
 
