@@ -1,12 +1,15 @@
 """The paper-style table: each super-network, full vs H2SPG sub-network (params, MACs, accuracy, latency).
 
     python tools/reproduce.py [--nets demosupnet,stackedunets,darts,superresnet,regnet] [--seeds 0,1,2]
-                              [--data digits|npz:PATH] [--size tiny|paper] [--epochs 12] [--device cpu|cuda]
+                              [--data digits|npz:PATH] [--size tiny|paper] [--epochs 20] [--device cpu|cuda]
+                              [--target 0.5] [--targets net=K,...] [--cost-weight 1] [--hard-zero-fraction 0.5]
+                              [--out rows.json] [--merge a.json,b.json]
 
 For every (net, seed): export the super-network, train it twice with the same budget through the ``train`` pass:
-once with no target (the full super-network baseline) and once with H2SPG at ``--target``; construct the
-sub-network, verify it in onnxruntime against the trained model, and measure onnxruntime CPU latency (batch 1,
-one thread). Prints mean and spread over the seeds; ``--out`` keeps the raw rows as JSON.
+once with no target (the full super-network baseline) and once with H2SPG at the net's target; construct the
+sub-network, verify it in onnxruntime against the trained model, and measure onnxruntime CPU latency (one thread,
+batch 1 and ``--latency-batch``, full and slim interleaved). Prints mean and spread over the seeds; ``--out`` keeps
+the raw rows as JSON, ``--merge`` prints the table of rows from runs split over several processes.
 """
 
 from __future__ import annotations
@@ -134,11 +137,19 @@ def main() -> None:
     parser.add_argument("--targets", default="", help="per-net targets, e.g. stackedunets=4,darts=0.6")
     parser.add_argument("--cost-weight", type=float, default=0.0)
     parser.add_argument("--warmup-fraction", type=float, default=0.2)
-    parser.add_argument("--hard-zero-fraction", type=float, default=0.75)
+    parser.add_argument("--hard-zero-fraction", type=float, default=0.5)
     parser.add_argument("--latency-batch", type=int, default=64, help="second latency batch (batch 1 always)")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch CPU threads (1: the tiny nets run fastest single-threaded on a shared machine)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--out", default="")
+    parser.add_argument("--merge", default="", help="comma-separated --out files of earlier runs: print their table")
     args = parser.parse_args()
+    if args.merge:  # runs split over processes (one per net or seed) are summarised together
+        rows = [row for path in args.merge.split(",") for row in json.loads(Path(path).read_text())]
+        print(summarize(rows, args.latency_batch))
+        return
+    torch.set_num_threads(args.threads)
     _register_all_passes()
     rows = []
     with tempfile.TemporaryDirectory() as tmp:

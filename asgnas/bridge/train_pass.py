@@ -19,6 +19,9 @@ from asgnas.errors import AsgnasError
 from asgnas.ir import Model
 from asgnas.passes.base import Option, Pass, PassContext, register_pass
 
+#: H2SPG's cost-aware selection weight in the train pass and the API (ours; 0 = the paper's saliency order)
+DEFAULT_COST_WEIGHT = 0.0
+
 CHECKPOINT = "group-sparse"
 
 
@@ -56,10 +59,10 @@ class TrainPass(Pass):
         Option("seed", int, 0, "seed for data order, split and initial state"),
         Option("device", str, "auto", "cpu, cuda or auto", choices=("auto", "cpu", "cuda")),
         Option("quiet", bool, False, "no progress output"),
-        Option("cost-weight", float, 0.0, "cost-aware selection (ours): rank structures by saliency + this weight "
+        Option("cost-weight", float, DEFAULT_COST_WEIGHT, "h2spg's cost-aware selection (ours): rank structures by saliency + this weight "
                "x their share of params and MACs (both min-max scaled); 0 = the paper's saliency order"),
         Option("warmup-fraction", float, 0.2, "share of the steps before the redundant structures are chosen"),
-        Option("hard-zero-fraction", float, 0.75, "share of the steps after which the chosen structures are forced "
+        Option("hard-zero-fraction", float, 0.5, "share of the steps after which the chosen structures are forced "
                "to zero (the rest of the budget trains the sub-network)"),
         Option("gates", bool, False, "gate parameter-free Add/Sum branches first (gate-branches), so pools and "
                "skips become erasable; unselected gates stay exactly 1 and construct-subnet folds them"),

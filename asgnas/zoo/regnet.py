@@ -76,7 +76,7 @@ class RegNetSuper(ZooNet):
     """Stem, stages of :class:`XBlock`, GAP, Linear."""
 
     TINY = dict(in_channels=1, num_classes=10, input_size=8, stem_width=16,
-                widths=(16, 32), depths=(2, 3), group_width=8, se_ratio=0.25)
+                widths=(16, 32), depths=(2, 4), group_width=8, se_ratio=0.25)
     PAPER = dict(in_channels=3, num_classes=10, input_size=32, stem_width=32,
                  widths=(48, 104, 208, 440), depths=(1, 3, 6, 6), group_width=8, se_ratio=0.25)
 

@@ -8,6 +8,7 @@ import torch
 from asgnas.bridge.export import export_torch_model
 from asgnas.bridge.mapping import erase_costs, to_param_groups
 from asgnas.cli import _register_all_passes
+from asgnas.errors import AsgnasError
 from asgnas.ir import load_model
 from asgnas.passes import PassContext, PassManager, parse_pipeline
 from asgnas.passes.cost import total_cost
@@ -65,3 +66,18 @@ def test_train_pass_cost_weight_erases_the_costly_structures(stackedunets):
     assert report["train"]["metrics"]["num_zero_groups"] == 2 and report["verify"]["ok"]
     paper = _train(stackedunets, 0.0)  # the paper's saliency order removes far fewer MACs here
     assert report["cost"]["after"]["macs"] < paper["cost"]["after"]["macs"]
+
+
+def test_train_pass_schedule_fractions(stackedunets):
+    _register_all_passes()
+    model = load_model(stackedunets)
+    report = PassManager(parse_pipeline(
+        "search-space{groups=false},train{epochs=1,target-sparsity=1,quiet=true,device=cpu,warmup-fraction=0.1,"
+        "hard-zero-fraction=0.6}")).run(model, PassContext(quiet=True))
+    schedule = report["train"]["schedule"]
+    assert schedule["warmup_steps"] == int(0.1 * schedule["total_steps"])
+    assert schedule["hard_zero_step"] == int(0.6 * schedule["total_steps"])
+    assert report["train"]["metrics"]["num_zero_groups"] == 1
+    with pytest.raises(AsgnasError, match="warmup-fraction"):
+        PassManager(parse_pipeline("train{epochs=1,warmup-fraction=0.6,hard-zero-fraction=0.5}")).run(
+            load_model(stackedunets), PassContext(quiet=True))
