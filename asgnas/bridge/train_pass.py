@@ -6,8 +6,9 @@ Reads: the IR and ``model.analyses["search_space"]`` (runs ``search-space`` when
 it first runs ``gate-branches`` and rebuilds the search space, see ``asgnas.passes.gates``). Writes: the trained
 initializers (and BatchNorm running statistics) back into the IR; a ``group-sparse`` checkpoint that becomes
 ``verify``'s reference; the data set on the pipeline context so ``construct-subnet`` can measure the slim model's
-accuracy. Report key ``train``: options, per-epoch history, optimizer metrics, validation accuracy of the trained
-full model (in onnxruntime), and, once ``construct-subnet`` ran, of the slim model.
+accuracy. Report key ``train``: options (schedule, ``cost_weight``), per-epoch history, optimizer metrics, the
+selected (``redundant_groups``) and zero groups, validation accuracy of the trained full model (in onnxruntime),
+and, once ``construct-subnet`` ran, of the slim model.
 The module registers with the pass registry without importing torch; torch loads when the pass runs.
 """
 
@@ -59,8 +60,9 @@ class TrainPass(Pass):
         Option("seed", int, 0, "seed for data order, split and initial state"),
         Option("device", str, "auto", "cpu, cuda or auto", choices=("auto", "cpu", "cuda")),
         Option("quiet", bool, False, "no progress output"),
-        Option("cost-weight", float, DEFAULT_COST_WEIGHT, "h2spg's cost-aware selection (ours): rank structures by saliency + this weight "
-               "x their share of params and MACs (both min-max scaled); 0 = the paper's saliency order"),
+        Option("cost-weight", float, DEFAULT_COST_WEIGHT, "h2spg's cost-aware selection (ours): rank structures "
+               "by saliency + this weight x their share of params and MACs (both min-max scaled); 0 = the paper's "
+               "saliency order"),
         Option("warmup-fraction", float, 0.2, "share of the steps before the redundant structures are chosen"),
         Option("hard-zero-fraction", float, 0.5, "share of the steps after which the chosen structures are forced "
                "to zero (the rest of the budget trains the sub-network)"),

@@ -200,7 +200,8 @@ class HybridSparseOptimizer(torch.optim.Optimizer):
         self.layout = GroupLayout(groups, all_params)
         self.target_count = resolve_target_count(target_group_sparsity, self.layout.n_removable)
         sizes = self.layout.sizes.numpy()
-        self._costs = np.array([sizes[i] if g.cost is None else float(g.cost) for i, g in enumerate(self.layout.groups)])
+        self._costs = np.array([sizes[i] if g.cost is None else float(g.cost)
+                                for i, g in enumerate(self.layout.groups)])
         if (self._costs < 0).any():
             raise ValueError("group costs must be >= 0")
         grouped = [b.param for b in self.layout.bindings.values()]
