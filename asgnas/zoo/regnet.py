@@ -21,7 +21,7 @@ Counts (Conv2d/Linear MAC hooks; the paper gives no RegNet configuration):
   group width 8, SE 0.25, stem 32, strides (1,2,2,2), 32x32x3, 10 classes:
   3,907,554 params (3.91M), 124.1M MACs.
 * ``tiny()`` - 8x8x1, widths (16,32), depths (2,4), group width 8, SE 0.25,
-  stem 16: 24,510 params, 0.57M MACs (cost pass, BN included); 7 removal
+  stem 16: 24,510 params, 0.53M MACs; 7 removal
   structures (6 residual tails, 1 projection). Sized like the other tiny
   nets (7k-85k params): the earlier 3.4k-param, 4-structure version had no
   room to lose half its blocks.
