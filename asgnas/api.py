@@ -19,7 +19,8 @@ from torch import nn
 
 from asgnas.bridge.executor import OnnxModule
 from asgnas.bridge.export import PARAM_MAP_KEY, export_torch_model
-from asgnas.bridge.mapping import params_by_initializer, to_param_groups
+from asgnas.bridge.mapping import erase_costs, params_by_initializer, to_param_groups
+from asgnas.bridge.train_pass import DEFAULT_COST_WEIGHT
 from asgnas.ir import Model, load_model, save_model
 from asgnas.optim import DHSPG, H2SPG
 from asgnas.passes.groups import SearchSpace, group_is_zero
@@ -72,15 +73,20 @@ class ASGNAS:
         return [g for g in self.search_space.groups if g.kind in kinds]
 
     def h2spg(self, lr: float = 0.05, target_group_sparsity: float | int = 0.5, *, kind: str = "erase",
-              **options: Any) -> H2SPG:
-        """H2SPG over the removal structures (``kind="both"`` adds channel groups), guarded by the hierarchy oracle."""
+              cost_weight: float = DEFAULT_COST_WEIGHT, **options: Any) -> H2SPG:
+        """H2SPG over the removal structures (``kind="both"`` adds channel groups), guarded by the hierarchy oracle.
+
+        ``cost_weight`` > 0: cost-aware selection (ours), structures rank by saliency plus this weight times their
+        share of the model's params and MACs (``asgnas.bridge.mapping.erase_costs``); 0 is the paper's order."""
         from asgnas.passes.hierarchy import build_oracle
 
         groups = self.groups(kind)
-        param_groups = to_param_groups(groups, self._param_for_initializer, strict=False)
+        oracle = build_oracle(self.ir, groups)
+        costs = erase_costs(self.ir, groups, oracle) if cost_weight > 0 else None
+        param_groups = to_param_groups(groups, self._param_for_initializer, strict=False, costs=costs)
         self._optimizer = H2SPG(self.model.parameters(), param_groups, lr=lr,
-                                target_group_sparsity=target_group_sparsity,
-                                validity_oracle=build_oracle(self.ir, groups), **options)
+                                target_group_sparsity=target_group_sparsity, validity_oracle=oracle,
+                                cost_weight=cost_weight, **options)
         return self._optimizer
 
     def dhspg(self, lr: float = 0.05, target_group_sparsity: float | int = 0.5, *, kind: str = "prune",

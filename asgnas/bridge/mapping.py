@@ -8,12 +8,13 @@ IR itself) or from ``params_by_initializer(module, param_map)`` (training the us
 
 from __future__ import annotations
 
-from typing import Mapping
+from typing import Any, Mapping
 
 from torch import nn
 
 from asgnas.errors import AsgnasError
 from asgnas.optim.groups import ParamGroup, ParamSlice
+from asgnas.ir import Model
 from asgnas.passes.groups import Group
 
 
@@ -33,8 +34,12 @@ def to_param_groups(
     params: Mapping[str, nn.Parameter],
     *,
     strict: bool = True,
+    costs: Mapping[int, float] | None = None,
 ) -> list[ParamGroup]:
     """One ``ParamGroup`` per ``Group`` (same id and removable flag), slices resolved to parameters.
+
+    ``costs`` (group id -> saving, e.g. from :func:`erase_costs`) fills ``ParamGroup.cost`` for cost-aware
+    selection; groups it does not name keep ``None`` (their element count stands in).
 
     ``strict``: an initializer without a parameter (a frozen constant, a folded tensor) is an error; otherwise
     its slices are dropped and the group becomes non-removable (it could never be all zero). Axis and indices
@@ -65,5 +70,29 @@ def to_param_groups(
                                   f"{piece.initializer!r}")
             slices.append(ParamSlice(param, axis, indices))
         removable = group.removable and bool(slices) and not dropped  # a partial group cannot reach zero
-        out.append(ParamGroup(group.id, slices, removable))
+        out.append(ParamGroup(group.id, slices, removable, None if costs is None else costs.get(group.id)))
+    return out
+
+
+def erase_costs(model: Model, groups: list[Group], oracle: Any) -> dict[int, float]:
+    """What erasing each removable erase group alone saves: 0.5 * (its share of the model's params) + 0.5 *
+    (its share of the MACs), counting everything that goes with it (the structure, the columns it feeds, the
+    dead code it leaves; the oracle's ``removed_segments``). Params and MACs weigh the same because the quality
+    targets ask for both."""
+    from asgnas.passes.cost import ensure_shapes, node_costs
+
+    ensure_shapes(model)
+    per_node = node_costs(model)
+    total_params = max(sum(c["params"] for c in per_node.values()), 1)
+    total_macs = max(sum(c["macs"] for c in per_node.values()), 1)
+    segments = oracle.analysis.graph.by_id()
+    out: dict[int, float] = {}
+    for group in groups:
+        if group.kind != "erase" or not group.removable:
+            continue
+        nodes = {n for sid in oracle.removed_segments([group.id]) for n in segments[sid].nodes}
+        # the group's own count adds the consumer columns it takes away (not a segment of their own)
+        params = max(sum(per_node[n]["params"] for n in nodes if n in per_node), group.num_params)
+        macs = max(sum(per_node[n]["macs"] for n in nodes if n in per_node), group.macs)
+        out[group.id] = 0.5 * params / total_params + 0.5 * macs / total_macs
     return out

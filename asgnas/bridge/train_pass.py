@@ -6,8 +6,9 @@ Reads: the IR and ``model.analyses["search_space"]`` (runs ``search-space`` when
 it first runs ``gate-branches`` and rebuilds the search space, see ``asgnas.passes.gates``). Writes: the trained
 initializers (and BatchNorm running statistics) back into the IR; a ``group-sparse`` checkpoint that becomes
 ``verify``'s reference; the data set on the pipeline context so ``construct-subnet`` can measure the slim model's
-accuracy. Report key ``train``: options, per-epoch history, optimizer metrics, validation accuracy of the trained
-full model (in onnxruntime), and, once ``construct-subnet`` ran, of the slim model.
+accuracy. Report key ``train``: options (schedule, ``cost_weight``), per-epoch history, optimizer metrics, the
+selected (``redundant_groups``) and zero groups, validation accuracy of the trained full model (in onnxruntime),
+and, once ``construct-subnet`` ran, of the slim model.
 The module registers with the pass registry without importing torch; torch loads when the pass runs.
 """
 
@@ -18,6 +19,9 @@ from typing import Any
 from asgnas.errors import AsgnasError
 from asgnas.ir import Model
 from asgnas.passes.base import Option, Pass, PassContext, register_pass
+
+#: H2SPG's cost-aware selection weight in the train pass and the API (ours; 0 = the paper's saliency order)
+DEFAULT_COST_WEIGHT = 0.0
 
 CHECKPOINT = "group-sparse"
 
@@ -56,6 +60,12 @@ class TrainPass(Pass):
         Option("seed", int, 0, "seed for data order, split and initial state"),
         Option("device", str, "auto", "cpu, cuda or auto", choices=("auto", "cpu", "cuda")),
         Option("quiet", bool, False, "no progress output"),
+        Option("cost-weight", float, DEFAULT_COST_WEIGHT, "h2spg's cost-aware selection (ours): rank structures "
+               "by saliency + this weight x their share of params and MACs (both min-max scaled); 0 = the paper's "
+               "saliency order"),
+        Option("warmup-fraction", float, 0.2, "share of the steps before the redundant structures are chosen"),
+        Option("hard-zero-fraction", float, 0.5, "share of the steps after which the chosen structures are forced "
+               "to zero (the rest of the budget trains the sub-network)"),
         Option("gates", bool, False, "gate parameter-free Add/Sum branches first (gate-branches), so pools and "
                "skips become erasable; unselected gates stay exactly 1 and construct-subnet folds them"),
     )
@@ -97,13 +107,21 @@ class TrainPass(Pass):
         module = OnnxModule(model).to(device)
         params = list(module.parameters())
         steps = math.ceil(len(data.x_train) / batch) if model_batch is None else len(data.x_train) // batch
-        schedule = Schedule.for_budget(cfg["epochs"], steps)
+        if not 0.0 <= cfg["warmup-fraction"] < cfg["hard-zero-fraction"] <= 1.0:
+            raise AsgnasError("train needs 0 <= warmup-fraction < hard-zero-fraction <= 1")
+        schedule = Schedule.for_budget(cfg["epochs"], steps, cfg["warmup-fraction"], cfg["hard-zero-fraction"])
         target = cfg["target-sparsity"]
+        oracle = build_oracle(model, groups) if cfg["optimizer"] == "h2spg" else None
+        costs = None
+        if cfg["cost-weight"] > 0 and oracle is not None:
+            from asgnas.bridge.mapping import erase_costs
+
+            costs = erase_costs(model, groups, oracle)
         optimizer = build_optimizer(
             cfg["optimizer"], params, groups, module.param_for_initializer, lr=cfg["lr"],
-            target=int(target) if target >= 1 else target, schedule=schedule,
-            oracle=build_oracle(model, groups) if cfg["optimizer"] == "h2spg" else None,
+            target=int(target) if target >= 1 else target, schedule=schedule, oracle=oracle,
             variant=cfg["variant"], momentum=cfg["momentum"], weight_decay=cfg["weight-decay"],
+            **({"costs": costs, "cost_weight": cfg["cost-weight"]} if cfg["optimizer"] == "h2spg" else {}),
         )
         gates = 0
         if cfg["gates"]:
@@ -128,6 +146,8 @@ class TrainPass(Pass):
             "epochs": history.epochs,
             "seconds": round(history.seconds, 2),
             "schedule": vars(schedule),
+            "cost_weight": cfg["cost-weight"],
+            "redundant_groups": sorted(int(i) for i in getattr(optimizer, "redundant_group_ids", [])),
             "metrics": {k: v for k, v in metrics.items() if isinstance(v, (int, float, str, bool))},
             "zero_groups": sorted(int(i) for i in optimizer.zero_group_ids),
             "gates": gates,

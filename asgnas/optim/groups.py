@@ -52,11 +52,15 @@ class ParamGroup:
 
     ``id`` is the caller's identifier (passed back to the validity oracle and reported by the optimizers);
     ``removable=False`` groups are trained with the base optimizer only and are never projected to zero.
+    ``cost`` is what erasing the group saves (any non-negative unit, e.g. a fraction of the model's MACs and
+    params); only cost-aware selection (``cost_weight > 0``) reads it, and ``None`` stands for the group's
+    element count.
     """
 
     id: int
     slices: list[ParamSlice]
     removable: bool = True
+    cost: Optional[float] = None
 
 
 @runtime_checkable

@@ -57,6 +57,10 @@ class H2SPG(HybridSparseOptimizer):
         validity_oracle: optional :class:`ValidityOracle`; without one the selection is plain top-K.
         score_normalization: ``"count"`` (|x|/n, DHSPG) or ``"sqrt"`` (|x|/sqrt(n)) for the magnitude term.
         score_fn: optional replacement of the default saliency score (see :mod:`asgnas.optim.scores`).
+        cost_weight: 0 (default) ranks by saliency alone, as the paper; > 0 ranks by
+            :func:`asgnas.optim.scores.cost_aware_key` (saliency plus ``cost_weight`` times the group's
+            ``ParamGroup.cost``, both min-max scaled), so that costly structures go first among comparably
+            redundant ones. The validity oracle is consulted either way and K stays exact.
 
     If the oracle rejects so many candidates that K cannot be reached, fewer groups are selected, a
     ``RuntimeWarning`` is issued and ``metrics()['selection_shortfall']`` reports the gap.
@@ -86,6 +90,7 @@ class H2SPG(HybridSparseOptimizer):
         validity_oracle: Optional[ValidityOracle] = None,
         score_normalization: str = "count",
         score_fn: Optional[ScoreFn] = None,
+        cost_weight: float = 0.0,
     ) -> None:
         self.validity_oracle = validity_oracle
         super().__init__(
@@ -94,7 +99,7 @@ class H2SPG(HybridSparseOptimizer):
             score_momentum=score_momentum, lmbda=lmbda, lmbda_amplify=lmbda_amplify,
             hat_lmbda_coeff=hat_lmbda_coeff, epsilon=epsilon, projection_start=projection_start,
             penalty_start=penalty_start, hard_zero_step=hard_zero_step, score_normalization=score_normalization,
-            score_fn=score_fn,
+            score_fn=score_fn, cost_weight=cost_weight,
         )
 
     def _select_groups(self, order: list[int], k: int) -> list[int]:

@@ -49,7 +49,7 @@ import numpy as np
 import torch
 
 from .groups import Binding, GroupLayout, ParamGroup, resolve_target_count
-from .scores import ScoreFn, saliency_score
+from .scores import ScoreFn, cost_aware_key, saliency_score
 
 __all__ = ["HybridSparseOptimizer", "GLOBAL_STATE_KEY", "LAMBDA_DEFAULTS"]
 
@@ -170,6 +170,7 @@ class HybridSparseOptimizer(torch.optim.Optimizer):
         hard_zero_step: Optional[int] = None,
         score_normalization: str = "count",
         score_fn: Optional[ScoreFn] = None,
+        cost_weight: float = 0.0,
     ) -> None:
         variant = variant.lower()
         if variant not in LAMBDA_DEFAULTS:
@@ -186,6 +187,8 @@ class HybridSparseOptimizer(torch.optim.Optimizer):
             raise ValueError("warmup_steps must be >= 0")
         if score_normalization not in ("count", "sqrt"):
             raise ValueError("score_normalization must be 'count' or 'sqrt'")
+        if not cost_weight >= 0.0:
+            raise ValueError("cost_weight must be >= 0")
         defaults = dict(lr=lr, momentum=momentum, nesterov=nesterov, betas=tuple(betas), eps=eps,
                         weight_decay=weight_decay)
         super().__init__(params, defaults)
@@ -205,10 +208,16 @@ class HybridSparseOptimizer(torch.optim.Optimizer):
         self.hard_zero_step = None if hard_zero_step is None else int(hard_zero_step)
         self.score_normalization = score_normalization
         self.score_fn = score_fn
+        self.cost_weight = float(cost_weight)
 
         all_params = [p for g in self.param_groups for p in g["params"]]
         self.layout = GroupLayout(groups, all_params)
         self.target_count = resolve_target_count(target_group_sparsity, self.layout.n_removable)
+        sizes = self.layout.sizes.numpy()
+        self._costs = np.array([sizes[i] if g.cost is None else float(g.cost)
+                                for i, g in enumerate(self.layout.groups)])
+        if (self._costs < 0).any():
+            raise ValueError("group costs must be >= 0")
         grouped = [b.param for b in self.layout.bindings.values()]
         ref = grouped[0] if grouped else (all_params[0] if all_params else torch.empty(0))
         self._home = ref.device
@@ -751,6 +760,7 @@ class HybridSparseOptimizer(torch.optim.Optimizer):
         else:
             scores = gs["scores"].detach().to("cpu", torch.float64).numpy()[rem_idx]
         scores = np.where(np.isnan(scores), -np.inf, scores)
+        scores = cost_aware_key(scores, self._costs[rem_idx], self.cost_weight)
         # stable sort: equal scores keep the caller's group order, identical on every rank
         order = [rem_idx[i] for i in np.argsort(-scores, kind="stable")]
         chosen = self._select_groups(order, k) if k > 0 else []

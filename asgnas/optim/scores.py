@@ -14,9 +14,10 @@ from __future__ import annotations
 
 from typing import Callable
 
+import numpy as np
 import torch
 
-__all__ = ["saliency_score", "ScoreFn"]
+__all__ = ["saliency_score", "cost_aware_key", "ScoreFn"]
 
 ScoreFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -50,3 +51,24 @@ def saliency_score(
 def _unit(v: torch.Tensor) -> torch.Tensor:
     # v == 0 everywhere gives 0 / tiny = 0; avoids a host sync on accelerators
     return v / torch.linalg.vector_norm(v).clamp_min(torch.finfo(v.dtype).tiny)
+
+
+def cost_aware_key(scores: np.ndarray, costs: np.ndarray, cost_weight: float) -> np.ndarray:
+    """Selection key of cost-aware selection (our extension; the paper ranks by saliency alone).
+
+    Both terms are min-max scaled over the candidates so that ``cost_weight`` is unit-free:
+    ``key = (s - min s) / (max s - min s) + cost_weight * (c - min c) / (max c - min c)``.  With weight 0 the
+    order is the saliency order; with equal saliencies the costlier group comes first.  Non-finite scores
+    (groups never scored) stay last.
+    """
+    scores = np.asarray(scores, dtype=np.float64)
+    finite = np.isfinite(scores)
+    if cost_weight == 0.0 or not finite.any():
+        return scores
+    key = _minmax(np.where(finite, scores, 0.0), finite) + cost_weight * _minmax(np.asarray(costs, np.float64), finite)
+    return np.where(finite, key, -np.inf)
+
+
+def _minmax(v: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    lo, hi = v[mask].min(), v[mask].max()
+    return (v - lo) / (hi - lo) if hi > lo else np.zeros_like(v)

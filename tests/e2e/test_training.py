@@ -109,3 +109,29 @@ def test_api_from_onnx_matches_onnxruntime(superresnet_onnx, tmp_path):
     with torch.no_grad():
         got = nas.model(torch.from_numpy(x)).numpy()
     assert np.allclose(got, expected, atol=1e-5 * max(1.0, np.abs(expected).max()))
+
+
+@pytest.mark.parametrize("cost_weight", [0.0, 10.0])
+def test_api_cost_weight_picks_the_costly_branch_on_a_tie(cost_weight, tmp_path):
+    """With equal saliencies, the paper's order keeps the search space's order; cost-aware selection takes the
+    5x5 branch (the costliest of the three parallel convs)."""
+    torch.manual_seed(0)
+    net = _Net()
+    nas = ASGNAS(net, torch.randn(1, 1, 8, 8), workdir=tmp_path / "work")
+    data = load_dataset("digits", (1, 8, 8))
+    optimizer = nas.h2spg(lr=0.05, target_group_sparsity=1, warmup_steps=2, hard_zero_step=4, momentum=0.9,
+                          cost_weight=cost_weight, score_fn=lambda xx, xd, dd, sizes: torch.ones_like(xx))
+    x, y = torch.from_numpy(data.x_train[:64]), torch.from_numpy(data.y_train[:64])
+    for _ in range(5):
+        optimizer.zero_grad()
+        nn.CrossEntropyLoss()(net(x), y).backward()
+        optimizer.step()
+    by_id = {g.id: g for g in nas.search_space.groups}
+    [chosen] = optimizer.redundant_group_ids
+    takes_b = any("/b/" in n for n in by_id[chosen].nodes)
+    if cost_weight:
+        assert takes_b
+    else:
+        assert chosen == nas.search_space.removable("erase")[0].id and not takes_b
+    summary = nas.construct_subnet(tmp_path / "out")
+    assert summary["erased_structures"] >= 1 and summary["max_abs_diff"] < 1e-4

@@ -1,0 +1,101 @@
+"""Cost-aware selection (``cost_weight``, ``ParamGroup.cost``): our extension of H2SPG's saliency-only ranking."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from asgnas.optim import H2SPG, ParamGroup, ParamSlice
+from asgnas.optim.scores import cost_aware_key
+from optim_testlib import BranchNet, batches, is_zero, train
+
+
+def _flat_score(xx, xd, dd, sizes):
+    return torch.ones_like(xx)  # every group equally redundant: only the cost can order them
+
+
+def _with_costs(groups: list[ParamGroup], costs: dict[int, float]) -> list[ParamGroup]:
+    return [ParamGroup(g.id, g.slices, g.removable, costs.get(g.id)) for g in groups]
+
+
+class PathOracle:
+    """Groups in ``path`` cannot all go (the last one is the only input->output path)."""
+
+    def __init__(self, path: set[int]) -> None:
+        self.path, self.removed, self.calls = path, set(), []
+
+    def reset(self) -> None:
+        self.removed = set()
+
+    def try_remove(self, group_id: int) -> bool:
+        self.calls.append(group_id)
+        if self.path <= self.removed | {group_id}:
+            return False
+        self.removed.add(group_id)
+        return True
+
+
+def test_equal_saliency_costliest_groups_go_first():
+    torch.manual_seed(0)
+    model = BranchNet(stages=3, width=2)
+    costs = {0: 0.1, 1: 0.2, 10: 0.9, 11: 0.3, 20: 0.8, 21: 0.05}
+    groups = _with_costs(model.branch_groups(), costs)
+    opt = H2SPG(model.parameters(), groups, lr=0.05, target_group_sparsity=2, warmup_steps=2, hard_zero_step=6,
+                score_fn=_flat_score, cost_weight=1.0)
+    train(model, opt, batches(8))
+    assert opt.redundant_group_ids == [10, 20]
+    assert sorted(opt.zero_group_ids) == [10, 20] and opt.metrics()["num_zero_groups"] == 2
+
+
+def test_cost_weight_zero_is_the_saliency_order():
+    torch.manual_seed(0)
+    model = BranchNet(stages=3, width=2)
+    groups = _with_costs(model.branch_groups(), {0: 0.1, 1: 0.2, 10: 0.9, 11: 0.3, 20: 0.8, 21: 0.05})
+    opt = H2SPG(model.parameters(), groups, lr=0.05, target_group_sparsity=2, warmup_steps=2, hard_zero_step=6,
+                score_fn=_flat_score)
+    train(model, opt, batches(8))
+    assert opt.redundant_group_ids == [0, 1]  # ties keep the caller's order (stable sort)
+
+
+def test_cost_aware_selection_still_asks_the_oracle_and_meets_k():
+    torch.manual_seed(1)
+    model = BranchNet(stages=3, width=2)
+    # the two costliest groups form stage 1 (ids 10, 11): erasing both would cut the network
+    groups = _with_costs(model.branch_groups(), {0: 0.1, 1: 0.2, 10: 0.9, 11: 0.8, 20: 0.3, 21: 0.05})
+    oracle = PathOracle({10, 11})
+    opt = H2SPG(model.parameters(), groups, lr=0.05, target_group_sparsity=3, warmup_steps=2, hard_zero_step=6,
+                score_fn=_flat_score, cost_weight=1.0, validity_oracle=oracle)
+    train(model, opt, batches(8))
+    assert oracle.calls == [10, 11, 20, 1]  # 11 refused, the next costliest taken until K = 3
+    assert opt.redundant_group_ids == [1, 10, 20] and oracle.removed == {1, 10, 20}
+    assert sorted(g.id for g in groups if is_zero(g)) == [1, 10, 20]
+
+
+def test_costs_default_to_the_element_count():
+    torch.manual_seed(2)
+    model = BranchNet(stages=1, width=2, hidden=16)
+    extra = torch.nn.Parameter(torch.ones(1000))  # unused by the forward pass; makes group 1 the larger one
+    groups = [ParamGroup(0, [ParamSlice(p) for p in model.branches[0][0].parameters()]),
+              ParamGroup(1, [ParamSlice(p) for p in model.branches[0][1].parameters()] + [ParamSlice(extra)])]
+    opt = H2SPG(list(model.parameters()) + [extra], groups, lr=0.05, target_group_sparsity=1, warmup_steps=1,
+                hard_zero_step=3, score_fn=_flat_score, cost_weight=0.5)
+    train(model, opt, batches(4))
+    assert opt.redundant_group_ids == [1]
+
+
+def test_saliency_still_counts_against_cost():
+    scores = np.array([1.0, 0.0, 0.5])
+    costs = np.array([0.0, 1.0, 0.5])
+    assert np.argsort(-cost_aware_key(scores, costs, 0.5), kind="stable").tolist() == [0, 2, 1]
+    assert np.argsort(-cost_aware_key(scores, costs, 2.0), kind="stable").tolist() == [1, 2, 0]
+    assert np.array_equal(cost_aware_key(scores, costs, 0.0), scores)
+    key = cost_aware_key(np.array([1.0, -np.inf, 0.0]), np.array([0.0, 5.0, 1.0]), 3.0)
+    assert key[1] == -np.inf and key[2] > key[0]  # an unscored group stays last however costly
+
+
+def test_invalid_cost_options_are_refused():
+    model = BranchNet(stages=1, width=2)
+    with pytest.raises(ValueError, match="cost_weight"):
+        H2SPG(model.parameters(), model.branch_groups(), lr=0.1, cost_weight=-1.0)
+    with pytest.raises(ValueError, match="costs"):
+        H2SPG(model.parameters(), _with_costs(model.branch_groups(), {0: -0.5}), lr=0.1, cost_weight=1.0)
