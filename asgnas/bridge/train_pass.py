@@ -41,6 +41,27 @@ def fixed_batch(model: Model) -> int | None:
     return first if isinstance(first, int) and first > 0 else None
 
 
+def _batch_agnostic(module: Any, x_train: Any, device: Any) -> bool:
+    """Whether a graph declared with a fixed batch computes per sample at any batch: exporters often declare the
+    batch they traced with while every op is batch-agnostic. Probed at two other sizes, in eval mode."""
+    import torch
+
+    was_training = module.training
+    module.eval()
+    try:
+        with torch.no_grad():
+            for size in (2, 3):
+                out = module(torch.as_tensor(x_train[:size], device=device))
+                outs = out if isinstance(out, (tuple, list)) else (out,)
+                if any(o.dim() == 0 or o.shape[0] != size for o in outs):
+                    return False
+    except Exception:  # a Reshape with the batch baked in, or similar: keep the declared batch
+        return False
+    finally:
+        module.train(was_training)
+    return True
+
+
 @register_pass
 class TrainPass(Pass):
     name = "train"
@@ -48,12 +69,13 @@ class TrainPass(Pass):
     options = (
         Option("optimizer", str, "h2spg", "structured-sparsity optimizer", choices=("h2spg", "dhspg")),
         Option("data", str, "digits", "digits | npz:PATH | synthetic"),
-        Option("epochs", int, 10, "training epochs"),
+        Option("epochs", int, 10, "training epochs", minimum=1),
         Option("target-sparsity", float, 0.5, "fraction (<1) or count (>=1) of removable groups to zero"),
         Option("kind", str, "auto", "groups to sparsify: auto (h2spg: erase, dhspg: prune), prune, erase, both",
                choices=("auto", "prune", "erase", "both")),
-        Option("lr", float, 0.05, "learning rate (cosine schedule)"),
-        Option("batch-size", int, 64, "batch size (a fixed-batch model trains at its own batch)"),
+        Option("lr", float, 0.05, "learning rate (cosine schedule)", minimum=0),
+        Option("batch-size", int, 64, "batch size (a fixed-batch model is re-batched when its graph allows, else it "
+               "trains at its own batch)", minimum=1),
         Option("variant", str, "sgd", "base optimizer", choices=("sgd", "adam", "adamw")),
         Option("momentum", float, 0.9, "SGD momentum"),
         Option("weight-decay", float, 0.0, "weight decay"),
@@ -100,17 +122,25 @@ class TrainPass(Pass):
         out_shape = model.graph.outputs[0].shape
         num_classes = out_shape[-1] if out_shape and isinstance(out_shape[-1], int) else None
         data = load_dataset(cfg["data"], sample_shape(model), num_classes, seed=cfg["seed"])
-        model_batch = fixed_batch(model)
-        batch = model_batch or cfg["batch-size"]
         device = pick_device(cfg["device"])
         torch.manual_seed(cfg["seed"])
         module = OnnxModule(model).to(device)
+        model_batch = fixed_batch(model)
+        if model_batch is not None and model_batch != cfg["batch-size"]:
+            if _batch_agnostic(module, data.x_train, device):
+                model_batch = None  # the declared batch is only a declaration: train at batch-size
+            else:
+                ctx.log(f"train: the graph computes with its fixed batch {model_batch}: training at that batch")
+        batch = model_batch or cfg["batch-size"]
         params = list(module.parameters())
         steps = math.ceil(len(data.x_train) / batch) if model_batch is None else len(data.x_train) // batch
         if not 0.0 <= cfg["warmup-fraction"] < cfg["hard-zero-fraction"] <= 1.0:
             raise AsgnasError("train needs 0 <= warmup-fraction < hard-zero-fraction <= 1")
         schedule = Schedule.for_budget(cfg["epochs"], steps, cfg["warmup-fraction"], cfg["hard-zero-fraction"])
         target = cfg["target-sparsity"]
+        n_removable = sum(g.removable for g in groups)
+        if target > 1 and int(target) > n_removable:
+            raise AsgnasError(f"target-sparsity {int(target)} exceeds the {n_removable} removable {kind} groups")
         oracle = build_oracle(model, groups) if cfg["optimizer"] == "h2spg" else None
         costs = None
         if cfg["cost-weight"] > 0 and oracle is not None:
@@ -133,7 +163,7 @@ class TrainPass(Pass):
             data.x_train, data.y_train = data.x_train[:keep], data.y_train[:keep]
         log = None if (cfg["quiet"] or ctx.quiet) else ctx.log
         history = train(module, optimizer, data, epochs=cfg["epochs"], batch_size=batch, device=device,
-                        seed=cfg["seed"], log=log)
+                        seed=cfg["seed"], log=log, fixed_batch=model_batch is not None)
         module.write_back(model)
         ctx.checkpoint(CHECKPOINT, model, as_reference=True)
         ctx.dataset = data
@@ -143,6 +173,7 @@ class TrainPass(Pass):
             "kind": kind,
             "data": cfg["data"],
             "device": str(device),
+            "batch_size": batch,
             "epochs": history.epochs,
             "seconds": round(history.seconds, 2),
             "schedule": vars(schedule),

@@ -122,12 +122,14 @@ def _batches(n: int, batch_size: int, rng: np.random.Generator) -> list[np.ndarr
 
 @torch.no_grad()
 def accuracy(forward: Callable[[torch.Tensor], torch.Tensor], x: np.ndarray, y: np.ndarray,
-             device: torch.device, batch_size: int = 256) -> float:
+             device: torch.device, batch_size: int = 256, fixed_batch: bool = False) -> float:
+    """Top-1 accuracy; ``fixed_batch``: the graph only runs at ``batch_size``, so the remainder is dropped."""
+    usable = len(x) - len(x) % batch_size if fixed_batch else len(x)
     correct = 0
-    for start in range(0, len(x), batch_size):
+    for start in range(0, usable, batch_size):
         logits = forward(torch.from_numpy(x[start:start + batch_size]).to(device))
         correct += int((logits.argmax(-1).cpu().numpy() == y[start:start + batch_size]).sum())
-    return correct / max(len(x), 1)
+    return correct / max(usable, 1)
 
 
 def train(
@@ -142,8 +144,10 @@ def train(
     lr_schedule: str = "cosine",
     log: Callable[[str], None] | None = print,
     forward: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    fixed_batch: bool = False,
 ) -> History:
-    """Plain supervised loop (cross-entropy); the optimizer does the structured-sparsity work."""
+    """Plain supervised loop (cross-entropy); the optimizer does the structured-sparsity work.
+    ``fixed_batch``: the graph only runs at ``batch_size`` (validation batches likewise)."""
     forward = forward or module
     rng = np.random.default_rng(seed)
     torch.manual_seed(seed)
@@ -183,7 +187,8 @@ def train(
             "epoch": epoch + 1,
             "loss": float(np.mean(losses)),
             "train_accuracy": correct / len(data.x_train),
-            "val_accuracy": accuracy(forward, data.x_val, data.y_val, device),
+            "val_accuracy": accuracy(forward, data.x_val, data.y_val, device,
+                                     *((batch_size, True) if fixed_batch else ())),
             "group_sparsity": float(metrics.get("group_sparsity", 0.0)),
             "num_zero_groups": int(metrics.get("num_zero_groups", 0)),
             "phase": metrics.get("phase"),

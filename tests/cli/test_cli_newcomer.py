@@ -220,11 +220,19 @@ def test_verify_reference_with_other_inputs_is_bad_input(cnn, tmp_path, capsys):
     assert main([str(cnn), "--passes", f"verify{{reference={other}}}"]) == 2
 
 
-@pytest.mark.xfail(strict=True, reason="train{target-sparsity=N} above the removable group count raises ValueError "
-                                       "from the optimizer (asgnas/optim, via asgnas/bridge/train_pass.py): exit 3 "
-                                       "internal error instead of exit 2 AsgnasError")
 def test_train_target_above_removable_count_is_bad_input(cnn, capsys):
     assert main([str(cnn), "--passes", "train{target-sparsity=50,epochs=1,quiet=true}", "-q"]) == 2
+    assert "exceeds the" in _one_line(capsys)
+
+
+def test_fixed_batch_export_is_rebatched_for_training(tmp_path):
+    """torch exports at the dummy's batch (often 1); a batch-agnostic graph trains at batch-size anyway."""
+    model = _export(tmp_path / "m.onnx", symbolic_batch=False)
+    assert onnx.load(str(model)).graph.input[0].type.tensor_type.shape.dim[0].dim_value > 0
+    report = tmp_path / "r.json"
+    assert main([str(model), "--passes", "train{epochs=1,batch-size=32,quiet=true}", "--report", str(report),
+                 "-q"]) == 0
+    assert json.loads(report.read_text())["train"]["batch_size"] == 32
 
 
 def test_verify_without_inputs_is_bad_input(cnn, capsys):
@@ -245,3 +253,20 @@ def test_output_naming_a_directory_is_refused_before_running(cnn, tmp_path, caps
     monkeypatch.setattr(PASS_REGISTRY["dce"], "run", lambda *_: pytest.fail("a pass ran"))
     assert main([str(cnn), "--passes", "dce", flag, str(tmp_path)]) == 2
     assert "is a directory" in _one_line(capsys)
+
+
+def test_fixed_batch_baked_into_the_graph_trains_at_that_batch(tmp_path, capsys):
+    class BakedBatch(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv, self.fc = nn.Conv2d(1, 8, 3, padding=1), nn.Linear(8 * 64, 10)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.fc(torch.relu(self.conv(x)).reshape(4, -1))  # the batch is a constant of the graph
+
+    path, report = tmp_path / "baked.onnx", tmp_path / "r.json"
+    torch.onnx.export(BakedBatch().eval(), torch.randn(4, 1, 8, 8), str(path), input_names=["x"], dynamo=False)
+    assert main([str(path), "--passes", "train{optimizer=dhspg,epochs=1,batch-size=32,quiet=true}",
+                 "--report", str(report)]) == 0
+    assert json.loads(report.read_text())["train"]["batch_size"] == 4
+    assert "fixed batch 4" in capsys.readouterr().out
