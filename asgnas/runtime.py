@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import re
 import time
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import onnx
@@ -108,12 +108,16 @@ def latency_ms(model: Model | str, batch: int = 1, repeat: int = 30, threads: in
 
         model = load_model(model)
     sess = session(model, device="cpu", threads=threads)
-    feeds = model_feeds(model, seed=0, symbolic_dim=batch)
-    for _ in range(3):
+    return 1e3 * median_run_seconds(sess, model_feeds(model, seed=0, symbolic_dim=batch), repeat)
+
+
+def median_run_seconds(sess: Any, feeds: dict[str, np.ndarray], repeat: int, warmup: int = 3) -> float:
+    """Median wall time of ``sess.run`` on ``feeds`` after ``warmup`` untimed runs."""
+    for _ in range(warmup):
         sess.run(None, feeds)
     times = []
     for _ in range(repeat):
         start = time.perf_counter()
         sess.run(None, feeds)
         times.append(time.perf_counter() - start)
-    return 1e3 * float(np.median(times))
+    return float(np.median(times))

@@ -242,6 +242,22 @@ def _cbr(cin: int, cout: int, k: int = 3, stride: int = 1, groups: int = 1) -> n
 # --------------------------------------------------------------------------------------
 
 
+class DigitsResCNN(nn.Module):
+    """Conv-BN-ReLU stem and one residual block, on 1x8x8 digits-sized input."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU())
+        self.body = nn.Sequential(nn.Conv2d(8, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
+                                  nn.Conv2d(8, 8, 3, padding=1), nn.BatchNorm2d(8))
+        self.head = nn.Linear(8, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.stem(x)
+        x = torch.relu(x + self.body(x))
+        return self.head(x.mean((2, 3)))
+
+
 class ConvBnReluChain(nn.Module):
     """Plain chain: conv-BN-ReLU x3 (one strided) then a 1x1 conv with bias."""
 

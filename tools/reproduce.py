@@ -28,7 +28,7 @@ from asgnas.cli import _register_all_passes
 from asgnas.data import load_dataset
 from asgnas.ir import Model, load_model
 from asgnas.passes import PassContext, PassManager, parse_pipeline
-from asgnas.runtime import model_feeds, onnx_accuracy, session
+from asgnas.runtime import median_run_seconds, model_feeds, onnx_accuracy, session
 from asgnas.zoo import build
 
 
@@ -86,14 +86,7 @@ def latencies(full: Model, slim: Model, batch: int, rounds: int = 7, repeat: int
     per = [[], []]
     for _ in range(rounds):
         for i, sess in enumerate(sessions):
-            for _ in range(3):
-                sess.run(None, feeds)
-            times = []
-            for _ in range(repeat):
-                start = time.perf_counter()
-                sess.run(None, feeds)
-                times.append(time.perf_counter() - start)
-            per[i].append(statistics.median(times))
+            per[i].append(median_run_seconds(sess, feeds, repeat))
     return {f"latency_full_ms_b{batch}": 1e3 * statistics.median(per[0]),
             f"latency_slim_ms_b{batch}": 1e3 * statistics.median(per[1])}
 

@@ -17,29 +17,14 @@ from torch import nn
 
 from asgnas.cli import _write_json_atomically, main
 from asgnas.passes import PASS_REGISTRY
+from tests.models import DigitsResCNN
 
 REPO = Path(__file__).resolve().parents[2]
 
 
-class _ResCNN(nn.Module):
-    """Conv-BN-ReLU stem and one residual block, on 1x8x8 digits-sized input."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.stem = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU())
-        self.body = nn.Sequential(nn.Conv2d(8, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
-                                  nn.Conv2d(8, 8, 3, padding=1), nn.BatchNorm2d(8))
-        self.head = nn.Linear(8, 10)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.stem(x)
-        x = torch.relu(x + self.body(x))
-        return self.head(x.mean((2, 3)))
-
-
 def _export(path: Path, *, symbolic_batch: bool = False) -> Path:
     torch.manual_seed(0)
-    net = _ResCNN().eval()
+    net = DigitsResCNN().eval()
     dynamic = {"x": {0: "N"}, "y": {0: "N"}} if symbolic_batch else None
     torch.onnx.export(net, torch.randn(2, 1, 8, 8), str(path), input_names=["x"], output_names=["y"],
                       dynamic_axes=dynamic, opset_version=17, dynamo=False)
@@ -168,7 +153,7 @@ def test_api_on_torch_module_and_onnx_file(cnn, tmp_path):
     from asgnas import ASGNAS
 
     torch.manual_seed(0)
-    net = _ResCNN()
+    net = DigitsResCNN()
     nas = ASGNAS(net, torch.randn(1, 1, 8, 8))
     optimizer = nas.h2spg(lr=0.05, target_group_sparsity=0.5, warmup_steps=2, hard_zero_step=6)
     for _ in range(8):

@@ -7,30 +7,16 @@ import json
 import onnx
 import pytest
 import torch
-from torch import nn
 
 from asgnas.cli import main
-
-
-class _ResCNN(nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        self.stem = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU())
-        self.body = nn.Sequential(nn.Conv2d(8, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
-                                  nn.Conv2d(8, 8, 3, padding=1), nn.BatchNorm2d(8))
-        self.head = nn.Linear(8, 10)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.stem(x)
-        x = torch.relu(x + self.body(x))
-        return self.head(x.mean((2, 3)))
+from tests.models import DigitsResCNN
 
 
 @pytest.mark.slow
 def test_one_command_nas_on_a_user_cnn(tmp_path):
     torch.manual_seed(0)
     model = tmp_path / "cnn.onnx"
-    torch.onnx.export(_ResCNN().eval(), torch.randn(2, 1, 8, 8), str(model), input_names=["x"], output_names=["y"],
+    torch.onnx.export(DigitsResCNN().eval(), torch.randn(2, 1, 8, 8), str(model), input_names=["x"], output_names=["y"],
                       dynamic_axes={"x": {0: "N"}, "y": {0: "N"}}, opset_version=17, dynamo=False)
     before = model.read_bytes()
     out, report_path = tmp_path / "slim.onnx", tmp_path / "r.json"
