@@ -11,7 +11,7 @@ Groups are referred to by integer ``id``; the ids are unique within one ``Search
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import Any, Literal
+from typing import Any, Iterable, Literal
 
 import numpy as np
 
@@ -69,17 +69,26 @@ def group_is_zero(model: Model, group: Group) -> bool:
 
 def zero_group(model: Model, group: Group) -> None:
     """Set every parameter slice of the group to exactly zero (copy-on-write on the initializer)."""
+    zero_groups(model, [group])
+
+
+def zero_groups(model: Model, groups: Iterable[Group]) -> None:
+    """Zero every parameter slice of ``groups``, copying each touched initializer once (copy-on-write)."""
     values = model.graph.values
-    for piece in group.params:
-        value = values[piece.initializer]
-        array = np.array(value.const.array, copy=True)
-        if piece.indices is None:
-            array[...] = 0
-        else:
-            index = [slice(None)] * array.ndim
-            index[piece.axis] = piece.indices
-            array[tuple(index)] = 0
-        value.const.array = array
+    copies: dict[str, np.ndarray] = {}
+    for group in groups:
+        for piece in group.params:
+            array = copies.get(piece.initializer)
+            if array is None:
+                array = copies[piece.initializer] = np.array(values[piece.initializer].const.array, copy=True)
+            if piece.indices is None:
+                array[...] = 0
+            else:
+                index = [slice(None)] * array.ndim
+                index[piece.axis] = piece.indices
+                array[tuple(index)] = 0
+    for name, array in copies.items():
+        values[name].const.array = array
 
 
 @dataclass

@@ -18,7 +18,7 @@ from typing import Any
 from asgnas.errors import AsgnasError
 from asgnas.ir import Model
 from asgnas.passes.base import Option, Pass, PassContext, register_pass
-from asgnas.passes.groups import Group, SearchSpace, zero_group
+from asgnas.passes.groups import Group, SearchSpace, zero_groups
 
 CHECKPOINT = "group-sparse"
 
@@ -118,8 +118,7 @@ class ZeroGroupsPass(Pass):
         else:
             chosen = choose_random(model, space, self.config["fraction"], self.config["seed"], self.config["kind"])
             chosen = round_kept_channels(space, chosen, self.config["round-to"])
-        for group in chosen:
-            zero_group(model, group)
+        zero_groups(model, chosen)
         ctx.checkpoint(CHECKPOINT, model, as_reference=True)
         return {
             "zeroed": sorted(g.id for g in chosen),
