@@ -10,7 +10,7 @@ Groups are referred to by integer ``id``; the ids are unique within one ``Search
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any, Iterable, Literal
 
 import numpy as np
@@ -52,7 +52,13 @@ class Group:
     space: str = ""  # prune: the channel space (groups of one space share tensors); erase: the segment id
 
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+        # by hand: dataclasses.asdict deep-copies every list (0.45 s for ResNet-50's 5,054 groups)
+        params = [{"initializer": p.initializer, "axis": p.axis,
+                   "indices": None if p.indices is None else list(p.indices)} for p in self.params]
+        return {"id": self.id, "kind": self.kind, "nodes": list(self.nodes), "params": params,
+                "removable": self.removable, "reason": self.reason, "num_params": self.num_params,
+                "macs": self.macs, "parents": list(self.parents), "children": list(self.children),
+                "space": self.space}
 
 
 def group_is_zero(model: Model, group: Group) -> bool:

@@ -122,3 +122,15 @@ def test_zero_groups_round_to_keeps_multiples(onnx_path):
 def test_numeric_options_below_their_minimum_are_refused(pipeline: str, message: str) -> None:
     with pytest.raises(AsgnasError, match=message):
         parse_pipeline(pipeline)
+
+
+def test_group_json_has_every_field() -> None:
+    """Group.to_json is written by hand for speed: it must still equal dataclasses.asdict, field for field."""
+    import dataclasses
+
+    from asgnas.passes.groups import Group, TensorSlice
+
+    group = Group(id=3, kind="prune", nodes=["conv"], params=[TensorSlice("w", 0, [1, 2]), TensorSlice("b")],
+                  removable=False, reason="why", num_params=7, macs=9, parents=[1], children=[4], space="s")
+    assert group.to_json() == dataclasses.asdict(group)
+    assert json.loads(json.dumps(group.to_json())) == group.to_json()
