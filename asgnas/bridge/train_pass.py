@@ -151,7 +151,8 @@ class TrainPass(Pass):
 
             costs = removal_costs(model, groups, oracle)
         if cfg["prune-target"] >= 0:
-            target, oracle = self._per_kind_targets(groups, target, cfg["prune-target"], kind, oracle, cfg)
+            target, oracle = self._per_kind_targets(groups, target, cfg["prune-target"], kind, cfg["optimizer"],
+                                                   oracle)
         optimizer = build_optimizer(
             cfg["optimizer"], params, groups, module.param_for_initializer, lr=cfg["lr"],
             target=int(target) if target >= 1 else target, schedule=schedule, oracle=oracle,
@@ -192,14 +193,14 @@ class TrainPass(Pass):
         }
 
     @staticmethod
-    def _per_kind_targets(groups: list[Any], target: float, prune_target: float, kind: str, oracle: Any,
-                          cfg: dict[str, Any]) -> tuple[int, Any]:
+    def _per_kind_targets(groups: list[Any], target: float, prune_target: float, kind: str, optimizer: str,
+                          oracle: Any) -> tuple[int, Any]:
         """K_erase from target-sparsity, K_prune from prune-target (each a fraction or a count of its kind's
         removable groups); returns the total K and the oracle that enforces the split."""
         from asgnas.bridge.training import KindQuotaOracle
         from asgnas.optim.groups import resolve_target_count
 
-        if kind != "both" or cfg["optimizer"] != "h2spg":
+        if kind != "both" or optimizer != "h2spg":
             raise AsgnasError("prune-target needs kind=both and optimizer=h2spg")
         quotas = {}
         for k, value in (("erase", target), ("prune", prune_target)):
