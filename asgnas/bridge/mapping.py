@@ -96,3 +96,18 @@ def erase_costs(model: Model, groups: list[Group], oracle: Any) -> dict[int, flo
         macs = max(sum(per_node[n]["macs"] for n in nodes if n in per_node), group.macs)
         out[group.id] = 0.5 * params / total_params + 0.5 * macs / total_macs
     return out
+
+
+def removal_costs(model: Model, groups: list[Group], oracle: Any) -> dict[int, float]:
+    """:func:`erase_costs` for the erase groups plus, for each removable channel group, its own share of the
+    params and MACs in the same unit (0.5 each), so that both kinds rank on one scale (train ``kind=both``)."""
+    from asgnas.passes.cost import node_costs
+
+    out = erase_costs(model, groups, oracle)
+    per_node = node_costs(model)
+    total_params = max(sum(c["params"] for c in per_node.values()), 1)
+    total_macs = max(sum(c["macs"] for c in per_node.values()), 1)
+    for group in groups:
+        if group.kind == "prune" and group.removable:
+            out[group.id] = 0.5 * group.num_params / total_params + 0.5 * group.macs / total_macs
+    return out

@@ -73,6 +73,9 @@ class TrainPass(Pass):
         Option("target-sparsity", float, 0.5, "fraction (<1) or count (>=1) of removable groups to zero"),
         Option("kind", str, "auto", "groups to sparsify: auto (h2spg: erase, dhspg: prune), prune, erase, both",
                choices=("auto", "prune", "erase", "both")),
+        Option("prune-target", float, -1.0, "with kind=both and h2spg: fraction (<1) or count (>=1) of the "
+               "removable channel groups to zero, target-sparsity then counting structures only; -1: one "
+               "target over both kinds"),
         Option("lr", float, 0.05, "learning rate (cosine schedule)", minimum=0),
         Option("batch-size", int, 64, "batch size (a fixed-batch model is re-batched when its graph allows, else it "
                "trains at its own batch)", minimum=1),
@@ -144,9 +147,12 @@ class TrainPass(Pass):
         oracle = build_oracle(model, groups) if cfg["optimizer"] == "h2spg" else None
         costs = None
         if cfg["cost-weight"] > 0 and oracle is not None:
-            from asgnas.bridge.mapping import erase_costs
+            from asgnas.bridge.mapping import removal_costs
 
-            costs = erase_costs(model, groups, oracle)
+            costs = removal_costs(model, groups, oracle)
+        if cfg["prune-target"] >= 0:
+            target, oracle = self._per_kind_targets(groups, target, cfg["prune-target"], kind, cfg["optimizer"],
+                                                   oracle)
         optimizer = build_optimizer(
             cfg["optimizer"], params, groups, module.param_for_initializer, lr=cfg["lr"],
             target=int(target) if target >= 1 else target, schedule=schedule, oracle=oracle,
@@ -170,6 +176,7 @@ class TrainPass(Pass):
         metrics = optimizer.metrics()
         return {
             "optimizer": cfg["optimizer"],
+            "prune_target": cfg["prune-target"],
             "kind": kind,
             "data": cfg["data"],
             "device": str(device),
@@ -184,3 +191,21 @@ class TrainPass(Pass):
             "gates": gates,
             "val_accuracy_full": onnx_accuracy(model, data.x_val, data.y_val),
         }
+
+    @staticmethod
+    def _per_kind_targets(groups: list[Any], target: float, prune_target: float, kind: str, optimizer: str,
+                          oracle: Any) -> tuple[int, Any]:
+        """K_erase from target-sparsity, K_prune from prune-target (each a fraction or a count of its kind's
+        removable groups); returns the total K and the oracle that enforces the split."""
+        from asgnas.bridge.training import KindQuotaOracle
+        from asgnas.optim.groups import resolve_target_count
+
+        if kind != "both" or optimizer != "h2spg":
+            raise AsgnasError("prune-target needs kind=both and optimizer=h2spg")
+        quotas = {}
+        for k, value in (("erase", target), ("prune", prune_target)):
+            n = sum(g.removable for g in groups if g.kind == k)
+            if value >= 1 and int(value) > n:
+                raise AsgnasError(f"train: target {int(value)} exceeds the {n} removable {k} groups")
+            quotas[k] = resolve_target_count(int(value) if value >= 1 else value, n)
+        return sum(quotas.values()), KindQuotaOracle(oracle, {g.id: g.kind for g in groups}, quotas)

@@ -33,6 +33,28 @@ def pick_device(device: str = "auto") -> torch.device:
     return torch.device(device)
 
 
+class KindQuotaOracle:
+    """Per-kind targets for mixed groups (train ``kind=both`` with ``prune-target``): wraps the validity oracle
+    and refuses a group once its kind's quota is selected, so that H2SPG's single greedy walk (K = the sum of
+    the quotas) picks K_erase structures and K_prune channel groups instead of a fraction of all groups, which
+    the many channel groups would dominate."""
+
+    def __init__(self, oracle: Any, kind_of: Mapping[int, str], quotas: Mapping[str, int]) -> None:
+        self.oracle, self.kind_of, self.quotas = oracle, dict(kind_of), dict(quotas)
+        self._taken = dict.fromkeys(self.quotas, 0)
+
+    def reset(self) -> None:
+        self.oracle.reset()
+        self._taken = dict.fromkeys(self.quotas, 0)
+
+    def try_remove(self, group_id: int) -> bool:
+        kind = self.kind_of[group_id]
+        if self._taken[kind] >= self.quotas[kind] or not self.oracle.try_remove(group_id):
+            return False
+        self._taken[kind] += 1
+        return True
+
+
 @dataclass
 class Schedule:
     """Step counts from the epoch budget: warm-up ~1/5 of training (spec 3.5); the T_end safeguard at half of it

@@ -1,4 +1,5 @@
-"""Costs of the removal structures for cost-aware selection, and the train pass's ``cost-weight`` option."""
+"""Costs of the removal structures for cost-aware selection, and the train pass's ``cost-weight`` and per-kind
+target (``kind=both``, ``prune-target``) options."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import pytest
 import torch
 
 from asgnas.bridge.export import export_torch_model
-from asgnas.bridge.mapping import erase_costs, to_param_groups
+from asgnas.bridge.mapping import erase_costs, removal_costs, to_param_groups
 from asgnas.cli import _register_all_passes
 from asgnas.errors import AsgnasError
 from asgnas.ir import load_model
@@ -81,3 +82,66 @@ def test_train_pass_schedule_fractions(stackedunets):
     with pytest.raises(AsgnasError, match="warmup-fraction"):
         PassManager(parse_pipeline("train{epochs=1,warmup-fraction=0.6,hard-zero-fraction=0.5}")).run(
             load_model(stackedunets), PassContext(quiet=True))
+
+
+def test_removal_costs_put_channels_on_the_structures_scale(stackedunets):
+    model = load_model(stackedunets)
+    groups = analyze_search_space(model).groups
+    oracle = build_oracle(model, groups)
+    costs = removal_costs(model, groups, oracle)
+    erase = [g for g in groups if g.kind == "erase"]
+    assert {k: v for k, v in costs.items() if k in {g.id for g in erase}} == erase_costs(model, erase, oracle)
+    totals = total_cost(model)
+    channels = [g for g in groups if g.kind == "prune" and g.removable]
+    assert channels and all(
+        costs[g.id] == pytest.approx(0.5 * g.num_params / totals["params"] + 0.5 * g.macs / totals["macs"])
+        for g in channels)
+    assert all(0 < costs[g.id] < 1 for g in channels)
+
+
+def test_train_pass_per_kind_targets(stackedunets):
+    _register_all_passes()
+    model = load_model(stackedunets)
+    space = analyze_search_space(load_model(stackedunets))
+    kind_of = {g.id: g.kind for g in space.groups}
+    n_channels = sum(g.removable for g in space.groups if g.kind == "prune")
+    report = PassManager(parse_pipeline(
+        "search-space{groups=false},train{epochs=1,kind=both,target-sparsity=1,prune-target=0.25,quiet=true,"
+        "device=cpu,cost-weight=1},construct-subnet,verify")).run(model, PassContext(quiet=True))
+    chosen = report["train"]["redundant_groups"]
+    # K = 1 structure + a quarter of the channel groups, not a quarter of all groups
+    assert sum(kind_of[g] == "erase" for g in chosen) == 1
+    assert sum(kind_of[g] == "prune" for g in chosen) == int(0.25 * n_channels + 0.5)
+    assert set(chosen) <= set(report["train"]["zero_groups"]) and report["verify"]["ok"]
+    assert report["cost"]["after"]["macs"] < report["cost"]["before"]["macs"]
+    with pytest.raises(AsgnasError, match="kind=both"):
+        PassManager(parse_pipeline("train{epochs=1,prune-target=0.2}")).run(
+            load_model(stackedunets), PassContext(quiet=True))
+    with pytest.raises(AsgnasError, match="exceeds"):
+        PassManager(parse_pipeline(f"train{{epochs=1,kind=both,prune-target={n_channels + 1}}}")).run(
+            load_model(stackedunets), PassContext(quiet=True))
+
+
+def test_kind_quota_oracle_caps_each_kind_and_defers_to_validity():
+    from asgnas.bridge.training import KindQuotaOracle
+
+    class Oracle:  # refuses group 3; records what it committed
+        def __init__(self) -> None:
+            self.committed: list[int] = []
+
+        def reset(self) -> None:
+            self.committed = []
+
+        def try_remove(self, gid: int) -> bool:
+            if gid == 3:
+                return False
+            self.committed.append(gid)
+            return True
+
+    inner = Oracle()
+    quota = KindQuotaOracle(inner, {1: "erase", 2: "erase", 3: "prune", 4: "prune", 5: "prune"},
+                            {"erase": 1, "prune": 1})
+    assert [quota.try_remove(g) for g in (1, 2, 3, 4, 5)] == [True, False, False, True, False]
+    assert inner.committed == [1, 4]
+    quota.reset()
+    assert inner.committed == [] and quota.try_remove(2) and quota.try_remove(5)
