@@ -94,9 +94,14 @@ def _emit(text: str) -> None:
     try:
         print(text, flush=True)
     except BrokenPipeError:
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
-        os.close(devnull)
+        _silence_stdout()
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null, so that writes (and the final flush) after a closed pipe do not raise."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
 
 
 def _input_files(model_path: Path) -> list[Path]:
@@ -104,14 +109,14 @@ def _input_files(model_path: Path) -> list[Path]:
     import onnx
     from onnx.external_data_helper import uses_external_data
 
+    from asgnas.ir.io import all_tensors
+
     files = [model_path]
     try:
         proto = onnx.load(str(model_path), load_external_data=False)
     except Exception:  # unreadable: load_model reports it properly later
         return files
-    tensors = [*proto.graph.initializer,
-               *(a.t for n in proto.graph.node for a in n.attribute if a.type == onnx.AttributeProto.TENSOR)]
-    for tensor in tensors:
+    for tensor in all_tensors(proto):
         if uses_external_data(tensor):
             location = next((e.value for e in tensor.external_data if e.key == "location"), None)
             if location:
@@ -184,8 +189,6 @@ def run(argv: Sequence[str] | None = None) -> int:
     if not args.passes:
         raise AsgnasError("no --passes given (see --list-passes)")
     model_path = Path(args.model)
-    if args.output and _same_file(model_path, Path(args.output)):
-        raise AsgnasError("refusing to overwrite the input model; choose another -o", file=args.model)
     _check_no_clobbering(model_path, args.output, args.report)
     for out in filter(None, (args.output, args.report)):
         _check_writable_dir(Path(out))
@@ -238,8 +241,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{PROG}: error: {_one_line(str(err))}", file=sys.stderr)
         return 2
     except BrokenPipeError:  # stdout closed while a pass printed outside _emit: the job did not finish
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
+        _silence_stdout()
         return 141
     except Exception as err:
         internal = err if isinstance(err, InternalError) else InternalError(None, err)

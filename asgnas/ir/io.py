@@ -7,6 +7,7 @@ import os
 import tempfile
 from functools import lru_cache
 from pathlib import Path
+from typing import Iterator
 
 import onnx
 from google.protobuf.message import DecodeError
@@ -64,7 +65,7 @@ def _parse(path: Path) -> onnx.ModelProto:
 def _load_external_data(proto: onnx.ModelProto, base_dir: Path, where: str) -> None:
     from onnx.external_data_helper import load_external_data_for_model, uses_external_data
 
-    external = [tensor for tensor in _all_tensors(proto) if uses_external_data(tensor)]
+    external = [tensor for tensor in all_tensors(proto) if uses_external_data(tensor)]
     if not external:
         return  # the common case: nothing to read (and no second walk over every tensor)
     missing = set()
@@ -81,7 +82,7 @@ def _load_external_data(proto: onnx.ModelProto, base_dir: Path, where: str) -> N
         raise AsgnasError(f"cannot read external data: {err}", file=where) from None
 
 
-def _all_tensors(proto: onnx.ModelProto):
+def all_tensors(proto: onnx.ModelProto) -> Iterator[onnx.TensorProto]:
     """Initializers and tensor attributes, subgraphs (If/Loop/Scan bodies) included."""
     stack = [proto.graph]
     while stack:
