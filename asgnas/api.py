@@ -21,6 +21,7 @@ from asgnas.bridge.executor import OnnxModule
 from asgnas.bridge.export import PARAM_MAP_KEY, export_torch_model
 from asgnas.bridge.mapping import erase_costs, params_by_initializer, to_param_groups
 from asgnas.bridge.train_pass import DEFAULT_COST_WEIGHT
+from asgnas.bridge.training import channel_rounding
 from asgnas.ir import Model, load_model, save_model
 from asgnas.optim import DHSPG, H2SPG
 from asgnas.passes.groups import SearchSpace, group_is_zero
@@ -73,11 +74,12 @@ class ASGNAS:
         return [g for g in self.search_space.groups if g.kind in kinds]
 
     def h2spg(self, lr: float = 0.05, target_group_sparsity: float | int = 0.5, *, kind: str = "erase",
-              cost_weight: float = DEFAULT_COST_WEIGHT, **options: Any) -> H2SPG:
+              cost_weight: float = DEFAULT_COST_WEIGHT, round_to: int = 1, **options: Any) -> H2SPG:
         """H2SPG over the removal structures (``kind="both"`` adds channel groups), guarded by the hierarchy oracle.
 
         ``cost_weight`` > 0: cost-aware selection (ours), structures rank by saliency plus this weight times their
-        share of the model's params and MACs (``asgnas.bridge.mapping.erase_costs``); 0 is the paper's order."""
+        share of the model's params and MACs (``asgnas.bridge.mapping.erase_costs``); 0 is the paper's order.
+        ``round_to`` > 1 (with channel groups): every channel space keeps a multiple of that many channels."""
         from asgnas.passes.hierarchy import build_oracle
 
         groups = self.groups(kind)
@@ -86,15 +88,19 @@ class ASGNAS:
         param_groups = to_param_groups(groups, self._param_for_initializer, strict=False, costs=costs)
         self._optimizer = H2SPG(self.model.parameters(), param_groups, lr=lr,
                                 target_group_sparsity=target_group_sparsity, validity_oracle=oracle,
-                                cost_weight=cost_weight, **options)
+                                cost_weight=cost_weight, selection_filter=channel_rounding(groups, round_to),
+                                **options)
         return self._optimizer
 
     def dhspg(self, lr: float = 0.05, target_group_sparsity: float | int = 0.5, *, kind: str = "prune",
-              **options: Any) -> DHSPG:
-        """DHSPG over the channel groups (pruning-only mode)."""
-        param_groups = to_param_groups(self.groups(kind), self._param_for_initializer, strict=False)
+              round_to: int = 1, **options: Any) -> DHSPG:
+        """DHSPG over the channel groups (pruning-only mode); ``round_to`` > 1: every channel space keeps a
+        multiple of that many channels (hardware-friendly widths; the target is then an upper bound)."""
+        groups = self.groups(kind)
+        param_groups = to_param_groups(groups, self._param_for_initializer, strict=False)
         self._optimizer = DHSPG(self.model.parameters(), param_groups, lr=lr,
-                                target_group_sparsity=target_group_sparsity, **options)
+                                target_group_sparsity=target_group_sparsity,
+                                selection_filter=channel_rounding(groups, round_to), **options)
         return self._optimizer
 
     # --- construction -------------------------------------------------------------------------------------------

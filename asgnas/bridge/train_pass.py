@@ -88,6 +88,8 @@ class TrainPass(Pass):
         Option("cost-weight", float, DEFAULT_COST_WEIGHT, "h2spg's cost-aware selection (ours): rank structures "
                "by saliency + this weight x their share of params and MACs (both min-max scaled); 0 = the paper's "
                "saliency order"),
+        Option("round-to", int, 1, "keep a multiple of this many channels in every channel space (e.g. 8 or 16, "
+               "the block of onnxruntime's conv kernels; the channel target is then an upper bound)", minimum=1),
         Option("warmup-fraction", float, 0.2, "share of the steps before the redundant structures are chosen"),
         Option("hard-zero-fraction", float, 0.5, "share of the steps after which the chosen structures are forced "
                "to zero (the rest of the budget trains the sub-network)"),
@@ -101,7 +103,8 @@ class TrainPass(Pass):
         import torch
 
         from asgnas.bridge.executor import OnnxModule
-        from asgnas.bridge.training import DEFAULT_KIND, Schedule, build_optimizer, pick_device, train
+        from asgnas.bridge.training import (DEFAULT_KIND, Schedule, build_optimizer, channel_rounding, pick_device,
+                                            train)
         from asgnas.data import load_dataset
         from asgnas.passes.hierarchy import build_oracle
         from asgnas.passes.search_space import SEARCH_SPACE_KEY, analyze_search_space
@@ -157,6 +160,7 @@ class TrainPass(Pass):
             cfg["optimizer"], params, groups, module.param_for_initializer, lr=cfg["lr"],
             target=int(target) if target >= 1 else target, schedule=schedule, oracle=oracle,
             variant=cfg["variant"], momentum=cfg["momentum"], weight_decay=cfg["weight-decay"],
+            selection_filter=channel_rounding(groups, cfg["round-to"]),
             **({"costs": costs, "cost_weight": cfg["cost-weight"]} if cfg["optimizer"] == "h2spg" else {}),
         )
         gates = 0
@@ -185,6 +189,7 @@ class TrainPass(Pass):
             "seconds": round(history.seconds, 2),
             "schedule": vars(schedule),
             "cost_weight": cfg["cost-weight"],
+            "round_to": cfg["round-to"],
             "redundant_groups": sorted(int(i) for i in getattr(optimizer, "redundant_group_ids", [])),
             "metrics": {k: v for k, v in metrics.items() if isinstance(v, (int, float, str, bool))},
             "zero_groups": sorted(int(i) for i in optimizer.zero_group_ids),

@@ -19,7 +19,7 @@ from asgnas.data import Dataset
 from asgnas.errors import AsgnasError
 from asgnas.ir import Model
 from asgnas.optim import DHSPG, H2SPG
-from asgnas.passes.groups import Group
+from asgnas.passes.groups import Group, round_kept_channels
 
 #: Which search-space groups each optimizer works on by default: erasing for H2SPG (the paper), channels for DHSPG.
 DEFAULT_KIND = {"h2spg": "erase", "dhspg": "prune"}
@@ -53,6 +53,15 @@ class KindQuotaOracle:
             return False
         self._taken[kind] += 1
         return True
+
+
+def channel_rounding(groups: Sequence[Group], multiple: int) -> Callable[[list[int]], list[int]] | None:
+    """The optimizers' ``selection_filter`` that keeps a multiple of ``multiple`` channels in every channel space
+    (train ``round-to``); ``None`` for 1."""
+    if multiple <= 1:
+        return None
+    by_id = {g.id: g for g in groups}
+    return lambda ids: [g.id for g in round_kept_channels(groups, [by_id[i] for i in ids], multiple)]
 
 
 @dataclass

@@ -7,7 +7,7 @@ value averages it over the warm-up like H2SPG.
 """
 from __future__ import annotations
 
-from typing import Any, Iterable, Optional, Sequence
+from typing import Any, Callable, Iterable, Optional, Sequence
 
 from .groups import ParamGroup
 from .hybrid import HybridSparseOptimizer
@@ -42,6 +42,7 @@ class DHSPG(HybridSparseOptimizer):
         hard_zero_step: Optional[int] = None,
         score_normalization: str = "count",
         score_fn: Optional[ScoreFn] = None,
+        selection_filter: Optional[Callable[[list[int]], Sequence[int]]] = None,
     ) -> None:
         super().__init__(
             params, groups, lr, target_group_sparsity=target_group_sparsity, variant=variant, momentum=momentum,
@@ -49,7 +50,7 @@ class DHSPG(HybridSparseOptimizer):
             score_momentum=score_momentum, lmbda=lmbda, lmbda_amplify=lmbda_amplify,
             hat_lmbda_coeff=hat_lmbda_coeff, epsilon=epsilon, projection_start=projection_start,
             penalty_start=penalty_start, hard_zero_step=hard_zero_step, score_normalization=score_normalization,
-            score_fn=score_fn,
+            score_fn=score_fn, selection_filter=selection_filter,
         )
 
     def _select_groups(self, order: list[int], k: int) -> list[int]:

@@ -8,7 +8,7 @@ can be erased together with those already chosen, and stops at K; afterwards the
 from __future__ import annotations
 
 import warnings
-from typing import Any, Iterable, Optional, Sequence
+from typing import Any, Callable, Iterable, Optional, Sequence
 
 from .groups import ParamGroup, ValidityOracle
 from .hybrid import HybridSparseOptimizer
@@ -61,6 +61,10 @@ class H2SPG(HybridSparseOptimizer):
             :func:`asgnas.optim.scores.cost_aware_key` (saliency plus ``cost_weight`` times the group's
             ``ParamGroup.cost``, both min-max scaled), so that costly structures go first among comparably
             redundant ones. The validity oracle is consulted either way and K stays exact.
+        selection_filter: optional callable given the selected group ids (most redundant first) and returning
+            the subset to zero, e.g. ``asgnas.passes.groups.round_kept_channels`` so that every channel space
+            keeps a multiple of a kernel's block size; what it gives back is ``metrics()['selection_filtered_out']``
+            (K is then an upper bound).
 
     If the oracle rejects so many candidates that K cannot be reached, fewer groups are selected, a
     ``RuntimeWarning`` is issued and ``metrics()['selection_shortfall']`` reports the gap.
@@ -91,6 +95,7 @@ class H2SPG(HybridSparseOptimizer):
         score_normalization: str = "count",
         score_fn: Optional[ScoreFn] = None,
         cost_weight: float = 0.0,
+        selection_filter: Optional[Callable[[list[int]], Sequence[int]]] = None,
     ) -> None:
         self.validity_oracle = validity_oracle
         super().__init__(
@@ -99,7 +104,7 @@ class H2SPG(HybridSparseOptimizer):
             score_momentum=score_momentum, lmbda=lmbda, lmbda_amplify=lmbda_amplify,
             hat_lmbda_coeff=hat_lmbda_coeff, epsilon=epsilon, projection_start=projection_start,
             penalty_start=penalty_start, hard_zero_step=hard_zero_step, score_normalization=score_normalization,
-            score_fn=score_fn, cost_weight=cost_weight,
+            score_fn=score_fn, cost_weight=cost_weight, selection_filter=selection_filter,
         )
 
     def _select_groups(self, order: list[int], k: int) -> list[int]:

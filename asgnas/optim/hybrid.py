@@ -171,6 +171,7 @@ class HybridSparseOptimizer(torch.optim.Optimizer):
         score_normalization: str = "count",
         score_fn: Optional[ScoreFn] = None,
         cost_weight: float = 0.0,
+        selection_filter: Optional[Callable[[list[int]], Sequence[int]]] = None,
     ) -> None:
         variant = variant.lower()
         if variant not in LAMBDA_DEFAULTS:
@@ -209,6 +210,7 @@ class HybridSparseOptimizer(torch.optim.Optimizer):
         self.score_normalization = score_normalization
         self.score_fn = score_fn
         self.cost_weight = float(cost_weight)
+        self.selection_filter = selection_filter
 
         all_params = [p for g in self.param_groups for p in g["params"]]
         self.layout = GroupLayout(groups, all_params)
@@ -242,6 +244,7 @@ class HybridSparseOptimizer(torch.optim.Optimizer):
             "forced": 0,
             "projected": 0,
             "shortfall": 0,
+            "filtered_out": 0,
             "target": self.target_count,
             "n_groups": g,
         }
@@ -773,13 +776,30 @@ class HybridSparseOptimizer(torch.optim.Optimizer):
                 RuntimeWarning,
                 stacklevel=3,
             )
+        selected = len(chosen)
+        if self.selection_filter is not None and chosen:
+            chosen = self._apply_selection_filter(chosen)
         red = torch.zeros(self.layout.n_groups, dtype=torch.bool)
         if chosen:
             red[torch.tensor(chosen, dtype=torch.long)] = True
         gs["redundant"] = red
         gs["selected"] = True
         gs["shortfall"] = shortfall
+        gs["filtered_out"] = selected - len(chosen)
         self._refresh()
+
+    def _apply_selection_filter(self, chosen: list[int]) -> list[int]:
+        """The caller's ``selection_filter`` sees group ids (most redundant first) and returns the ones to keep,
+        a subset (e.g. so that kept channel counts are multiples of a block size); the oracle follows it."""
+        ids = self.layout.ids
+        keep = {int(i) for i in self.selection_filter([ids[gi] for gi in chosen])}
+        unknown = keep - {ids[gi] for gi in chosen}
+        if unknown:
+            raise ValueError(f"selection_filter returned groups that were not selected: {sorted(unknown)[:10]}")
+        kept = [gi for gi in chosen if ids[gi] in keep]
+        if len(kept) < len(chosen):
+            self._on_selection_overridden(kept)
+        return kept
 
     # ------------------------------------------------------------------ hybrid decisions
     def _hybrid_decisions(self, gs: dict[str, Any], t: int, acc: torch.Tensor, accw: Optional[torch.Tensor],
@@ -945,6 +965,7 @@ class HybridSparseOptimizer(torch.optim.Optimizer):
 
         Keys: ``step`` (completed steps), ``phase`` ('warmup' | 'hybrid'), ``variant``, ``num_groups``,
         ``num_removable``, ``target_count`` (K), ``num_redundant`` (selected), ``selection_shortfall``,
+        ``selection_filtered_out`` (selected groups the ``selection_filter`` gave back),
         ``num_zero_groups`` / ``group_sparsity`` (removable groups that are exactly zero now, measured),
         ``num_redundant_zero``, ``redundant_norm_sum``, ``important_norm_sum`` (all non-redundant groups),
         ``forced_zero_groups``, ``projected_groups``, ``target_reached``, ``lambda_mean`` (last step, active
@@ -969,6 +990,7 @@ class HybridSparseOptimizer(torch.optim.Optimizer):
             "target_count": self.target_count,
             "num_redundant": int(gs["redundant"].sum()),
             "selection_shortfall": gs["shortfall"],
+            "selection_filtered_out": gs.get("filtered_out", 0),
             "num_zero_groups": n_zero,
             "group_sparsity": n_zero / n_rem if n_rem else 0.0,
             "num_redundant_zero": n_red_zero,

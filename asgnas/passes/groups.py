@@ -10,8 +10,9 @@ Groups are referred to by integer ``id``; the ids are unique within one ``Search
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Literal
+from typing import Any, Iterable, Literal, Sequence
 
 import numpy as np
 
@@ -95,6 +96,29 @@ def zero_groups(model: Model, groups: Iterable[Group]) -> None:
                 array[tuple(index)] = 0
     for name, array in copies.items():
         values[name].const.array = array
+
+
+def round_kept_channels(groups: Sequence[Group], chosen: Sequence[Group], multiple: int) -> list[Group]:
+    """Un-choose channel groups so that every channel space keeps a multiple of ``multiple`` channels.
+
+    ``groups``: every group of the search space (a space's size counts its removable and fixed channels);
+    ``chosen``: the groups to zero, most redundant first; a space's last-chosen ones are dropped. Odd channel
+    counts (33 of 64) make onnxruntime's blocked conv kernels pad back up: the slim model is then smaller on
+    paper only. Zeroing fewer channels of a space is always valid, so this never breaks the oracle's verdict.
+    """
+    if multiple <= 1:
+        return list(chosen)
+    size = Counter(g.space for g in groups if g.kind == "prune")
+    by_space: dict[str, list[Group]] = {}
+    for group in chosen:
+        if group.kind == "prune":
+            by_space.setdefault(group.space, []).append(group)
+    dropped: set[int] = set()
+    for sid, members in by_space.items():
+        kept = size[sid] - len(members)
+        rounded = min(size[sid], -(-kept // multiple) * multiple)
+        dropped.update(g.id for g in members[len(members) - (rounded - kept):])
+    return [g for g in chosen if g.id not in dropped]
 
 
 @dataclass

@@ -18,7 +18,7 @@ from typing import Any
 from asgnas.errors import AsgnasError
 from asgnas.ir import Model
 from asgnas.passes.base import Option, Pass, PassContext, register_pass
-from asgnas.passes.groups import Group, SearchSpace, zero_groups
+from asgnas.passes.groups import Group, SearchSpace, round_kept_channels, zero_groups
 
 CHECKPOINT = "group-sparse"
 
@@ -47,30 +47,6 @@ def choose_random(model: Model, space: SearchSpace, fraction: float, seed: int, 
         if oracle.try_remove(group.id):
             chosen.append(group)
     return chosen
-
-
-def round_kept_channels(space: SearchSpace, chosen: list[Group], multiple: int) -> list[Group]:
-    """Un-choose channel groups so every channel space keeps a multiple of ``multiple`` channels.
-
-    Odd channel counts (33 of 64) make onnxruntime's blocked conv kernels pad back up: the slim model is then smaller
-    on paper only. Zeroing fewer groups of a space is always valid, so this never breaks the oracle's verdict.
-    """
-    if multiple <= 1:
-        return chosen
-    size: dict[str, int] = {}
-    for group in space.groups:
-        if group.kind == "prune":
-            size[group.space] = size.get(group.space, 0) + 1
-    by_space: dict[str, list[Group]] = {}
-    for group in chosen:
-        if group.kind == "prune":
-            by_space.setdefault(group.space, []).append(group)
-    dropped: set[int] = set()
-    for sid, groups in by_space.items():
-        kept = size[sid] - len(groups)
-        rounded = min(size[sid], -(-kept // multiple) * multiple)
-        dropped.update(g.id for g in groups[len(groups) - (rounded - kept):])
-    return [g for g in chosen if g.id not in dropped]
 
 
 def choose_listed(model: Model, space: SearchSpace, path: str) -> list[Group]:
@@ -117,7 +93,7 @@ class ZeroGroupsPass(Pass):
             chosen = choose_listed(model, space, self.config["ids"])
         else:
             chosen = choose_random(model, space, self.config["fraction"], self.config["seed"], self.config["kind"])
-            chosen = round_kept_channels(space, chosen, self.config["round-to"])
+            chosen = round_kept_channels(space.groups, chosen, self.config["round-to"])
         zero_groups(model, chosen)
         ctx.checkpoint(CHECKPOINT, model, as_reference=True)
         return {

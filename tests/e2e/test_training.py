@@ -135,3 +135,25 @@ def test_api_cost_weight_picks_the_costly_branch_on_a_tie(cost_weight, tmp_path)
         assert chosen == nas.search_space.removable("erase")[0].id and not takes_b
     summary = nas.construct_subnet(tmp_path / "out")
     assert summary["erased_structures"] >= 1 and summary["max_abs_diff"] < 1e-4
+
+
+def test_train_round_to_gives_slim_convs_whole_blocks_of_channels(superresnet_onnx, tmp_path):
+    out, report_path = tmp_path / "slim.onnx", tmp_path / "r.json"
+    status = main([str(superresnet_onnx), "--passes",
+                   "search-space{groups=false},train{optimizer=dhspg,epochs=2,target-sparsity=0.6,round-to=4,"
+                   "quiet=true},construct-subnet,verify", "-o", str(out), "--report", str(report_path), "-q"])
+    assert status == 0
+    report = json.loads(report_path.read_text())
+    metrics = report["train"]["metrics"]
+    assert report["train"]["round_to"] == 4 and metrics["selection_filtered_out"] > 0
+    assert metrics["num_zero_groups"] == metrics["target_count"] - metrics["selection_filtered_out"]
+    full, slim = onnx.load(str(superresnet_onnx)), onnx.load(str(out))
+
+    def conv_widths(model):
+        inits = {t.name: t for t in model.graph.initializer}
+        return [inits[n.input[1]].dims[0] for n in model.graph.node if n.op_type == "Conv"]
+
+    assert all(w % 4 == 0 for w in conv_widths(full))
+    # a space whose every channel is zero keeps one (zero) channel: construction never leaves a space empty
+    assert all(w % 4 == 0 or w == 1 for w in conv_widths(slim)) and sum(conv_widths(slim)) < sum(conv_widths(full))
+    assert report["verify"]["ok"]
