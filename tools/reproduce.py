@@ -3,7 +3,7 @@
     python tools/reproduce.py [--nets demosupnet,stackedunets,darts,superresnet,regnet] [--seeds 0,1,2]
                               [--data digits|npz:PATH] [--size tiny|paper] [--epochs 20] [--device cpu|cuda]
                               [--target 0.5] [--targets net=K,...] [--cost-weight 1.0] [--hard-zero-fraction 0.5]
-                              [--kind auto|erase|prune|both] [--prune-targets net=F,...] [--round-to 1]
+                              [--kind auto|erase|prune|both] [--prune-targets net=F,...] [--round-to 1] [--gates]
                               [--out rows.json] [--merge a.json,b.json]
 
 For every (net, seed): export the super-network, train it twice with the same budget through the ``train`` pass:
@@ -42,28 +42,28 @@ def run_one(net_name: str, size: str, seed: int, args: argparse.Namespace, workd
     prune_target = target_for(net_name, args.prune_targets, -1.0)
     kind = "both" if prune_target >= 0 else args.kind  # a net with a channel target also prunes
 
-    def train(target: float, prune_target: float = -1.0) -> str:
+    def train(target: float, prune_target: float = -1.0, gates: bool = False) -> str:
         return (f"train{{optimizer=h2spg,data={args.data},epochs={args.epochs},seed={seed},device={args.device},"
                 f"lr={args.lr},quiet=true,target-sparsity={target},cost-weight={args.cost_weight},"
                 f"warmup-fraction={args.warmup_fraction},hard-zero-fraction={args.hard_zero_fraction},"
-                f"kind={kind},prune-target={prune_target},round-to={args.round_to}}}")
+                f"kind={kind},prune-target={prune_target},round-to={args.round_to},gates={str(gates).lower()}}}")
 
     full_model = load_model(path)
-    PassManager(parse_pipeline("untie-aliases,search-space{groups=false}," + train(0))).run(
-        full_model, PassContext(quiet=True))
+    full_cost = PassManager(parse_pipeline("untie-aliases,search-space{groups=false}," + train(0) + ",cost")).run(
+        full_model, PassContext(quiet=True))["cost"]  # the super-network as exported (no gates)
     data = load_dataset(args.data, tuple(net.example_input(1).shape[1:]), seed=seed)  # the same split as train's
     baseline_acc = onnx_accuracy(full_model, data.x_val, data.y_val)
 
     model = load_model(path)
     report = PassManager(parse_pipeline(
         "untie-aliases,search-space{groups=false}," + train(target_for(net_name, args.targets, args.target),
-                                                      prune_target)
+                                                      prune_target, args.gates)
         + ",construct-subnet,verify{rtol=1e-3}")).run(model, PassContext(quiet=True))
     cost = report["cost"]
     return {
         "net": net_name, "seed": seed,
-        "params_full": cost["before"]["params"], "params_slim": cost["after"]["params"],
-        "macs_full": cost["before"]["macs"], "macs_slim": cost["after"]["macs"],
+        "params_full": full_cost["params"], "params_slim": cost["after"]["params"],
+        "macs_full": full_cost["macs"], "macs_slim": cost["after"]["macs"],
         "acc_baseline": baseline_acc, "acc_trained_full": report["train"]["val_accuracy_full"],
         "acc_slim": report["train"]["val_accuracy_slim"],
         **latencies(load_model(path), model, 1),
@@ -71,6 +71,7 @@ def run_one(net_name: str, size: str, seed: int, args: argparse.Namespace, workd
         **latencies(load_model(path), model, args.latency_batch),
         "erased": report["construct-subnet"]["erased_structures"],
         "removable": report["search_space"]["summary"]["num_removable_erase_groups"],
+        "gates": report["train"]["gates"],
         "verify_max_abs_diff": report["verify"]["max_abs_diff"],
     }
 
@@ -121,7 +122,8 @@ def summarize(rows: list[dict], latency_batch: int) -> str:
             f"{stat([100 * (r['acc_slim'] - r['acc_baseline']) for r in rs], '+.1f')} | "
             f"{stat([speedup_ratio(r, 1) for r in rs], '.2f')} | "
             f"{stat([speedup_ratio(r, latency_batch) for r in rs], '.2f')} | "
-            f"{statistics.mean(r['erased'] for r in rs):.1f}/{rs[0]['removable']} |")
+            f"{statistics.mean(r['erased'] for r in rs):.1f}/{rs[0]['removable']}"
+            f"{' + %d gated' % rs[0]['gates'] if rs[0].get('gates') else ''} |")
     return "\n".join(lines)
 
 
@@ -148,6 +150,9 @@ def main() -> None:
                              "--targets counting its structures and F its channel groups; others use --kind")
     parser.add_argument("--round-to", type=int, default=1,
                         help="keep a multiple of this many channels per channel space (train's round-to)")
+    parser.add_argument("--gates", action="store_true",
+                        help="the sub-network's training gates parameter-free branches (train's gates=true), so "
+                             "pools and skips are erasable too; the baseline is the same either way")
     parser.add_argument("--warmup-fraction", type=float, default=0.2)
     parser.add_argument("--hard-zero-fraction", type=float, default=0.5)
     parser.add_argument("--latency-batch", type=int, default=64, help="second latency batch (batch 1 always)")

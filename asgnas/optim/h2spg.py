@@ -62,7 +62,7 @@ class H2SPG(HybridSparseOptimizer):
             ``ParamGroup.cost``, both min-max scaled), so that costly structures go first among comparably
             redundant ones. The validity oracle is consulted either way and K stays exact.
         selection_filter: optional callable given the selected group ids (most redundant first) and returning
-            the subset to zero, e.g. ``asgnas.passes.groups.round_kept_channels`` so that every channel space
+            the subset to zero, e.g. ``asgnas.bridge.training.channel_rounding`` so that every channel space
             keeps a multiple of a kernel's block size; what it gives back is ``metrics()['selection_filtered_out']``
             (K is then an upper bound).
 
@@ -111,7 +111,7 @@ class H2SPG(HybridSparseOptimizer):
         return greedy_valid_selection(order, self.layout.ids, k, self.validity_oracle)
 
     def _on_selection_overridden(self, chosen: list[int]) -> None:
-        # Keep this rank's oracle consistent with the set actually used (rank 0's).
+        # Keep the oracle consistent with the set actually used (rank 0's, or the filtered one).
         oracle = self.validity_oracle
         if oracle is None:
             return

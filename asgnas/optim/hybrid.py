@@ -753,7 +753,8 @@ class HybridSparseOptimizer(torch.optim.Optimizer):
         return theirs
 
     def _on_selection_overridden(self, chosen: list[int]) -> None:
-        """Hook: this rank's local choice differed from rank 0's (H2SPG re-syncs its oracle)."""
+        """Hook: the selection is not the walk's own (rank 0's differed, or the selection filter trimmed it);
+        H2SPG re-syncs its oracle."""
 
     def _select(self, gs: dict[str, Any]) -> None:
         rem_idx = torch.nonzero(self.layout.removable).flatten().tolist()
