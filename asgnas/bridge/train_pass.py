@@ -125,6 +125,8 @@ class TrainPass(Pass):
         groups = [g for g in space.groups if g.kind in kinds]
         if not any(g.removable for g in groups):
             raise AsgnasError(f"the search space has no removable {kind} groups to train")
+        if cfg["round-to"] > 1 and "prune" not in kinds:
+            ctx.log(f"train: round-to={cfg['round-to']} has no effect with kind={kind} (no channel groups)")
         out_shape = model.graph.outputs[0].shape
         num_classes = out_shape[-1] if out_shape and isinstance(out_shape[-1], int) else None
         data = load_dataset(cfg["data"], sample_shape(model), num_classes, seed=cfg["seed"])

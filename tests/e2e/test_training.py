@@ -157,3 +157,8 @@ def test_train_round_to_gives_slim_convs_whole_blocks_of_channels(superresnet_on
     # a space whose every channel is zero keeps one (zero) channel: construction never leaves a space empty
     assert all(w % 4 == 0 or w == 1 for w in conv_widths(slim)) and sum(conv_widths(slim)) < sum(conv_widths(full))
     assert report["verify"]["ok"]
+
+
+def test_train_round_to_without_channel_groups_says_it_does_nothing(superresnet_onnx, capsys):
+    assert main([str(superresnet_onnx), "--passes", "train{epochs=1,target-sparsity=1,round-to=8,quiet=true}"]) == 0
+    assert "round-to=8 has no effect with kind=erase" in capsys.readouterr().out
