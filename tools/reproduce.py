@@ -43,12 +43,13 @@ def run_one(net_name: str, size: str, seed: int, args: argparse.Namespace, workd
     prune_target = target_for(net_name, args.prune_targets, -1.0)
     lr = target_for(net_name, args.net_lr, args.lr)
     kind = "both" if prune_target >= 0 else args.kind  # a net with a channel target also prunes
+    round_to = args.round_to if kind in ("prune", "both") else 1  # erasing only: no channel counts to round
 
     def train(target: float, prune_target: float = -1.0, gates: bool = False) -> str:
         return (f"train{{optimizer=h2spg,data={args.data},epochs={args.epochs},seed={seed},device={args.device},"
                 f"lr={lr},quiet=true,target-sparsity={target},cost-weight={args.cost_weight},"
                 f"warmup-fraction={args.warmup_fraction},hard-zero-fraction={args.hard_zero_fraction},"
-                f"kind={kind},prune-target={prune_target},round-to={args.round_to},gates={str(gates).lower()}}}")
+                f"kind={kind},prune-target={prune_target},round-to={round_to},gates={str(gates).lower()}}}")
 
     full_model = load_model(path)
     full_cost = PassManager(parse_pipeline("untie-aliases,search-space{groups=false}," + train(0) + ",cost")).run(
