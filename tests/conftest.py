@@ -79,6 +79,29 @@ def onnx_path(tmp_path_factory: pytest.TempPathFactory) -> OnnxPathFactory:
 
 
 @pytest.fixture(scope="session")
+def supernet_onnx(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], Path]:
+    """Factory ``supernet_onnx(name) -> Path``: ``asgnas.zoo`` super-network ``name`` at its tiny size, built under
+    ``torch.manual_seed(0)`` and exported once per session (read-only, like ``onnx_path``)."""
+    root = tmp_path_factory.mktemp("supernets_seed0")
+    cache: dict[str, Path] = {}
+
+    def get(name: str) -> Path:
+        if name not in cache:
+            import torch
+
+            from asgnas.bridge.export import export_torch_model
+            from asgnas.zoo import build
+
+            torch.manual_seed(0)
+            net = build(name, "tiny")
+            cache[name] = root / f"{name}.onnx"
+            export_torch_model(net, net.example_input(1), cache[name])
+        return cache[name]
+
+    return get
+
+
+@pytest.fixture(scope="session")
 def zoo() -> dict[str, ModelCase]:
     """The shared model zoo (name -> ModelCase)."""
     return ZOO

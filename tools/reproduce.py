@@ -40,8 +40,8 @@ def run_one(net_name: str, size: str, seed: int, args: argparse.Namespace, workd
     net = build(net_name, size, **kwargs)
     path = workdir / f"{net_name}_{seed}.onnx"
     export_torch_model(net, net.example_input(1), path)
-    prune_target = target_for(net_name, args.prune_targets, -1.0)
-    lr = target_for(net_name, args.net_lr, args.lr)
+    prune_target = per_net(net_name, args.prune_targets, -1.0)
+    lr = per_net(net_name, args.net_lr, args.lr)
     kind = "both" if prune_target >= 0 else args.kind  # a net with a channel target also prunes
     round_to = args.round_to if kind in ("prune", "both") else 1  # erasing only: no channel counts to round
 
@@ -59,7 +59,7 @@ def run_one(net_name: str, size: str, seed: int, args: argparse.Namespace, workd
 
     model = load_model(path)
     report = PassManager(parse_pipeline(
-        "untie-aliases,search-space{groups=false}," + train(target_for(net_name, args.targets, args.target),
+        "untie-aliases,search-space{groups=false}," + train(per_net(net_name, args.targets, args.target),
                                                       prune_target, net_name in args.gates.split(","))
         + ",construct-subnet,verify{rtol=1e-3}")).run(model, PassContext(quiet=True))
     cost = report["cost"]
@@ -79,7 +79,7 @@ def run_one(net_name: str, size: str, seed: int, args: argparse.Namespace, workd
     }
 
 
-def target_for(net: str, targets: str, default: float) -> float:
+def per_net(net: str, targets: str, default: float) -> float:
     """``net=V,...`` (``--targets``, ``--prune-targets``, ``--net-lr``) overrides the default per net (the paper
     also picks K and the training recipe per experiment)."""
     for item in filter(None, targets.split(",")):

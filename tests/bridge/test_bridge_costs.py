@@ -6,7 +6,6 @@ from __future__ import annotations
 import pytest
 import torch
 
-from asgnas.bridge.export import export_torch_model
 from asgnas.bridge.mapping import erase_costs, removal_costs, to_param_groups
 from asgnas.cli import _register_all_passes
 from asgnas.errors import AsgnasError
@@ -15,16 +14,11 @@ from asgnas.passes import PassContext, PassManager, parse_pipeline
 from asgnas.passes.cost import total_cost
 from asgnas.passes.hierarchy import build_oracle
 from asgnas.passes.search_space import analyze_search_space
-from asgnas.zoo import build
 
 
 @pytest.fixture(scope="module")
-def stackedunets(tmp_path_factory):
-    torch.manual_seed(0)
-    net = build("stackedunets", "tiny")
-    path = tmp_path_factory.mktemp("costs") / "stackedunets.onnx"
-    export_torch_model(net, net.example_input(1), path)
-    return path
+def stackedunets(supernet_onnx):
+    return supernet_onnx("stackedunets")
 
 
 def test_erase_costs_count_what_goes_with_the_structure(stackedunets):

@@ -15,18 +15,11 @@ from asgnas.cli import main
 from asgnas.data import load_dataset
 from asgnas.ir import load_model
 from asgnas.runtime import onnx_accuracy
-from asgnas.zoo import build
 
 
 @pytest.fixture(scope="module")
-def superresnet_onnx(tmp_path_factory):
-    from asgnas.bridge.export import export_torch_model
-
-    torch.manual_seed(0)
-    net = build("superresnet", "tiny")
-    path = tmp_path_factory.mktemp("train") / "superresnet.onnx"
-    export_torch_model(net, net.example_input(1), path)
-    return path
+def superresnet_onnx(supernet_onnx):
+    return supernet_onnx("superresnet")
 
 
 def test_train_pass_reaches_target_and_constructs_equivalent_slim_model(superresnet_onnx, tmp_path):
