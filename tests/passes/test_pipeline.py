@@ -134,3 +134,12 @@ def test_group_json_has_every_field() -> None:
                   removable=False, reason="why", num_params=7, macs=9, parents=[1], children=[4], space="s")
     assert group.to_json() == dataclasses.asdict(group)
     assert json.loads(json.dumps(group.to_json())) == group.to_json()
+
+
+@pytest.mark.parametrize("option", ["round-to=0", "epochs=0", "batch-size=0"])
+def test_train_options_below_their_minimum_fail_before_any_pass(onnx_path, tmp_path, capsys, option: str) -> None:
+    out = tmp_path / "slim.onnx"
+    assert main([str(onnx_path("resnet_basic", "legacy")), "--passes", f"search-space,train{{{option}}}",
+                 "-o", str(out)]) == 2
+    name = option.split("=")[0]
+    assert f"option '{name}' must be >= 1" in capsys.readouterr().err and not out.exists()
