@@ -18,6 +18,7 @@ import tempfile
 from pathlib import Path
 from typing import Any, Sequence
 
+from asgnas.bridge.distributed import finish, rank
 from asgnas.errors import AsgnasError
 
 PROG = "asgnas-opt"
@@ -188,6 +189,9 @@ def run(argv: Sequence[str] | None = None) -> int:
         raise AsgnasError("no input model given")
     if not args.passes:
         raise AsgnasError("no --passes given (see --list-passes)")
+    primary = rank() == 0  # under torchrun every rank runs the pipeline; rank 0 alone logs and writes
+    if not primary:
+        _silence_stdout()
     model_path = Path(args.model)
     _check_no_clobbering(model_path, args.output, args.report)
     for out in filter(None, (args.output, args.report)):
@@ -200,7 +204,7 @@ def run(argv: Sequence[str] | None = None) -> int:
     passes = parse_pipeline(args.passes)  # before loading: a typo fails fast
     model = load_model(model_path)
     manager = PassManager(passes, print_ir_after_all=args.print_ir_after_all, printer=_emit)
-    ctx = PassContext(quiet=args.quiet, log=(lambda _: None) if args.quiet else _emit)
+    ctx = PassContext(quiet=args.quiet, log=(lambda _: None) if args.quiet else _emit, writes_files=primary)
     status = 0
     try:
         report = manager.run(model, ctx)
@@ -213,12 +217,12 @@ def run(argv: Sequence[str] | None = None) -> int:
         done = len(manager.report.get("passes", ()))
         raise InternalError(passes[done].name if done < len(passes) else None, err) from err
     finally:
-        if args.report:
+        if args.report and primary:
             try:
                 _write_json_atomically(manager.report, Path(args.report))
             except OSError as err:
                 raise _write_error(args.report, err) from None
-    if args.output and status == 0:
+    if args.output and status == 0 and primary:
         external = {"auto": None, "yes": True, "no": False}[args.external_data]
         try:
             save_model(model, args.output, external_data=external)
@@ -235,6 +239,10 @@ def _one_line(text: str) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    return finish(_main(argv))  # under torchrun: every rank ends with the same status
+
+
+def _main(argv: Sequence[str] | None) -> int:
     try:
         return run(argv)
     except AsgnasError as err:

@@ -30,6 +30,7 @@ import torch.nn.functional as F
 from onnx import TensorProto, helper
 from torch import Tensor, nn
 
+from asgnas.bridge.distributed import batch_norm_train
 from asgnas.passes.untie import materialize
 from asgnas.errors import AsgnasError
 from asgnas.ir import Model, Node, Value
@@ -523,7 +524,9 @@ def _batch_norm(ctx: _Ctx) -> OpFn:
             return F.batch_norm(x, mean, var, scale, bias, False, 0.0, eps)
         # batch statistics; torch's train mode also updates the running buffers in place
         running = tr and update
-        y = F.batch_norm(x, mean if running else None, var if running else None, scale, bias, True, momentum, eps)
+        # statistics over the global batch when training in several processes (bridge.distributed)
+        y = batch_norm_train(x, mean if running else None, var if running else None, scale, bias, momentum, eps,
+                             across_ranks=tr)
         if not extra:
             return y
         dims = [0] + list(range(2, x.dim()))  # ONNX's training outputs: updated running stats (population var)

@@ -102,9 +102,9 @@ class TrainPass(Pass):
 
         import torch
 
+        from asgnas.bridge import distributed
         from asgnas.bridge.executor import OnnxModule
-        from asgnas.bridge.training import (DEFAULT_KIND, Schedule, build_optimizer, channel_rounding, pick_device,
-                                            train)
+        from asgnas.bridge.training import DEFAULT_KIND, Schedule, build_optimizer, channel_rounding, train
         from asgnas.data import load_dataset
         from asgnas.passes.hierarchy import build_oracle
         from asgnas.passes.search_space import SEARCH_SPACE_KEY, analyze_search_space
@@ -130,7 +130,7 @@ class TrainPass(Pass):
         out_shape = model.graph.outputs[0].shape
         num_classes = out_shape[-1] if out_shape and isinstance(out_shape[-1], int) else None
         data = load_dataset(cfg["data"], sample_shape(model), num_classes, seed=cfg["seed"])
-        device = pick_device(cfg["device"])
+        device = distributed.join(cfg["device"])  # under torchrun: this rank's device, in the process group
         torch.manual_seed(cfg["seed"])
         module = OnnxModule(model).to(device)
         model_batch = fixed_batch(model)
@@ -174,8 +174,9 @@ class TrainPass(Pass):
             keep = len(data.x_train) - len(data.x_train) % batch
             data.x_train, data.y_train = data.x_train[:keep], data.y_train[:keep]
         log = None if (cfg["quiet"] or ctx.quiet) else ctx.log
-        history = train(module, optimizer, data, epochs=cfg["epochs"], batch_size=batch, device=device,
-                        seed=cfg["seed"], log=log, fixed_batch=model_batch is not None)
+        trained, shards = distributed.data_parallel(module, device, model_batch)
+        history = train(trained, optimizer, data, epochs=cfg["epochs"], batch_size=batch, device=device,
+                        seed=cfg["seed"], log=log, fixed_batch=model_batch is not None, shards=shards)
         module.write_back(model)
         ctx.checkpoint(CHECKPOINT, model, as_reference=True)
         ctx.dataset = data
@@ -187,6 +188,7 @@ class TrainPass(Pass):
             "data": cfg["data"],
             "device": str(device),
             "batch_size": batch,
+            "processes": shards.world if shards else 1,
             "epochs": history.epochs,
             "seconds": round(history.seconds, 2),
             "schedule": vars(schedule),

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from asgnas.bridge.distributed import Shards
 from asgnas.data import Dataset
 from asgnas.errors import AsgnasError
 from asgnas.ir import Model
@@ -176,10 +177,13 @@ def train(
     log: Callable[[str], None] | None = print,
     forward: Callable[[torch.Tensor], torch.Tensor] | None = None,
     fixed_batch: bool = False,
+    shards: Shards | None = None,
 ) -> History:
     """Plain supervised loop (cross-entropy); the optimizer does the structured-sparsity work.
-    ``fixed_batch``: the graph only runs at ``batch_size`` (validation batches likewise)."""
+    ``fixed_batch``: the graph only runs at ``batch_size`` (validation batches likewise).
+    ``shards``: this rank's part of each batch when training in several processes (``bridge.distributed``)."""
     forward = forward or module
+    shards = shards or Shards()
     rng = np.random.default_rng(seed)
     torch.manual_seed(seed)
     loss_fn = nn.CrossEntropyLoss()
@@ -197,16 +201,17 @@ def train(
                 scale = 0.5 * (1 + math.cos(math.pi * step / max(epochs * steps_per_epoch, 1)))
                 for group, base in zip(optimizer.param_groups, base_lrs):
                     group["lr"] = base * scale
+            index, weight = shards.take(index)
             xb = torch.from_numpy(data.x_train[index]).to(device)
             yb = torch.from_numpy(data.y_train[index]).to(device)
             optimizer.zero_grad(set_to_none=True)
             logits = forward(xb)
-            loss = loss_fn(logits, yb)
+            loss = loss_fn(logits, yb) * weight
             loss.backward()
             optimizer.step()
             step += 1
             losses.append(float(loss.detach()))
-            correct += int((logits.argmax(-1) == yb).sum())
+            correct += int((logits.argmax(-1) == yb).sum()) if weight else 0
             if show_bar:
                 sparsity = optimizer.metrics().get("group_sparsity", 0.0)
                 done = int(20 * (batch_index + 1) / steps_per_epoch)
@@ -214,12 +219,14 @@ def train(
                       f"group sparsity {sparsity:.3f}", end="", flush=True)
         module.eval()
         metrics = optimizer.metrics()
+        mean_loss, correct = shards.epoch_totals(float(np.mean(losses)), correct)
         row = {
             "epoch": epoch + 1,
-            "loss": float(np.mean(losses)),
+            "loss": mean_loss,
             "train_accuracy": correct / len(data.x_train),
-            "val_accuracy": accuracy(forward, data.x_val, data.y_val, device,
-                                     *((batch_size, True) if fixed_batch else ())),
+            "val_accuracy": shards.accuracy(lambda x, y: accuracy(forward, x, y, device,
+                                                                  *((batch_size, True) if fixed_batch else ())),
+                                            data.x_val, data.y_val),
             "group_sparsity": float(metrics.get("group_sparsity", 0.0)),
             "num_zero_groups": int(metrics.get("num_zero_groups", 0)),
             "phase": metrics.get("phase"),

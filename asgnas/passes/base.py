@@ -61,6 +61,7 @@ class PassContext:
     dataset: Any = None  # set by ``train``: construct-subnet then measures the slim model's accuracy
     quiet: bool = False
     log: Callable[[str], None] = print
+    writes_files: bool = True  # False on the ranks other than 0 of a multi-process run: rank 0 alone writes
 
     def checkpoint(self, name: str, model: Model, *, as_reference: bool = False) -> None:
         self.checkpoints[name] = model.copy()

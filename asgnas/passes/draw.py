@@ -121,6 +121,8 @@ class DrawGroupsPass(Pass):
             ctx.log(to_text(space, erasing))
             return {"format": "text"}
         dot_path = Path(self.config["out"]).with_suffix(".dot")
+        if not ctx.writes_files:
+            return {"dot": str(dot_path)}
         dot_path.parent.mkdir(parents=True, exist_ok=True)
         dot_path.write_text(to_dot(space, erasing))
         written = {"dot": str(dot_path)}
