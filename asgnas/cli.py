@@ -246,7 +246,8 @@ def _main(argv: Sequence[str] | None) -> int:
     try:
         return run(argv)
     except AsgnasError as err:
-        print(f"{PROG}: error: {_one_line(str(err))}", file=sys.stderr)
+        if rank() == 0:  # under torchrun the other ranks met the same input
+            print(f"{PROG}: error: {_one_line(str(err))}", file=sys.stderr)
         return 2
     except BrokenPipeError:  # stdout closed while a pass printed outside _emit: the job did not finish
         _silence_stdout()

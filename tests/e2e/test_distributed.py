@@ -1,0 +1,128 @@
+"""The train pass under torchrun: 2 CPU processes (gloo) choose the sub-network a single process chooses for the same
+global batches, and rank 0 alone writes."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+import torch.distributed as dist
+from onnx import TensorProto, helper, numpy_helper
+
+from asgnas.cli import main
+
+pytestmark = pytest.mark.skipif(not (dist.is_available() and dist.is_gloo_available()),
+                                reason="torch.distributed with gloo is not available")
+
+PIPELINE = ("search-space,train{{data=npz:{data},epochs=4,target-sparsity=2,batch-size=39,lr=0.1,quiet=true}},"
+            "construct-subnet,verify")
+
+#: torchrun runs the CLI through this, which logs (rank, what) for every file the CLI writes
+LAUNCHER = textwrap.dedent("""
+    import os, sys
+    import asgnas.cli as cli
+    import asgnas.ir as ir
+
+    def logged(write, what):
+        def call(*args, **kwargs):
+            with open(os.environ["WRITES_LOG"], "a") as log:
+                log.write(f"{os.environ['RANK']} {what}\\n")
+            return write(*args, **kwargs)
+        return call
+
+    ir.save_model = logged(ir.save_model, "model")
+    cli._write_json_atomically = logged(cli._write_json_atomically, "report")
+    sys.exit(cli.main(sys.argv[1:]))
+""")
+
+
+def _branchy_net_with_bn() -> onnx.ModelProto:
+    """Conv+BN stem, three summed Conv+BN branches (the removal structures), pooled linear head; symbolic batch.
+    BatchNorm everywhere: the ranks' batch statistics must be the global batch's."""
+    rng = np.random.default_rng(0)
+    inits: list[onnx.TensorProto] = []
+    nodes: list[onnx.NodeProto] = []
+
+    def tensor(name: str, value: np.ndarray) -> str:
+        inits.append(numpy_helper.from_array(value.astype(np.float32), name))
+        return name
+
+    def conv_bn(x: str, out: str, cin: int, k: int, name: str) -> None:
+        weight = tensor(f"{name}.w", rng.normal(0, (2.0 / (cin * k * k)) ** 0.5, (8, cin, k, k)))
+        nodes.append(helper.make_node("Conv", [x, weight, tensor(f"{name}.b", np.zeros(8))], [f"{name}.c"],
+                                      pads=[k // 2] * 4, name=name))
+        stats = [tensor(f"{name}.{s}", v) for s, v in (("g", 1 + 0.1 * rng.normal(size=8)),
+                                                        ("beta", 0.1 * rng.normal(size=8)),
+                                                        ("mean", np.zeros(8)), ("var", np.ones(8)))]
+        nodes.append(helper.make_node("BatchNormalization", [f"{name}.c", *stats], [out], name=f"{name}.bn"))
+
+    conv_bn("x", "s", 1, 3, "stem")
+    nodes.append(helper.make_node("Relu", ["s"], ["sr"]))
+    for name, k in (("a", 3), ("b", 1), ("c", 3)):
+        conv_bn("sr", name, 8, k, name)
+    nodes += [helper.make_node("Sum", ["a", "b", "c"], ["abc"]), helper.make_node("Relu", ["abc"], ["r"]),
+              helper.make_node("GlobalAveragePool", ["r"], ["p"]), helper.make_node("Flatten", ["p"], ["f"]),
+              helper.make_node("Gemm", ["f", tensor("head.w", rng.normal(0, 0.5, (4, 8))),
+                                        tensor("head.b", np.zeros(4))], ["y"], transB=1)]
+    graph = helper.make_graph(nodes, "branchy", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 1, 8, 8])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 4])], inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def _clusters(path: Path) -> None:
+    """4 classes of Gaussian clusters; 190 training samples: batches of 39 (shards of 19 and 20), the last of 34."""
+    rng = np.random.default_rng(1)
+    centers = rng.normal(size=(4, 1, 8, 8))
+    y = rng.integers(0, 4, 250)
+    x = (centers[y] + 0.8 * rng.normal(size=(250, 1, 8, 8))).astype(np.float32)
+    np.savez(path, x=x[:190], y=y[:190], x_val=x[190:], y_val=y[190:])
+
+
+def _selection(report: dict) -> tuple[list[int], list[int]]:
+    return report["train"]["redundant_groups"], report["train"]["zero_groups"]
+
+
+def test_two_processes_choose_the_single_process_subnetwork(tmp_path):
+    model, data = tmp_path / "net.onnx", tmp_path / "clusters.npz"
+    onnx.save(_branchy_net_with_bn(), model)
+    _clusters(data)
+    pipeline = PIPELINE.format(data=data)
+
+    single = tmp_path / "single"
+    single.mkdir()
+    assert main([str(model), "--passes", pipeline, "-o", str(single / "slim.onnx"),
+                 "--report", str(single / "r.json"), "-q"]) == 0
+    reference = json.loads((single / "r.json").read_text())
+
+    out = tmp_path / "ddp"
+    out.mkdir()
+    launcher, writes = tmp_path / "launch.py", tmp_path / "writes.log"
+    launcher.write_text(LAUNCHER)
+    env = {**os.environ, "WRITES_LOG": str(writes), "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).parents[2])}
+    run = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",
+                          "--nproc_per_node=2", str(launcher), str(model), "--passes", pipeline,
+                          "-o", str(out / "slim.onnx"), "--report", str(out / "r.json")],
+                         capture_output=True, text=True, env=env, timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert sorted(p.name for p in out.iterdir()) == ["r.json", "slim.onnx"]
+    assert sorted(writes.read_text().splitlines()) == ["0 model", "0 report"]  # rank 1 wrote nothing
+    assert run.stdout.count("asgnas-opt: ") == 1  # one summary line: rank 0 alone logs
+
+    report = json.loads((out / "r.json").read_text())
+    assert report["train"]["processes"] == 2 and reference["train"]["processes"] == 1
+    assert len(_selection(reference)[0]) == 2
+    assert _selection(report) == _selection(reference)
+    for ours, theirs in zip(report["train"]["epochs"], reference["train"]["epochs"]):
+        assert ours["loss"] == pytest.approx(theirs["loss"], rel=1e-4)
+        assert ours["train_accuracy"] == theirs["train_accuracy"]
+        assert ours["val_accuracy"] == theirs["val_accuracy"]
+    assert report["verify"]["ok"] and report["verify"]["reference"] == "group-sparse"
+    assert report["cost"]["after"]["params"] == reference["cost"]["after"]["params"] < report["cost"]["before"]["params"]
+    onnx.checker.check_model(onnx.load(str(out / "slim.onnx")), full_check=True)
