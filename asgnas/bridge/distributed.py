@@ -123,8 +123,8 @@ class RankShards(Shards):
     def accuracy(self, evaluate: Callable[[np.ndarray, np.ndarray], float], x: np.ndarray, y: np.ndarray) -> float:
         start, stop = self._bounds(len(x))
         part = evaluate(x[start:stop], y[start:stop]) if stop > start else 0.0
-        correct, total = self._sum([part * (stop - start), float(stop - start)])
-        return correct / max(total, 1.0)
+        correct, total = self._sum([round(part * (stop - start)), float(stop - start)])  # counts: exact
+        return int(correct) / max(int(total), 1)
 
 
 def data_parallel(module: "nn.Module", device: "torch.device",
@@ -206,8 +206,8 @@ def _differentiable_sum() -> type:
 
 def finish(status: int) -> int:
     """The exit status every rank returns: the highest of all ranks' (e.g. rank 0's failed write), then the
-    process group is left. After a crash status the ranks may not meet again: that rank's own status stands
-    (torchrun then stops the others)."""
+    process group is left. After a crash status (internal error, interrupt) the ranks may not meet again: that
+    rank's own status stands."""
     if world_size() <= 1:
         return status
     import torch
@@ -215,14 +215,14 @@ def finish(status: int) -> int:
 
     if not dist.is_available():
         return status
+    if status in _CRASH_STATUSES:  # the others may be inside a collective: leave now, torchrun stops them
+        return status
     if not dist.is_initialized():  # a pipeline without train: a group only to agree
         dist.init_process_group("gloo")
     try:
-        if status not in _CRASH_STATUSES:
-            device = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else None
-            agreed = torch.tensor([status], dtype=torch.int64, device=device)
-            dist.all_reduce(agreed, op=dist.ReduceOp.MAX)
-            status = int(agreed.item())
+        device = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else None
+        agreed = torch.tensor([status], dtype=torch.int64, device=device)
+        dist.all_reduce(agreed, op=dist.ReduceOp.MAX)
+        return int(agreed.item())
     finally:
         dist.destroy_process_group()
-    return status

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 import textwrap
@@ -14,6 +15,7 @@ import numpy as np
 import onnx
 import pytest
 import torch.distributed as dist
+import torch.multiprocessing as mp
 from onnx import TensorProto, helper, numpy_helper
 
 from asgnas.cli import main
@@ -21,7 +23,7 @@ from asgnas.cli import main
 pytestmark = pytest.mark.skipif(not (dist.is_available() and dist.is_gloo_available()),
                                 reason="torch.distributed with gloo is not available")
 
-PIPELINE = ("search-space,train{{data=npz:{data},epochs=4,target-sparsity=2,batch-size=39,lr=0.1,quiet=true}},"
+PIPELINE = ("search-space,train{{data=npz:{data},epochs=3,target-sparsity=2,batch-size=39,lr=0.1,quiet=true}},"
             "construct-subnet,verify")
 
 #: torchrun runs the CLI through this, which logs (rank, what) for every file the CLI writes
@@ -126,3 +128,20 @@ def test_two_processes_choose_the_single_process_subnetwork(tmp_path):
     assert report["verify"]["ok"] and report["verify"]["reference"] == "group-sparse"
     assert report["cost"]["after"]["params"] == reference["cost"]["after"]["params"] < report["cost"]["before"]["params"]
     onnx.checker.check_model(onnx.load(str(out / "slim.onnx")), full_check=True)
+
+
+def _finish_with(rank: int, port: int, statuses: list[int], out: str) -> None:
+    os.environ.update(WORLD_SIZE="2", RANK=str(rank), LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1",
+                      MASTER_PORT=str(port))
+    from asgnas.bridge.distributed import finish
+
+    Path(out, str(rank)).write_text(str(finish(statuses[rank])))
+
+
+def test_every_rank_ends_with_the_highest_status(tmp_path):
+    """E.g. rank 0 alone failed to write ``-o`` (exit 2): rank 1 exits 2 as well, not 0."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    mp.spawn(_finish_with, args=(port, [2, 0], str(tmp_path)), nprocs=2)
+    assert [(tmp_path / r).read_text() for r in "01"] == ["2", "2"]
