@@ -200,7 +200,8 @@ def run(argv: Sequence[str] | None = None) -> int:
     passes = parse_pipeline(args.passes)  # before loading: a typo fails fast
     model = load_model(model_path)
     manager = PassManager(passes, print_ir_after_all=args.print_ir_after_all, printer=_emit)
-    ctx = PassContext(quiet=args.quiet, log=(lambda _: None) if args.quiet else _emit)
+    ctx = PassContext(quiet=args.quiet, log=(lambda _: None) if args.quiet else _emit, report_path=args.report,
+                      output_path=args.output)
     status = 0
     try:
         report = manager.run(model, ctx)

@@ -93,6 +93,8 @@ class TrainPass(Pass):
         Option("warmup-fraction", float, 0.2, "share of the steps before the redundant structures are chosen"),
         Option("hard-zero-fraction", float, 0.5, "share of the steps after which the chosen structures are forced "
                "to zero (the rest of the budget trains the sub-network)"),
+        Option("curve", str, "auto", "training-curve SVG: auto (beside --report as REPORT.train.svg, else beside "
+               "-o), none, or a path"),
         Option("gates", bool, False, "gate parameter-free Add/Sum branches first (gate-branches), so pools and "
                "skips become erasable; unselected gates stay exactly 1 and construct-subnet folds them"),
     )
@@ -102,6 +104,7 @@ class TrainPass(Pass):
 
         import torch
 
+        from asgnas.bridge.curve import curve_path, training_curve_svg
         from asgnas.bridge.executor import OnnxModule
         from asgnas.bridge.training import (DEFAULT_KIND, Schedule, build_optimizer, channel_rounding, pick_device,
                                             train)
@@ -112,6 +115,7 @@ class TrainPass(Pass):
         from asgnas.runtime import onnx_accuracy
 
         cfg = self.config
+        curve = curve_path(cfg["curve"], ctx.report_path, ctx.output_path)  # a bad folder fails before training
         space = model.analyses.get(SEARCH_SPACE_KEY)
         if cfg["gates"]:
             from asgnas.passes.gates import gate_branches
@@ -177,6 +181,10 @@ class TrainPass(Pass):
         history = train(module, optimizer, data, epochs=cfg["epochs"], batch_size=batch, device=device,
                         seed=cfg["seed"], log=log, fixed_batch=model_batch is not None)
         module.write_back(model)
+        if curve is not None:
+            curve.write_text(training_curve_svg(history.epochs, vars(schedule),
+                                                f"{cfg['optimizer']} on {cfg['data']}, target sparsity {cfg['target-sparsity']:g}"))
+            ctx.log(f"train: training curve -> {curve}")
         ctx.checkpoint(CHECKPOINT, model, as_reference=True)
         ctx.dataset = data
         metrics = optimizer.metrics()
@@ -196,6 +204,7 @@ class TrainPass(Pass):
             "metrics": {k: v for k, v in metrics.items() if isinstance(v, (int, float, str, bool))},
             "zero_groups": sorted(int(i) for i in optimizer.zero_group_ids),
             "gates": gates,
+            "curve": str(curve) if curve is not None else None,
             "val_accuracy_full": onnx_accuracy(model, data.x_val, data.y_val),
         }
 

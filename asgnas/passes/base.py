@@ -61,6 +61,8 @@ class PassContext:
     dataset: Any = None  # set by ``train``: construct-subnet then measures the slim model's accuracy
     quiet: bool = False
     log: Callable[[str], None] = print
+    report_path: str | None = None  # the CLI's --report and -o: passes write side files beside them (train's curve)
+    output_path: str | None = None
 
     def checkpoint(self, name: str, model: Model, *, as_reference: bool = False) -> None:
         self.checkpoints[name] = model.copy()
