@@ -98,8 +98,9 @@ def _segment_node(seg: Any, group: Group | None, marks: Marks) -> str:
         style = f'style=filled, fillcolor="{REMOVABLE_FILL}"' if group.removable else "style=dashed"
         if not group.removable:
             tooltip.insert(0, f"stays: {group.reason}")
-    lines += [_channel_line(entry, marks.compared) for entry in marks.channels.get(seg.index, ())]
     gone = seg.index in marks.gone
+    lines += [f"{entry.size} ch" if gone else _channel_line(entry, marks.compared)
+              for entry in marks.channels.get(seg.index, ())]
     if gone:
         lines.append("erased" if group is not None else "bypassed")
         style = f'style="filled,dashed", fillcolor="{ERASED_FILL}", color="{ERASED_INK}", fontcolor="{ERASED_INK}"'
@@ -176,7 +177,7 @@ def to_text(space: SearchSpace, erasing: Any) -> str:
 @register_pass
 class DrawGroupsPass(Pass):
     name = "draw-groups"
-    summary = "draw the dependency graph with its groups (DOT/SVG via Graphviz, or text); after construction: what went"
+    summary = "draw the groups' dependency graph (DOT/SVG via Graphviz, or text); after construct-subnet: what went"
     options = (
         Option("out", str, "groups.dot", "output path (.dot; an .svg beside it when Graphviz is installed)"),
         Option("format", str, "auto", "auto (DOT, plus SVG when Graphviz is installed), svg (DOT + SVG, needs "
