@@ -6,9 +6,11 @@ Reads: the IR and ``model.analyses["search_space"]`` (runs ``search-space`` when
 it first runs ``gate-branches`` and rebuilds the search space, see ``asgnas.passes.gates``). Writes: the trained
 initializers (and BatchNorm running statistics) back into the IR; a ``group-sparse`` checkpoint that becomes
 ``verify``'s reference; the data set on the pipeline context so ``construct-subnet`` can measure the slim model's
-accuracy. Report key ``train``: options (schedule, ``cost_weight``), per-epoch history, optimizer metrics, the
-selected (``redundant_groups``) and zero groups, validation accuracy of the trained full model (in onnxruntime),
-and, once ``construct-subnet`` ran, of the slim model.
+accuracy; the training curve as SVG (``asgnas.bridge.curve``): ``curve=auto`` puts it beside the CLI's
+``--report`` (``PassContext.report_path``: ``r.json`` -> ``r.train.svg``), else beside ``-o``
+(``PassContext.output_path``), else writes none; ``curve=PATH`` or ``none`` choose. Report key ``train``:
+options (schedule, ``cost_weight``), per-epoch history, optimizer metrics, the selected (``redundant_groups``)
+and zero groups, validation accuracy of the trained full model (in onnxruntime), and, once ``construct-subnet`` ran, of the slim model; ``curve``: the SVG's path (null when none).
 The module registers with the pass registry without importing torch; torch loads when the pass runs.
 """
 
@@ -182,9 +184,10 @@ class TrainPass(Pass):
                         seed=cfg["seed"], log=log, fixed_batch=model_batch is not None)
         module.write_back(model)
         if curve is not None:
-            curve.write_text(training_curve_svg(history.epochs, vars(schedule),
-                                                f"{cfg['optimizer']} on {cfg['data']}, target sparsity {cfg['target-sparsity']:g}"))
-            ctx.log(f"train: training curve -> {curve}")
+            title = f"{cfg['optimizer']} on {cfg['data']}, target sparsity {cfg['target-sparsity']:g}"
+            curve.write_text(training_curve_svg(history.epochs, vars(schedule), title))
+            if log is not None:
+                log(f"train: training curve -> {curve}")
         ctx.checkpoint(CHECKPOINT, model, as_reference=True)
         ctx.dataset = data
         metrics = optimizer.metrics()

@@ -108,7 +108,7 @@ def _segment_node(seg: Any, group: Group | None, marks: Marks) -> str:
 
 
 def _legend(compared: bool) -> str:
-    rows = [(REMOVABLE_FILL, "g&lt;id&gt;: removable structure (params, MACs removed with it) "),
+    rows = [(REMOVABLE_FILL, "g&lt;id&gt;: removable structure (params, MACs removed with it)"),
             ("white", "dashed box: structure that must stay (hover: why)"),
             ("white", "plain box: segment without parameters of its own"),
             ("white", "N ch: channel space produced here" if compared else
@@ -118,10 +118,10 @@ def _legend(compared: bool) -> str:
     if compared:
         rows[3:3] = [(ERASED_FILL, "<S>greyed, struck</S>: erased by construction"),
                      ("white", "64 -&gt; 24 ch: channels before -&gt; after construction")]
-    body = "".join(f'<TR><TD BGCOLOR="{colour}" WIDTH="18"> </TD><TD ALIGN="LEFT">{text}</TD></TR>'
-                   for colour, text in rows)
-    return ('  legend [shape=plaintext, tooltip="legend", label=<<TABLE BORDER="1" CELLBORDER="0" CELLSPACING="2" CELLPADDING="3">'
-            f'<TR><TD COLSPAN="2"><B>legend</B></TD></TR>{body}</TABLE>>];\n  {{ rank=min; legend; input; }}')
+    body = '<TR><TD COLSPAN="2"><B>legend</B></TD></TR>' + "".join(
+        f'<TR><TD BGCOLOR="{colour}" WIDTH="18"> </TD><TD ALIGN="LEFT">{text}</TD></TR>' for colour, text in rows)
+    table = f'<TABLE BORDER="1" CELLBORDER="0" CELLSPACING="2" CELLPADDING="3">{body}</TABLE>'
+    return (f'  legend [shape=plaintext, tooltip="legend", label=<{table}>];\n  {{ rank=min; legend; input; }}')
 
 
 def to_dot(space: SearchSpace, erasing: Any, marks: Marks | None = None) -> str:

@@ -96,8 +96,8 @@ def test_draw_groups_after_construct_subnet_marks_what_went(superresnet, tmp_pat
 
 
 def test_training_curve_svg_shades_the_phases():
-    epochs = [{"epoch": i + 1, "loss": 2.0 - 0.3 * i, "val_accuracy": 0.2 + 0.1 * i, "group_sparsity": min(0.25 * i, 0.5)}
-              for i in range(5)]
+    epochs = [{"epoch": i + 1, "loss": 2.0 - 0.3 * i, "val_accuracy": 0.2 + 0.1 * i,
+               "group_sparsity": min(0.25 * i, 0.5)} for i in range(5)]
     schedule = {"total_steps": 100, "warmup_steps": 20, "hard_zero_step": 50}
     assert [(n, a, b) for n, _, a, b in phase_spans(schedule, 5)] == [
         ("warm-up", 0.0, 1.0), ("projection", 1.0, 2.5), ("forced zero", 2.5, 5.0)]
