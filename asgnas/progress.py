@@ -43,8 +43,7 @@ class Progress:
         rate = self.done / elapsed if elapsed > 0 else 0.0
         left = (self.total - self.done) / rate if rate > 0 else float("nan")
         extra = "".join(f"  {k} {v:.4g}" for k, v in postfix.items())
-        return (f"{self.desc}: {self.done}/{self.total} {self.unit}s, {rate:.3g} {self.unit}s/s, "
-                f"{_duration(left)} left{extra}")
+        return f"{self.desc}: {self.done}/{self.total}, {rate:.3g} {self.unit}/s, {_duration(left)} left{extra}"
 
     def close(self) -> None:
         if self._bar is not None:

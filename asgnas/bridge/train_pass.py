@@ -10,7 +10,8 @@ accuracy; the training curve as SVG (``asgnas.bridge.curve``): ``curve=auto`` pu
 ``--report`` (``PassContext.report_path``: ``r.json`` -> ``r.train.svg``), else beside ``-o``
 (``PassContext.output_path``), else writes none; ``curve=PATH`` or ``none`` choose. Report key ``train``:
 options (schedule, ``cost_weight``), per-epoch history, optimizer metrics, the selected (``redundant_groups``)
-and zero groups, validation accuracy of the trained full model (in onnxruntime), and, once ``construct-subnet`` ran, of the slim model; ``curve``: the SVG's path (null when none).
+and zero groups, validation accuracy of the trained full model (in onnxruntime), and, once ``construct-subnet``
+ran, of the slim model; ``curve``: the SVG's path (null when none).
 The module registers with the pass registry without importing torch; torch loads when the pass runs.
 """
 
@@ -208,7 +209,7 @@ class TrainPass(Pass):
             "zero_groups": sorted(int(i) for i in optimizer.zero_group_ids),
             "gates": gates,
             "curve": str(curve) if curve is not None else None,
-            "val_accuracy_full": onnx_accuracy(model, data.x_val, data.y_val),
+            "val_accuracy_full": onnx_accuracy(model, data.x_val, data.y_val, log=log),
         }
 
     @staticmethod
