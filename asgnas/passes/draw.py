@@ -121,7 +121,7 @@ def _legend(compared: bool) -> str:
     body = '<TR><TD COLSPAN="2"><B>legend</B></TD></TR>' + "".join(
         f'<TR><TD BGCOLOR="{colour}" WIDTH="18"> </TD><TD ALIGN="LEFT">{text}</TD></TR>' for colour, text in rows)
     table = f'<TABLE BORDER="1" CELLBORDER="0" CELLSPACING="2" CELLPADDING="3">{body}</TABLE>'
-    return (f'  legend [shape=plaintext, tooltip="legend", label=<{table}>];\n  {{ rank=min; legend; input; }}')
+    return f'  legend [shape=plaintext, tooltip="legend", label=<{table}>];\n  {{ rank=min; legend; input; }}'
 
 
 def to_dot(space: SearchSpace, erasing: Any, marks: Marks | None = None) -> str:
@@ -195,7 +195,11 @@ class DrawGroupsPass(Pass):
             return {"format": "text"}
         dot_path = Path(self.config["out"]).with_suffix(".dot")
         dot_path.parent.mkdir(parents=True, exist_ok=True)
-        dot_path.write_text(to_dot(space, erasing, segment_marks(space, erasing, pruning, slim)))
+        marks = segment_marks(space, erasing, pruning, slim)
+        if marks.gone and len(marks.gone) == len(erasing.graph.segments):
+            raise AsgnasError(f"the slim model {self.config['after'] or '(current)'} shares no node with the drawn "
+                              "model: was it made from it?")
+        dot_path.write_text(to_dot(space, erasing, marks))
         written: dict[str, Any] = {"dot": str(dot_path), "after_construction": slim is not None}
         dot_program = shutil.which("dot")
         if self.config["format"] == "auto" and dot_program is None:

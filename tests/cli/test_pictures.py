@@ -14,7 +14,9 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import numpy as np
+import onnx
 import pytest
+from onnx import helper
 
 from asgnas.bridge.curve import curve_path, phase_spans, training_curve_svg
 from asgnas.cli import main
@@ -57,9 +59,10 @@ def test_draw_groups_labels_are_short_with_line_breaks_tooltips_and_legend(super
     svg = ET.parse(path).getroot()
     texts = _texts(svg)
     assert "g108 · s2 · Conv +1" in texts and "160 params · 9.47k MACs" in texts and "4 ch, 4 removable" in texts
-    assert not any("\\n" in t or "/blocks" in t for t in texts)  # no escapes, no node names in the boxes
-    assert max(len(t) for t in texts) < 60
     nodes = _node_groups(svg)
+    boxes = [t for name, g in nodes.items() if name != "legend" for t in _texts(g)]
+    assert not any("\\n" in t or "/blocks" in t for t in boxes)  # no escapes, no node names in the boxes
+    assert len(boxes) > 50 and max(len(t) for t in boxes) < 40
     tooltip = next(a.get(XLINK_TITLE) for a in nodes["s2"].iter(f"{SVG}a"))
     assert tooltip.startswith("s2 (chain, 2 nodes):\n") and len(tooltip.splitlines()) == 3  # full node names
     assert "legend" in _texts(nodes["legend"]) and any("removable structure" in t for t in _texts(nodes["legend"]))
@@ -93,6 +96,16 @@ def test_draw_groups_after_construct_subnet_marks_what_went(superresnet, tmp_pat
     changed = [m.groups() for t in _texts(svg) if (m := CHANNELS_AFTER.match(t))]
     assert len(changed) >= 5 and all(int(after) < int(before) for before, after in changed)
     assert any("erased by construction" in t for t in _texts(nodes["legend"]))
+
+
+def test_draw_groups_after_an_unrelated_model_fails_with_one_line(superresnet, tmp_path, capsys):
+    other = tmp_path / "other.onnx"
+    onnx.save(helper.make_model(helper.make_graph(
+        [helper.make_node("Relu", ["x"], ["y"], name="unrelated")], "g",
+        [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1, 4])],
+        [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1, 4])])), str(other))
+    assert main([str(superresnet), "--passes", f"draw-groups{{out={tmp_path / 'g.dot'},after={other}}}"]) == 2
+    assert "shares no node with the drawn model" in capsys.readouterr().err
 
 
 def test_training_curve_svg_shades_the_phases():
