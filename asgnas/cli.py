@@ -1,7 +1,7 @@
 """``asgnas-opt``: run a pass pipeline over an ONNX model.
 
     asgnas-opt MODEL.onnx --passes "p1,p2{key=value}" [-o OUT.onnx] [--report REPORT.json] [--print-ir-after-all]
-    asgnas-opt --list-passes
+    asgnas-opt --list-passes | --version | --help (the passes' one-line summaries)
 
 Exit status: 0 success, 1 ``verify`` found a difference above its tolerance, 2 bad input (one line on stderr),
 3 internal error (one line; ``ASGNAS_TRACEBACK=1`` shows the traceback).
@@ -28,6 +28,31 @@ class _ArgumentParser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # one line and status 2, like every other bad input
         raise AsgnasError(message)
 
+    def format_help(self) -> str:  # the pass list only when help is shown: registering them imports every pass
+        return f"{super().format_help()}\npasses (--list-passes adds their options):\n{pass_summaries()}\n"
+
+
+def version() -> str:
+    """The installed distribution's version (package metadata); the source tree's when not installed."""
+    from importlib.metadata import PackageNotFoundError
+    from importlib.metadata import version as dist_version
+
+    try:
+        return dist_version("asgnas")
+    except PackageNotFoundError:
+        from asgnas import __version__
+
+        return __version__
+
+
+def pass_summaries() -> str:
+    """One line per registered pass: name and summary (``--help``; ``--list-passes`` adds the options)."""
+    from asgnas.passes import PASS_REGISTRY
+
+    _register_all_passes()
+    width = max(len(name) for name in PASS_REGISTRY)
+    return "\n".join(f"  {name:<{width}}  {PASS_REGISTRY[name].summary}" for name in sorted(PASS_REGISTRY))
+
 
 def build_parser() -> argparse.ArgumentParser:
     parser = _ArgumentParser(
@@ -50,6 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--external-data", choices=("auto", "yes", "no"), default="auto",
                         help="write weights to OUT.onnx.data (auto: only above 1.8 GB)")
     parser.add_argument("-q", "--quiet", action="store_true", help="print nothing but errors")
+    parser.add_argument("--version", action="version", version=f"{PROG} {version()}")
     return parser
 
 
@@ -204,7 +230,8 @@ def run(argv: Sequence[str] | None = None) -> int:
     passes = parse_pipeline(args.passes)  # before loading: a typo fails fast
     model = load_model(model_path)
     manager = PassManager(passes, print_ir_after_all=args.print_ir_after_all, printer=_emit)
-    ctx = PassContext(quiet=args.quiet, log=(lambda _: None) if args.quiet else _emit, writes_files=primary)
+    ctx = PassContext(quiet=args.quiet, log=(lambda _: None) if args.quiet else _emit, writes_files=primary,
+                      report_path=args.report, output_path=args.output)
     status = 0
     try:
         report = manager.run(model, ctx)

@@ -67,6 +67,8 @@ def run(argv: Sequence[str] | None = None) -> int:
     for name, before, after, ratio in rows:
         print(f"{name:<30}{before:>14}{after:>14}{ratio:>9}")
     print(f"\nslim model: {slim}\nreport: {report_path}")
+    if trained.get("curve"):
+        print(f"training curve: {trained['curve']}")
     return 0
 
 

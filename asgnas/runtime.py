@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import re
 import time
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import onnx
@@ -16,6 +16,7 @@ from onnx import helper
 
 from asgnas.errors import AsgnasError
 from asgnas.ir import Model, lower
+from asgnas.progress import Progress
 
 # onnxruntime's load errors name the op as "domain:Op(version) is not a registered function/op" or the node as
 # "... for node with name 'n'"; both are picked out so the one-line error can name node and op.
@@ -87,17 +88,20 @@ def model_feeds(model: Model, seed: int = 0, symbolic_dim: int = 1) -> dict[str,
     return random_feeds([(v.name, v.dtype, v.shape) for v in model.graph.inputs], seed, symbolic_dim)
 
 
-def onnx_accuracy(model: Model, x: np.ndarray, y: np.ndarray, batch_size: int = 256) -> float:
-    """Validation accuracy measured in onnxruntime (the deployed runtime), batch by batch or one by one."""
+def onnx_accuracy(model: Model, x: np.ndarray, y: np.ndarray, batch_size: int = 256,
+                  log: Callable[[str], None] | None = None) -> float:
+    """Validation accuracy measured in onnxruntime (the deployed runtime), batch by batch or one by one;
+    ``log``: progress over the batches (``asgnas.progress``), None for none."""
     sess = session(model, device="auto")
     name = sess.get_inputs()[0].name
     fixed = sess.get_inputs()[0].shape[0]
     step = fixed if isinstance(fixed, int) and fixed > 0 else batch_size
     usable = len(x) - len(x) % step if step == fixed else len(x)  # a fixed batch drops the remainder
-    correct = sum(
-        int((sess.run(None, {name: x[i:i + step]})[0].argmax(-1) == y[i:i + step]).sum())
-        for i in range(0, usable, step)
-    )
+    correct = 0
+    with Progress(-(-usable // step), "accuracy in onnxruntime", log, unit="batch") as bar:
+        for i in range(0, usable, step):
+            correct += int((sess.run(None, {name: x[i:i + step]})[0].argmax(-1) == y[i:i + step]).sum())
+            bar.update()
     return correct / max(usable, 1)
 
 

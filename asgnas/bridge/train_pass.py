@@ -6,9 +6,12 @@ Reads: the IR and ``model.analyses["search_space"]`` (runs ``search-space`` when
 it first runs ``gate-branches`` and rebuilds the search space, see ``asgnas.passes.gates``). Writes: the trained
 initializers (and BatchNorm running statistics) back into the IR; a ``group-sparse`` checkpoint that becomes
 ``verify``'s reference; the data set on the pipeline context so ``construct-subnet`` can measure the slim model's
-accuracy. Report key ``train``: options (schedule, ``cost_weight``), per-epoch history, optimizer metrics, the
-selected (``redundant_groups``) and zero groups, validation accuracy of the trained full model (in onnxruntime),
-and, once ``construct-subnet`` ran, of the slim model.
+accuracy; the training curve as SVG (``asgnas.bridge.curve``): ``curve=auto`` puts it beside the CLI's
+``--report`` (``PassContext.report_path``: ``r.json`` -> ``r.train.svg``), else beside ``-o``
+(``PassContext.output_path``), else writes none; ``curve=PATH`` or ``none`` choose. Report key ``train``:
+options (schedule, ``cost_weight``), per-epoch history, optimizer metrics, the selected (``redundant_groups``)
+and zero groups, validation accuracy of the trained full model (in onnxruntime), and, once ``construct-subnet``
+ran, of the slim model; ``curve``: the SVG's path (null when none).
 The module registers with the pass registry without importing torch; torch loads when the pass runs.
 """
 
@@ -93,6 +96,8 @@ class TrainPass(Pass):
         Option("warmup-fraction", float, 0.2, "share of the steps before the redundant structures are chosen"),
         Option("hard-zero-fraction", float, 0.5, "share of the steps after which the chosen structures are forced "
                "to zero (the rest of the budget trains the sub-network)"),
+        Option("curve", str, "auto", "training-curve SVG: auto (beside --report as REPORT.train.svg, else beside "
+               "-o), none, or a path"),
         Option("gates", bool, False, "gate parameter-free Add/Sum branches first (gate-branches), so pools and "
                "skips become erasable; unselected gates stay exactly 1 and construct-subnet folds them"),
     )
@@ -103,6 +108,7 @@ class TrainPass(Pass):
         import torch
 
         from asgnas.bridge import distributed
+        from asgnas.bridge.curve import curve_path, training_curve_svg
         from asgnas.bridge.executor import OnnxModule
         from asgnas.bridge.training import DEFAULT_KIND, Schedule, build_optimizer, channel_rounding, train
         from asgnas.data import load_dataset
@@ -112,6 +118,7 @@ class TrainPass(Pass):
         from asgnas.runtime import onnx_accuracy
 
         cfg = self.config
+        curve = curve_path(cfg["curve"], ctx.report_path, ctx.output_path)  # a bad folder fails before training
         space = model.analyses.get(SEARCH_SPACE_KEY)
         if cfg["gates"]:
             from asgnas.passes.gates import gate_branches
@@ -178,6 +185,11 @@ class TrainPass(Pass):
         history = train(trained, optimizer, data, epochs=cfg["epochs"], batch_size=batch, device=device,
                         seed=cfg["seed"], log=log, fixed_batch=model_batch is not None, shards=shards)
         module.write_back(model)
+        if curve is not None and ctx.writes_files:
+            title = f"{cfg['optimizer']} on {cfg['data']}, target sparsity {cfg['target-sparsity']:g}"
+            curve.write_text(training_curve_svg(history.epochs, vars(schedule), title))
+            if log is not None:
+                log(f"train: training curve -> {curve}")
         ctx.checkpoint(CHECKPOINT, model, as_reference=True)
         ctx.dataset = data
         metrics = optimizer.metrics()
@@ -198,7 +210,8 @@ class TrainPass(Pass):
             "metrics": {k: v for k, v in metrics.items() if isinstance(v, (int, float, str, bool))},
             "zero_groups": sorted(int(i) for i in optimizer.zero_group_ids),
             "gates": gates,
-            "val_accuracy_full": onnx_accuracy(model, data.x_val, data.y_val),
+            "curve": str(curve) if curve is not None else None,
+            "val_accuracy_full": onnx_accuracy(model, data.x_val, data.y_val, log=log),
         }
 
     @staticmethod

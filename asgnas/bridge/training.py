@@ -6,7 +6,6 @@ Shared by the ``train`` pass (ONNX in, ONNX out) and the ``asgnas.ASGNAS`` Pytho
 from __future__ import annotations
 
 import math
-import sys
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Sequence
@@ -21,6 +20,7 @@ from asgnas.errors import AsgnasError
 from asgnas.ir import Model
 from asgnas.optim import DHSPG, H2SPG
 from asgnas.passes.groups import Group, round_kept_channels
+from asgnas.progress import Progress
 
 #: Which search-space groups each optimizer works on by default: erasing for H2SPG (the paper), channels for DHSPG.
 DEFAULT_KIND = {"h2spg": "erase", "dhspg": "prune"}
@@ -192,11 +192,11 @@ def train(
     history = History()
     start = time.perf_counter()
     step = 0
-    show_bar = log is not None and sys.stdout.isatty()
     for epoch in range(epochs):
         module.train()
         losses, correct = [], 0
-        for batch_index, index in enumerate(_batches(len(data.x_train), batch_size, rng)):
+        bar = Progress(steps_per_epoch, f"epoch {epoch + 1}/{epochs}", log)
+        for index in _batches(len(data.x_train), batch_size, rng):
             if lr_schedule == "cosine":
                 scale = 0.5 * (1 + math.cos(math.pi * step / max(epochs * steps_per_epoch, 1)))
                 for group, base in zip(optimizer.param_groups, base_lrs):
@@ -212,11 +212,8 @@ def train(
             step += 1
             losses.append(float(loss.detach()))
             correct += int((logits.argmax(-1) == yb).sum()) if weight else 0
-            if show_bar:
-                sparsity = optimizer.metrics().get("group_sparsity", 0.0)
-                done = int(20 * (batch_index + 1) / steps_per_epoch)
-                print(f"\repoch {epoch + 1}/{epochs} [{'#' * done}{'.' * (20 - done)}] loss {np.mean(losses):.4f} "
-                      f"group sparsity {sparsity:.3f}", end="", flush=True)
+            bar.update(loss=float(np.mean(losses)))
+        bar.close()
         module.eval()
         metrics = optimizer.metrics()
         mean_loss, correct = shards.epoch_totals(float(np.mean(losses)), correct)
@@ -233,8 +230,6 @@ def train(
         }
         history.epochs.append(row)
         if log is not None:
-            if show_bar:
-                print("\r", end="")
             log(f"epoch {row['epoch']}/{epochs}  loss {row['loss']:.4f}  train acc {row['train_accuracy']:.3f}  "
                 f"val acc {row['val_accuracy']:.3f}  group sparsity {row['group_sparsity']:.3f} "
                 f"({row['num_zero_groups']} zero groups, {row['phase']})")

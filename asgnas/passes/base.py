@@ -62,6 +62,8 @@ class PassContext:
     quiet: bool = False
     log: Callable[[str], None] = print
     writes_files: bool = True  # False on the ranks other than 0 of a multi-process run: rank 0 alone writes
+    report_path: str | None = None  # the CLI's --report and -o: passes write side files beside them (train's curve)
+    output_path: str | None = None
 
     def checkpoint(self, name: str, model: Model, *, as_reference: bool = False) -> None:
         self.checkpoints[name] = model.copy()
