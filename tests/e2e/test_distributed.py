@@ -113,7 +113,7 @@ def test_two_processes_choose_the_single_process_subnetwork(tmp_path):
                           "-o", str(out / "slim.onnx"), "--report", str(out / "r.json")],
                          capture_output=True, text=True, env=env, timeout=300)
     assert run.returncode == 0, run.stderr[-3000:]
-    assert sorted(p.name for p in out.iterdir()) == ["r.json", "slim.onnx"]
+    assert sorted(p.name for p in out.iterdir()) == ["r.json", "r.train.svg", "slim.onnx"]
     assert sorted(writes.read_text().splitlines()) == ["0 model", "0 report"]  # rank 1 wrote nothing
     assert run.stdout.count("asgnas-opt: ") == 1  # one summary line: rank 0 alone logs
 
