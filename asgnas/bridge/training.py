@@ -15,7 +15,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from asgnas.data import Dataset
+from asgnas.bridge.verdict import TrainingDiverged, diverged_message
+from asgnas.data import Dataset, NamedInputs, Samples
 from asgnas.errors import AsgnasError
 from asgnas.ir import Model
 from asgnas.optim import DHSPG, H2SPG
@@ -151,14 +152,21 @@ def _batches(n: int, batch_size: int, rng: np.random.Generator) -> list[np.ndarr
     return [order[i:i + batch_size] for i in range(0, n, batch_size)]
 
 
+def to_device(samples: Samples, device: torch.device) -> torch.Tensor | dict[str, torch.Tensor]:
+    """A batch as torch: one tensor, or input name -> tensor for several graph inputs (``NamedInputs``)."""
+    if isinstance(samples, NamedInputs):
+        return {name: torch.from_numpy(array).to(device) for name, array in samples.arrays.items()}
+    return torch.from_numpy(samples).to(device)
+
+
 @torch.no_grad()
-def accuracy(forward: Callable[[torch.Tensor], torch.Tensor], x: np.ndarray, y: np.ndarray,
+def accuracy(forward: Callable[[Any], torch.Tensor], x: Samples, y: np.ndarray,
              device: torch.device, batch_size: int = 256, fixed_batch: bool = False) -> float:
     """Top-1 accuracy; ``fixed_batch``: the graph only runs at ``batch_size``, so the remainder is dropped."""
     usable = len(x) - len(x) % batch_size if fixed_batch else len(x)
     correct = 0
     for start in range(0, usable, batch_size):
-        logits = forward(torch.from_numpy(x[start:start + batch_size]).to(device))
+        logits = forward(to_device(x[start:start + batch_size], device))
         correct += int((logits.argmax(-1).cpu().numpy() == y[start:start + batch_size]).sum())
     return correct / max(usable, 1)
 
@@ -177,8 +185,9 @@ def train(
     forward: Callable[[torch.Tensor], torch.Tensor] | None = None,
     fixed_batch: bool = False,
 ) -> History:
-    """Plain supervised loop (cross-entropy); the optimizer does the structured-sparsity work.
-    ``fixed_batch``: the graph only runs at ``batch_size`` (validation batches likewise)."""
+    """Plain supervised loop (cross-entropy on what ``forward`` returns: logits); the optimizer does the
+    structured-sparsity work. ``fixed_batch``: the graph only runs at ``batch_size`` (validation batches likewise).
+    A NaN/inf loss raises ``TrainingDiverged`` at that step."""
     forward = forward or module
     rng = np.random.default_rng(seed)
     torch.manual_seed(seed)
@@ -197,15 +206,17 @@ def train(
                 scale = 0.5 * (1 + math.cos(math.pi * step / max(epochs * steps_per_epoch, 1)))
                 for group, base in zip(optimizer.param_groups, base_lrs):
                     group["lr"] = base * scale
-            xb = torch.from_numpy(data.x_train[index]).to(device)
+            xb = to_device(data.x_train[index], device)
             yb = torch.from_numpy(data.y_train[index]).to(device)
             optimizer.zero_grad(set_to_none=True)
             logits = forward(xb)
             loss = loss_fn(logits, yb)
+            losses.append(float(loss.detach()))
+            if not math.isfinite(losses[-1]):  # stop at once: nothing trained from here on is worth writing
+                raise TrainingDiverged(diverged_message(losses[-1], epoch + 1, epochs, step + 1, base_lrs[0]))
             loss.backward()
             optimizer.step()
             step += 1
-            losses.append(float(loss.detach()))
             correct += int((logits.argmax(-1) == yb).sum())
             if show_bar:
                 sparsity = optimizer.metrics().get("group_sparsity", 0.0)

@@ -73,5 +73,6 @@ class ConstructSubnetPass(Pass):
         if ctx.dataset is not None and trained is not None:
             from asgnas.runtime import onnx_accuracy
 
-            trained["val_accuracy_slim"] = onnx_accuracy(model, ctx.dataset.x_val, ctx.dataset.y_val)
+            trained["val_accuracy_slim"] = onnx_accuracy(model, ctx.dataset.x_val, ctx.dataset.y_val,
+                                                         output=trained.get("output"))
         return result
