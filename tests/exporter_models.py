@@ -96,7 +96,8 @@ def token_model(vocab: int = 21, dim: int = 16, tokens: int = 6, classes: int = 
     return model
 
 
-def token_data(n: int = 600, vocab: int = 21, tokens: int = 6, classes: int = 4, seed: int = 0) -> dict[str, np.ndarray]:
+def token_data(n: int = 600, vocab: int = 21, tokens: int = 6, classes: int = 4,
+               seed: int = 0) -> dict[str, np.ndarray]:
     """Class c's sentences use tokens 5c..5c+4, padded with token ``vocab - 1`` where the mask is 0."""
     rng = np.random.default_rng(seed)
     y = rng.integers(0, classes, n)

@@ -13,7 +13,7 @@ from onnx import TensorProto, helper
 from asgnas.bridge.model_io import image_layout, logits_head, pick_output
 from asgnas.cli import main
 from asgnas.data import load_dataset
-from asgnas.ir import lift, load_model, lower
+from asgnas.ir import lift, lower
 from asgnas.passes.construct import construct_subnet
 from tests.exporter_models import caffe2_style, token_data, token_model
 from tools.keras_like import keras_like_cnn
