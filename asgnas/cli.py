@@ -3,8 +3,9 @@
     asgnas-opt MODEL.onnx --passes "p1,p2{key=value}" [-o OUT.onnx] [--report REPORT.json] [--print-ir-after-all]
     asgnas-opt --list-passes | --version | --help (the passes' one-line summaries)
 
-Exit status: 0 success, 1 ``verify`` found a difference above its tolerance, 2 bad input (one line on stderr),
-3 internal error (one line; ``ASGNAS_TRACEBACK=1`` shows the traceback).
+Exit status: 0 success; 1 the result is not to be trusted: ``verify`` found a difference above its tolerance or
+training diverged (no model written), or training did not learn (the model is still written, the verdict in the
+report); 2 bad input (one line on stderr); 3 internal error (one line; ``ASGNAS_TRACEBACK=1`` shows the traceback).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from asgnas.bridge.distributed import finish, rank
-from asgnas.errors import AsgnasError
+from asgnas.errors import AsgnasError, ResultRejected
 
 PROG = "asgnas-opt"
 
@@ -63,7 +64,8 @@ def build_parser() -> argparse.ArgumentParser:
             "example:\n"
             f'  {PROG} model.onnx --passes "search-space,zero-groups{{fraction=0.5}},construct-subnet,verify" '
             "-o slim.onnx --report r.json\n"
-            "exit status: 0 ok, 1 verify found a difference, 2 bad input (one line on stderr), 3 internal error"
+            "exit status: 0 ok, 1 verify found a difference or training diverged (no model written) or did not\n"
+            "learn (model written), 2 bad input (one line on stderr), 3 internal error"
         ),
     )
     parser.add_argument("model", nargs="?", help="input ONNX file (never modified)")
@@ -224,7 +226,7 @@ def run(argv: Sequence[str] | None = None) -> int:
         _check_writable_dir(Path(out))
 
     from asgnas.ir import load_model, save_model
-    from asgnas.passes import PassContext, PassManager, VerifyFailed, parse_pipeline
+    from asgnas.passes import PassContext, PassManager, parse_pipeline
 
     _register_all_passes()
     passes = parse_pipeline(args.passes)  # before loading: a typo fails fast
@@ -235,7 +237,7 @@ def run(argv: Sequence[str] | None = None) -> int:
     status = 0
     try:
         report = manager.run(model, ctx)
-    except VerifyFailed as err:
+    except ResultRejected as err:  # verify's mismatch, diverged training: no model
         report, status = manager.report, 1
         print(f"{PROG}: {_one_line(str(err.with_context(file=str(model_path))))}", file=sys.stderr)
     except (AsgnasError, BrokenPipeError):
@@ -255,9 +257,14 @@ def run(argv: Sequence[str] | None = None) -> int:
             save_model(model, args.output, external_data=external)
         except OSError as err:
             raise _write_error(args.output, err) from None
+    written = bool(args.output) and status == 0
+    if status == 0 and ctx.failures:  # e.g. training did not learn: the model is written, the status says so
+        status = 1
+        for reason in ctx.failures:
+            print(f"{PROG}: {_one_line(reason)}", file=sys.stderr)
     if not args.quiet:
         summary = ", ".join(f"{p['name']} {p['seconds']:.3f}s" for p in report["passes"])
-        _emit(f"{PROG}: {model_path}: {summary}" + (f" -> {args.output}" if args.output and status == 0 else ""))
+        _emit(f"{PROG}: {model_path}: {summary}" + (f" -> {args.output}" if written else ""))
     return status
 
 

@@ -2,33 +2,63 @@
 
 - ``digits``: scikit-learn's bundled 8x8 handwritten digits (1,797 images, 10 classes; ships with the package);
 - ``npz:PATH``: arrays ``x`` and ``y`` (optionally ``x_val``, ``y_val``), e.g. CIFAR-10 or Fashion-MNIST saved
-  by the user;
+  by the user; for a model with several inputs or integer inputs (token ids, attention masks), one array per
+  graph input named after it (``input_ids``, ``attention_mask``; optionally ``input_ids_val``, ...) plus ``y``;
 - ``synthetic``: seeded Gaussian class clusters in the model's input shape.
-Samples are fitted to the model's declared per-sample input shape: reshaped when the sizes agree (digits' 64 values
-feed a 1x8x8 input), else resized spatially (bilinear) and repeated or truncated over channels.
+Image samples are fitted to the model's declared per-sample input shape and layout (``fit_to_layout``): used as
+is when already in it, else reshaped when the sizes agree (digits' 64 values feed a 1x8x8 input), else resized
+spatially (bilinear) and repeated or truncated over channels, then transposed for an NHWC model.
+``Dataset.preprocessing`` records what was applied, so that whoever deploys the model feeds it the same inputs.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Sequence, Union
 
 import numpy as np
 
 from asgnas.errors import AsgnasError
 
 
+class NamedInputs:
+    """Samples of several graph inputs, indexed together: ``inputs[idx]`` picks the same samples of each array."""
+
+    def __init__(self, arrays: dict[str, np.ndarray]) -> None:
+        self.arrays = arrays
+
+    def __len__(self) -> int:
+        return len(next(iter(self.arrays.values())))
+
+    def __getitem__(self, index: Any) -> "NamedInputs":
+        return NamedInputs({name: array[index] for name, array in self.arrays.items()})
+
+
+Samples = Union[np.ndarray, NamedInputs]
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """A graph input as the data must feed it: name, numpy dtype and per-sample shape (batch dim dropped)."""
+
+    name: str
+    dtype: np.dtype
+    shape: tuple[int, ...]
+
+
 @dataclass
 class Dataset:
-    x_train: np.ndarray
+    x_train: Samples
     y_train: np.ndarray
-    x_val: np.ndarray
+    x_val: Samples
     y_val: np.ndarray
     num_classes: int
     name: str
+    preprocessing: dict[str, Any] = field(default_factory=dict)  # what was applied to the source data
 
 
-def _split(x: np.ndarray, y: np.ndarray, val_fraction: float, seed: int) -> tuple[np.ndarray, ...]:
+def _split(x: Samples, y: np.ndarray, val_fraction: float, seed: int) -> tuple[Any, ...]:
     order = np.random.default_rng(seed).permutation(len(x))
     n_val = max(1, int(round(len(x) * val_fraction)))
     val, train = order[:n_val], order[n_val:]
@@ -57,6 +87,29 @@ def fit_to_shape(x: np.ndarray, sample_shape: tuple[int, ...]) -> np.ndarray:
     return np.ascontiguousarray(np.tile(resized, (1, repeat, 1, 1))[:, :channels])
 
 
+def fit_to_layout(x: np.ndarray, sample_shape: tuple[int, ...], layout: str = "NCHW") -> tuple[np.ndarray, dict]:
+    """Fit channel-first (or flat) samples ``x[N, ...]`` to a model input of per-sample ``sample_shape`` laid out
+    as ``layout``: ``"NCHW"`` (torch, Caffe2) or ``"NHWC"`` (tf2onnx, jax2onnx; ``sample_shape`` is then
+    ``(H, W, C)``). Samples already of ``sample_shape`` are used as is. Returns the samples and what was done:
+    ``{"layout", "resize" (e.g. "8x8 -> 16x16 bilinear") or None, "channels" (e.g. "1 -> 3 repeated") or None}``.
+    """
+    steps: dict[str, Any] = {"layout": layout, "resize": None, "channels": None}
+    if tuple(x.shape[1:]) == tuple(sample_shape):
+        return x.astype(np.float32, copy=False), steps
+    nhwc = layout == "NHWC" and len(sample_shape) == 3
+    target = (sample_shape[2], sample_shape[0], sample_shape[1]) if nhwc else tuple(sample_shape)
+    if int(np.prod(x.shape[1:])) != int(np.prod(target)) and len(target) == 3:
+        side = int(round(np.sqrt(np.prod(x.shape[1:])))) if x.ndim == 2 else None
+        height, width = (side, side) if side else x.shape[-2:]
+        channels = 1 if side else int(np.prod(x.shape[1:-2]))
+        if (height, width) != tuple(target[1:]):
+            steps["resize"] = f"{height}x{width} -> {target[1]}x{target[2]} bilinear"
+        if channels != target[0]:
+            steps["channels"] = f"{channels} -> {target[0]} " + ("repeated" if target[0] > channels else "truncated")
+    fitted = fit_to_shape(x, target)
+    return (np.ascontiguousarray(fitted.transpose(0, 2, 3, 1)) if nhwc else fitted), steps
+
+
 def _check_pairs(path: Path, x_name: str, x: np.ndarray, y_name: str, y: np.ndarray) -> None:
     if x.ndim < 2:
         raise AsgnasError(f"{path}: '{x_name}' must hold samples as [N, ...], got shape {x.shape}")
@@ -68,8 +121,13 @@ def _check_pairs(path: Path, x_name: str, x: np.ndarray, y_name: str, y: np.ndar
 
 
 def load_dataset(spec: str, sample_shape: tuple[int, ...], num_classes: int | None = None, seed: int = 0,
-                 val_fraction: float = 0.2) -> Dataset:
-    """``spec`` is ``digits``, ``npz:PATH`` or ``synthetic``; ``sample_shape`` excludes the batch dim."""
+                 val_fraction: float = 0.2, *, layout: str = "NCHW",
+                 inputs: Sequence[InputSpec] | None = None) -> Dataset:
+    """``spec`` is ``digits``, ``npz:PATH`` or ``synthetic``; ``sample_shape`` excludes the batch dim; ``layout``
+    is the model's image layout (``fit_to_layout``). ``inputs``: the model's graph inputs; several of them, or an
+    integer one, are read from npz arrays named after them (``NamedInputs``)."""
+    if inputs is not None and (len(inputs) > 1 or not np.issubdtype(inputs[0].dtype, np.floating)):
+        return _load_named_inputs(spec, inputs, num_classes, seed, val_fraction)
     if spec == "digits":
         try:
             from sklearn.datasets import load_digits
@@ -78,7 +136,10 @@ def load_dataset(spec: str, sample_shape: tuple[int, ...], num_classes: int | No
 
         digits = load_digits()
         x = (digits.data / 16.0).astype(np.float32)
-        x = (x - x.mean()) / x.std()
+        mean, std = float(x.mean()), float(x.std())
+        x = (x - mean) / std
+        source = {"source": "scikit-learn digits: 8x8 images, pixel values 0..16",
+                  "normalize": "(pixel / 16 - mean) / std", "mean": mean, "std": std}
         x_tr, y_tr, x_va, y_va = _split(x, digits.target.astype(np.int64), val_fraction, seed)
         classes = 10
     elif spec.startswith("npz:"):
@@ -97,6 +158,7 @@ def load_dataset(spec: str, sample_shape: tuple[int, ...], num_classes: int | No
             else:
                 x_tr, y_tr, x_va, y_va = _split(x, y, val_fraction, seed)
         classes = int(max(y_tr.max(), y_va.max())) + 1
+        source = {"source": f"npz {path.name}", "normalize": None}
     elif spec == "synthetic":
         classes = num_classes or 10
         rng = np.random.default_rng(seed)
@@ -105,9 +167,54 @@ def load_dataset(spec: str, sample_shape: tuple[int, ...], num_classes: int | No
         y = rng.integers(0, classes, 1200)
         x = centers[y] + 0.8 * rng.standard_normal((len(y), size)).astype(np.float32)
         x_tr, y_tr, x_va, y_va = _split(x.reshape(len(y), *sample_shape), y.astype(np.int64), val_fraction, seed)
+        source = {"source": "synthetic Gaussian class clusters", "normalize": None}
     else:
         raise AsgnasError(f"unknown data source '{spec}' (digits, npz:PATH, synthetic)")
+    _check_classes(classes, num_classes)
+    x_tr, steps = fit_to_layout(x_tr, sample_shape, layout)
+    x_va, _ = fit_to_layout(x_va, sample_shape, layout)
+    return Dataset(x_tr, y_tr, x_va, y_va, num_classes or classes, spec, {**source, **steps})
+
+
+def _check_classes(classes: int, num_classes: int | None) -> None:
     if num_classes is not None and classes > num_classes:
         raise AsgnasError(f"data has {classes} classes but the model outputs {num_classes}")
-    return Dataset(fit_to_shape(x_tr, sample_shape), y_tr, fit_to_shape(x_va, sample_shape), y_va,
-                   num_classes or classes, spec)
+
+
+def _load_named_inputs(spec: str, inputs: Sequence[InputSpec], num_classes: int | None, seed: int,
+                       val_fraction: float) -> Dataset:
+    """npz arrays named after the graph inputs (plus ``y``; optionally ``<name>_val`` and ``y_val``), each cast to
+    its input's dtype and used as is: its per-sample shape must be the input's."""
+    names = [i.name for i in inputs]
+    if not spec.startswith("npz:"):
+        raise AsgnasError(f"a model with inputs {', '.join(names)} (several, or integer) trains on npz:PATH data "
+                          "holding one array per input, named after it, plus 'y'")
+    path = Path(spec[4:])
+    if not path.is_file():
+        raise AsgnasError(f"no such data file: {path}")
+    with np.load(path) as arrays:
+        missing = [n for n in [*names, "y"] if n not in arrays]
+        if missing:
+            raise AsgnasError(f"{path}: missing arrays {', '.join(missing)} (one per graph input: "
+                              f"{', '.join(names)}, and labels 'y')")
+
+        def read(suffix: str) -> tuple[NamedInputs, np.ndarray]:
+            x = {}
+            for spec_ in inputs:
+                array = arrays[spec_.name + suffix]
+                if tuple(array.shape[1:]) != spec_.shape:
+                    raise AsgnasError(f"{path}: '{spec_.name}{suffix}' holds samples of shape {array.shape[1:]}, "
+                                      f"the graph input takes {spec_.shape}")
+                x[spec_.name] = array.astype(spec_.dtype, copy=False)
+                _check_pairs(path, spec_.name + suffix, array, "y" + suffix, arrays["y" + suffix])
+            return NamedInputs(x), arrays["y" + suffix].astype(np.int64).reshape(-1)
+
+        x_tr, y_tr = read("")
+        if all(f"{n}_val" in arrays for n in [*names, "y"]):
+            x_va, y_va = read("_val")
+        else:
+            x_tr, y_tr, x_va, y_va = _split(x_tr, y_tr, val_fraction, seed)
+    classes = int(max(y_tr.max(), y_va.max())) + 1
+    _check_classes(classes, num_classes)
+    return Dataset(x_tr, y_tr, x_va, y_va, num_classes or classes, spec,
+                   {"source": f"npz {path.name}", "normalize": None, "inputs": names, "used_as_is": True})

@@ -45,3 +45,8 @@ class AsgnasError(Exception):
         ]
         prefix = ", ".join(where)
         return f"{prefix}: {self.message}" if prefix else self.message
+
+
+class ResultRejected(AsgnasError):
+    """The input was fine but the result must not be used (verify's mismatch, a diverged training): the CLI
+    prints one line, still writes the report, writes no model, and exits with status 1."""

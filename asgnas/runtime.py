@@ -5,6 +5,7 @@ Imported only by the commands that execute models (verify, the shape-inference f
 
 from __future__ import annotations
 
+import math
 import re
 import time
 from typing import Any, Callable, Sequence
@@ -14,6 +15,7 @@ import onnx
 import onnxruntime as ort
 from onnx import helper
 
+from asgnas.data import NamedInputs
 from asgnas.errors import AsgnasError
 from asgnas.ir import Model, lower
 from asgnas.progress import Progress
@@ -88,19 +90,31 @@ def model_feeds(model: Model, seed: int = 0, symbolic_dim: int = 1) -> dict[str,
     return random_feeds([(v.name, v.dtype, v.shape) for v in model.graph.inputs], seed, symbolic_dim)
 
 
-def onnx_accuracy(model: Model, x: np.ndarray, y: np.ndarray, batch_size: int = 256,
-                  log: Callable[[str], None] | None = None) -> float:
-    """Validation accuracy measured in onnxruntime (the deployed runtime), batch by batch or one by one;
+def onnx_accuracy(model: Model, x: np.ndarray | NamedInputs, y: np.ndarray, batch_size: int = 256,
+                  output: str | None = None, log: Callable[[str], None] | None = None) -> float:
+    """Validation accuracy measured in onnxruntime (the deployed runtime), batch by batch or one by one, on
+    ``output`` (default: the first); ``x`` holds one input's samples or, as ``NamedInputs``, every input's;
     ``log``: progress over the batches (``asgnas.progress``), None for none."""
     sess = session(model, device="auto")
     name = sess.get_inputs()[0].name
     fixed = sess.get_inputs()[0].shape[0]
     step = fixed if isinstance(fixed, int) and fixed > 0 else batch_size
     usable = len(x) - len(x) % step if step == fixed else len(x)  # a fixed batch drops the remainder
+
+    wanted = {i.name for i in sess.get_inputs()}  # a slim model may no longer read every input
+
+    def feeds(i: int) -> dict[str, np.ndarray]:
+        if not isinstance(x, NamedInputs):
+            return {name: x[i:i + step]}
+        return {k: v for k, v in x[i:i + step].arrays.items() if k in wanted}
+
     correct = 0
     with Progress(-(-usable // step), "accuracy in onnxruntime", log, unit="batch") as bar:
         for i in range(0, usable, step):
-            correct += int((sess.run(None, {name: x[i:i + step]})[0].argmax(-1) == y[i:i + step]).sum())
+            scores = sess.run([output] if output else None, feeds(i))[0]
+            if scores.ndim > 2 and math.prod(scores.shape[2:]) == 1:  # Caffe2-style [N, C, 1, 1]
+                scores = scores.reshape(len(scores), -1)
+            correct += int((scores.argmax(-1) == y[i:i + step]).sum())
             bar.update()
     return correct / max(usable, 1)
 

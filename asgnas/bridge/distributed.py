@@ -19,6 +19,7 @@ Only rank 0 writes files (the CLI's ``-o``/``--report``, ``draw-groups``); every
 from __future__ import annotations
 
 import functools
+import math
 import os
 from typing import TYPE_CHECKING, Any, Callable
 
@@ -89,6 +90,11 @@ class Shards:
         """Accuracy over all of ``x``, ``evaluate`` seeing this rank's part."""
         return evaluate(x, y)
 
+    def all_finite(self, loss: float) -> bool:
+        """Whether this step's loss is finite on every rank (all ranks must stop together, or the next
+        collective hangs)."""
+        return math.isfinite(loss)
+
 
 class RankShards(Shards):
     """This rank's contiguous part of every global batch and of the validation set."""
@@ -115,6 +121,9 @@ class RankShards(Shards):
         totals = torch.tensor(values, dtype=torch.float64, device=self.device)
         dist.all_reduce(totals)
         return totals.tolist()
+
+    def all_finite(self, loss: float) -> bool:
+        return self._sum([0.0 if math.isfinite(loss) else 1.0])[0] == 0.0
 
     def epoch_totals(self, mean_loss: float, correct: int) -> tuple[float, int]:
         loss_sum, correct_sum = self._sum([mean_loss, float(correct)])

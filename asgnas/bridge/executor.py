@@ -1272,10 +1272,12 @@ class OnnxModule(nn.Module):
     another node) the node gets a private copy, so training never writes through an alias.
 
     ``forward(*inputs, **named_inputs)`` takes the graph inputs in order (or by name; numpy arrays are accepted)
-    and returns one tensor, or a tuple for several graph outputs.
+    and returns one tensor, or a tuple for several graph outputs. ``outputs`` names the values to return
+    instead of the graph outputs (e.g. the logits a trailing Softmax reads); the graph is not changed.
     """
 
-    def __init__(self, model: Model, trainable: Callable[[Value], bool] | None = None) -> None:
+    def __init__(self, model: Model, trainable: Callable[[Value], bool] | None = None,
+                 outputs: Sequence[str] | None = None) -> None:
         super().__init__()
         self.model = model
         graph = model.graph
@@ -1284,7 +1286,10 @@ class OnnxModule(nn.Module):
         self.stats = nn.Module()
         self.consts = nn.Module()
         self.input_names = [v.name for v in graph.inputs]
-        self.output_names = [v.name for v in graph.outputs]
+        self.output_names = list(outputs) if outputs else [v.name for v in graph.outputs]
+        for name in self.output_names:
+            if name not in graph.values:
+                raise AsgnasError(f"no value {name!r} to return", file=model.source)
 
         live = graph.live_nodes()
         order = [n for n in graph.toposort() if n in live]
@@ -1305,8 +1310,8 @@ class OnnxModule(nn.Module):
             for v in node.inputs:
                 if v is not None:
                     read.setdefault(v.name, v)
-        for v in graph.outputs:
-            read.setdefault(v.name, v)
+        for name in self.output_names:
+            read.setdefault(name, graph.values[name])
 
         # BN running statistics: exclusive initializers are updated in place, everything else gets a copy
         bn_stat_inputs: dict[tuple[str, int], str] = {}  # (node, slot) -> env name it reads
@@ -1362,7 +1367,7 @@ class OnnxModule(nn.Module):
             return frozen_arrays.get(value.name)
 
         # compile the steps
-        graph_outputs = {v.name for v in graph.outputs}
+        graph_outputs = set(self.output_names)
         readers: dict[str, int] = {}
         for position, node in enumerate(executed):
             for v in node.inputs:
@@ -1403,9 +1408,9 @@ class OnnxModule(nn.Module):
                 if v is not None and v.name not in available:
                     raise AsgnasError(f"input {v.name!r} has no producer, initializer or graph input",
                                       file=model.source, node=node.name, op=node.op_type)
-        for v in graph.outputs:
-            if v.name not in available:
-                raise AsgnasError(f"graph output {v.name!r} has no producer", file=model.source)
+        for name in self.output_names:
+            if name not in available:
+                raise AsgnasError(f"graph output {name!r} has no producer", file=model.source)
 
     def extra_repr(self) -> str:
         return (f"nodes={len(self._steps)}, params={len(self._param_keys)}, bn_stats={len(self._stats)}, "

@@ -10,8 +10,12 @@ accuracy; the training curve as SVG (``asgnas.bridge.curve``): ``curve=auto`` pu
 ``--report`` (``PassContext.report_path``: ``r.json`` -> ``r.train.svg``), else beside ``-o``
 (``PassContext.output_path``), else writes none; ``curve=PATH`` or ``none`` choose. Report key ``train``:
 options (schedule, ``cost_weight``), per-epoch history, optimizer metrics, the selected (``redundant_groups``)
-and zero groups, validation accuracy of the trained full model (in onnxruntime), and, once ``construct-subnet``
-ran, of the slim model; ``curve``: the SVG's path (null when none).
+and zero groups, ``curve`` (the SVG's path, null when none), validation accuracy of the trained full model (in
+onnxruntime), and, once ``construct-subnet`` ran, of the slim model; the trained ``output`` and the value the loss read (the
+logits before a trailing Softmax/LogSoftmax, ``asgnas.bridge.model_io``); the ``preprocessing`` applied to the
+data (also written to the model's ``metadata_props`` under ``asgnas.preprocessing``); the ``verdict`` ("ok" or
+"not learning" with its ``verdict_reasons``, ``asgnas.bridge.verdict``: the CLI then exits 1, outputs written).
+A NaN/inf loss stops the pass (``TrainingDiverged``: exit 1, no model written).
 The module registers with the pass registry without importing torch; torch loads when the pass runs.
 """
 
@@ -27,16 +31,8 @@ from asgnas.passes.base import Option, Pass, PassContext, register_pass
 DEFAULT_COST_WEIGHT = 0.0
 
 CHECKPOINT = "group-sparse"
-
-
-def sample_shape(model: Model) -> tuple[int, ...]:
-    """Per-sample input shape (batch dim dropped); every other dim must be static."""
-    if len(model.graph.inputs) != 1:
-        raise AsgnasError(f"train supports models with one input, this one has {len(model.graph.inputs)}")
-    shape = model.graph.inputs[0].shape
-    if not shape or any(not isinstance(d, int) for d in shape[1:]):
-        raise AsgnasError(f"train needs a static per-sample input shape, got {shape}")
-    return tuple(shape[1:])
+#: ``metadata_props`` key of the preprocessing the model was trained with (JSON)
+PREPROCESSING_KEY = "asgnas.preprocessing"
 
 
 def fixed_batch(model: Model) -> int | None:
@@ -44,17 +40,19 @@ def fixed_batch(model: Model) -> int | None:
     return first if isinstance(first, int) and first > 0 else None
 
 
-def _batch_agnostic(module: Any, x_train: Any, device: Any) -> bool:
+def _batch_agnostic(module: Any, forward: Any, x_train: Any, device: Any) -> bool:
     """Whether a graph declared with a fixed batch computes per sample at any batch: exporters often declare the
     batch they traced with while every op is batch-agnostic. Probed at two other sizes, in eval mode."""
     import torch
+
+    from asgnas.bridge.training import to_device
 
     was_training = module.training
     module.eval()
     try:
         with torch.no_grad():
             for size in (2, 3):
-                out = module(torch.as_tensor(x_train[:size], device=device))
+                out = forward(to_device(x_train[:size], device))
                 outs = out if isinstance(out, (tuple, list)) else (out,)
                 if any(o.dim() == 0 or o.shape[0] != size for o in outs):
                     return False
@@ -71,7 +69,9 @@ class TrainPass(Pass):
     summary = "train with H2SPG (erase structures) or DHSPG (prune channels) until the target groups are exactly zero"
     options = (
         Option("optimizer", str, "h2spg", "structured-sparsity optimizer", choices=("h2spg", "dhspg")),
-        Option("data", str, "digits", "digits | npz:PATH | synthetic"),
+        Option("data", str, "digits", "digits | npz:PATH | synthetic (npz: x, y, or one array per graph input "
+               "named after it, plus y; optionally <name>_val, y_val)"),
+        Option("output", str, "", "graph output to train when there are several (default: the first)"),
         Option("epochs", int, 10, "training epochs", minimum=1),
         Option("target-sparsity", float, 0.5, "fraction (<1) or count (>=1) of removable groups to zero"),
         Option("kind", str, "auto", "groups to sparsify: auto (h2spg: erase, dhspg: prune), prune, erase, both",
@@ -103,6 +103,7 @@ class TrainPass(Pass):
     )
 
     def run(self, model: Model, ctx: PassContext) -> dict[str, Any]:
+        import json
         import math
 
         import torch
@@ -110,6 +111,7 @@ class TrainPass(Pass):
         from asgnas.bridge import distributed
         from asgnas.bridge.curve import curve_path, training_curve_svg
         from asgnas.bridge.executor import OnnxModule
+        from asgnas.bridge.model_io import image_layout, input_specs, logits_head, num_classes_of, pick_output
         from asgnas.bridge.training import DEFAULT_KIND, Schedule, build_optimizer, channel_rounding, train
         from asgnas.data import load_dataset
         from asgnas.passes.hierarchy import build_oracle
@@ -134,15 +136,18 @@ class TrainPass(Pass):
             raise AsgnasError(f"the search space has no removable {kind} groups to train")
         if cfg["round-to"] > 1 and "prune" not in kinds:
             ctx.log(f"train: round-to={cfg['round-to']} has no effect with kind={kind} (no channel groups)")
-        out_shape = model.graph.outputs[0].shape
-        num_classes = out_shape[-1] if out_shape and isinstance(out_shape[-1], int) else None
-        data = load_dataset(cfg["data"], sample_shape(model), num_classes, seed=cfg["seed"])
+        output = pick_output(model, cfg["output"])
+        head = logits_head(model, output)
+        specs = input_specs(model)
+        data = load_dataset(cfg["data"], specs[0].shape, num_classes_of(output), seed=cfg["seed"],
+                            layout=image_layout(model), inputs=specs)
         device = distributed.join(cfg["device"])  # under torchrun: this rank's device, in the process group
         torch.manual_seed(cfg["seed"])
-        module = OnnxModule(model).to(device)
+        module = OnnxModule(model, outputs=[head.logits]).to(device)
+        forward = head.forward(module)
         model_batch = fixed_batch(model)
         if model_batch is not None and model_batch != cfg["batch-size"]:
-            if _batch_agnostic(module, data.x_train, device):
+            if _batch_agnostic(module, forward, data.x_train, device):
                 model_batch = None  # the declared batch is only a declaration: train at batch-size
             else:
                 ctx.log(f"train: the graph computes with its fixed batch {model_batch}: training at that batch")
@@ -183,8 +188,10 @@ class TrainPass(Pass):
         log = None if (cfg["quiet"] or ctx.quiet) else ctx.log
         trained, shards = distributed.data_parallel(module, device, model_batch)
         history = train(trained, optimizer, data, epochs=cfg["epochs"], batch_size=batch, device=device,
-                        seed=cfg["seed"], log=log, fixed_batch=model_batch is not None, shards=shards)
+                        seed=cfg["seed"], log=log, fixed_batch=model_batch is not None,
+                        forward=head.forward(trained), shards=shards)
         module.write_back(model)
+        model.metadata_props[PREPROCESSING_KEY] = json.dumps(data.preprocessing, sort_keys=True)
         if curve is not None and ctx.writes_files:
             title = f"{cfg['optimizer']} on {cfg['data']}, target sparsity {cfg['target-sparsity']:g}"
             curve.write_text(training_curve_svg(history.epochs, vars(schedule), title))
@@ -193,6 +200,8 @@ class TrainPass(Pass):
         ctx.checkpoint(CHECKPOINT, model, as_reference=True)
         ctx.dataset = data
         metrics = optimizer.metrics()
+        val_accuracy = onnx_accuracy(model, data.x_val, data.y_val, output=head.output, log=log)
+        verdict = self._verdict(history.epochs, val_accuracy, data, ctx, log)
         return {
             "optimizer": cfg["optimizer"],
             "prune_target": cfg["prune-target"],
@@ -211,8 +220,28 @@ class TrainPass(Pass):
             "zero_groups": sorted(int(i) for i in optimizer.zero_group_ids),
             "gates": gates,
             "curve": str(curve) if curve is not None else None,
-            "val_accuracy_full": onnx_accuracy(model, data.x_val, data.y_val, log=log),
+            "output": head.output,
+            "loss_on": {"value": head.logits, "after": head.activation},
+            "preprocessing": data.preprocessing,
+            **verdict,
+            "val_accuracy_full": val_accuracy,
         }
+
+    @staticmethod
+    def _verdict(epochs: list[dict[str, Any]], val_accuracy: float, data: Any, ctx: PassContext,
+                 log: Any) -> dict[str, Any]:
+        """Report keys ``verdict``, ``verdict_reasons``, ``chance_accuracy``; "not learning" is logged and becomes
+        a pipeline failure (CLI exit 1, outputs still written)."""
+        from asgnas.bridge.verdict import chance_accuracy, learning_verdict
+
+        found = learning_verdict(epochs, val_accuracy, chance_accuracy(data.y_val, data.num_classes))
+        if found["verdict"] != "ok":
+            line = f"train: not learning: {'; '.join(found['reasons'])}"
+            ctx.failures.append(line)
+            if log is not None:
+                log(line)
+        return {"verdict": found["verdict"], "verdict_reasons": found["reasons"],
+                "chance_accuracy": found["chance_accuracy"]}
 
     @staticmethod
     def _per_kind_targets(groups: list[Any], target: float, prune_target: float, kind: str, optimizer: str,

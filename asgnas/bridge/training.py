@@ -15,7 +15,8 @@ import torch
 from torch import nn
 
 from asgnas.bridge.distributed import Shards
-from asgnas.data import Dataset
+from asgnas.bridge.verdict import TrainingDiverged, diverged_message
+from asgnas.data import Dataset, NamedInputs, Samples
 from asgnas.errors import AsgnasError
 from asgnas.ir import Model
 from asgnas.optim import DHSPG, H2SPG
@@ -152,14 +153,21 @@ def _batches(n: int, batch_size: int, rng: np.random.Generator) -> list[np.ndarr
     return [order[i:i + batch_size] for i in range(0, n, batch_size)]
 
 
+def to_device(samples: Samples, device: torch.device) -> torch.Tensor | dict[str, torch.Tensor]:
+    """A batch as torch: one tensor, or input name -> tensor for several graph inputs (``NamedInputs``)."""
+    if isinstance(samples, NamedInputs):
+        return {name: torch.from_numpy(array).to(device) for name, array in samples.arrays.items()}
+    return torch.from_numpy(samples).to(device)
+
+
 @torch.no_grad()
-def accuracy(forward: Callable[[torch.Tensor], torch.Tensor], x: np.ndarray, y: np.ndarray,
+def accuracy(forward: Callable[[Any], torch.Tensor], x: Samples, y: np.ndarray,
              device: torch.device, batch_size: int = 256, fixed_batch: bool = False) -> float:
     """Top-1 accuracy; ``fixed_batch``: the graph only runs at ``batch_size``, so the remainder is dropped."""
     usable = len(x) - len(x) % batch_size if fixed_batch else len(x)
     correct = 0
     for start in range(0, usable, batch_size):
-        logits = forward(torch.from_numpy(x[start:start + batch_size]).to(device))
+        logits = forward(to_device(x[start:start + batch_size], device))
         correct += int((logits.argmax(-1).cpu().numpy() == y[start:start + batch_size]).sum())
     return correct / max(usable, 1)
 
@@ -179,9 +187,10 @@ def train(
     fixed_batch: bool = False,
     shards: Shards | None = None,
 ) -> History:
-    """Plain supervised loop (cross-entropy); the optimizer does the structured-sparsity work.
-    ``fixed_batch``: the graph only runs at ``batch_size`` (validation batches likewise).
-    ``shards``: this rank's part of each batch when training in several processes (``bridge.distributed``)."""
+    """Plain supervised loop (cross-entropy on what ``forward`` returns: logits); the optimizer does the
+    structured-sparsity work. ``fixed_batch``: the graph only runs at ``batch_size`` (validation batches likewise).
+    ``shards``: this rank's part of each batch when training in several processes (``bridge.distributed``).
+    A NaN/inf loss (on any rank) raises ``TrainingDiverged`` at that step."""
     forward = forward or module
     shards = shards or Shards()
     rng = np.random.default_rng(seed)
@@ -202,15 +211,17 @@ def train(
                 for group, base in zip(optimizer.param_groups, base_lrs):
                     group["lr"] = base * scale
             index, weight = shards.take(index)
-            xb = torch.from_numpy(data.x_train[index]).to(device)
+            xb = to_device(data.x_train[index], device)
             yb = torch.from_numpy(data.y_train[index]).to(device)
             optimizer.zero_grad(set_to_none=True)
             logits = forward(xb)
             loss = loss_fn(logits, yb) * weight
+            losses.append(float(loss.detach()))
+            if not shards.all_finite(losses[-1]):  # stop at once: nothing trained from here on is worth writing
+                raise TrainingDiverged(diverged_message(losses[-1], epoch + 1, epochs, step + 1, base_lrs[0]))
             loss.backward()
             optimizer.step()
             step += 1
-            losses.append(float(loss.detach()))
             correct += int((logits.argmax(-1) == yb).sum()) if weight else 0
             bar.update(loss=float(np.mean(losses)))
         bar.close()

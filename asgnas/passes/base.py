@@ -59,6 +59,8 @@ class PassContext:
     reference_name: str | None = None  # checkpoint ``verify`` compares against by default
     results: dict[str, Any] = field(default_factory=dict)  # report key -> latest results (top level of the report)
     dataset: Any = None  # set by ``train``: construct-subnet then measures the slim model's accuracy
+    # why the result is doubtful though every pass ran (train's "not learning"): outputs are written, exit status 1
+    failures: list[str] = field(default_factory=list)
     quiet: bool = False
     log: Callable[[str], None] = print
     writes_files: bool = True  # False on the ranks other than 0 of a multi-process run: rank 0 alone writes

@@ -74,5 +74,6 @@ class ConstructSubnetPass(Pass):
             from asgnas.runtime import onnx_accuracy
 
             trained["val_accuracy_slim"] = onnx_accuracy(model, ctx.dataset.x_val, ctx.dataset.y_val,
+                                                         output=trained.get("output"),
                                                          log=None if ctx.quiet else ctx.log)
         return result

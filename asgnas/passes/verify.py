@@ -15,12 +15,12 @@ from typing import Any
 import numpy as np
 import onnx
 
-from asgnas.errors import AsgnasError
+from asgnas.errors import AsgnasError, ResultRejected
 from asgnas.ir import Model, load_model, lower
 from asgnas.passes.base import Option, Pass, PassContext, register_pass
 
 
-class VerifyFailed(AsgnasError):
+class VerifyFailed(ResultRejected):
     """The outputs differ by more than the tolerance (exit status 1, not 2: the input was fine)."""
 
 

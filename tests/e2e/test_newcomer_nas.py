@@ -21,7 +21,7 @@ def test_one_command_nas_on_a_user_cnn(tmp_path):
     before = model.read_bytes()
     out, report_path = tmp_path / "slim.onnx", tmp_path / "r.json"
     status = main([str(model), "--passes",
-                   "untie-aliases,search-space,train{optimizer=h2spg,data=digits,epochs=2,target-sparsity=0.5,"
+                   "untie-aliases,search-space,train{optimizer=h2spg,data=digits,epochs=3,lr=0.2,target-sparsity=0.5,"
                    "quiet=true},construct-subnet,verify", "-o", str(out), "--report", str(report_path), "-q"])
     assert status == 0
     assert model.read_bytes() == before
