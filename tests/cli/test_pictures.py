@@ -135,7 +135,8 @@ def test_train_pass_writes_the_curve_beside_the_report(superresnet, tmp_path):
     np.savez(data, x=rng.standard_normal((96, 1, 8, 8)).astype(np.float32), y=rng.integers(0, 10, 96))
     report = tmp_path / "r.json"
     assert main([str(superresnet), "--passes", f"search-space{{groups=false}},train{{epochs=2,batch-size=32,"
-                 f"data=npz:{data}}}", "--report", str(report), "-q"]) == 0
+                 f"data=npz:{data}}}", "--report", str(report), "-q"]) in (0, 1)  # random labels may be
+    # flagged "not learning" (exit 1, outputs written): the curve is written either way
     curve = tmp_path / "r.train.svg"
     assert json.loads(report.read_text())["train"]["curve"] == str(curve)
     svg = ET.parse(curve).getroot()
