@@ -103,8 +103,7 @@ class TrainPass(Pass):
         import torch
 
         from asgnas.bridge.executor import OnnxModule
-        from asgnas.bridge.training import (DEFAULT_KIND, Schedule, build_optimizer, channel_rounding, pick_device,
-                                            train)
+        from asgnas.bridge.training import DEFAULT_KIND, build_optimizer, channel_rounding, pick_device, train
         from asgnas.data import load_dataset
         from asgnas.passes.hierarchy import build_oracle
         from asgnas.passes.search_space import SEARCH_SPACE_KEY, analyze_search_space
@@ -144,7 +143,6 @@ class TrainPass(Pass):
         steps = math.ceil(len(data.x_train) / batch) if model_batch is None else len(data.x_train) // batch
         if not 0.0 <= cfg["warmup-fraction"] < cfg["hard-zero-fraction"] <= 1.0:
             raise AsgnasError("train needs 0 <= warmup-fraction < hard-zero-fraction <= 1")
-        schedule = Schedule.for_budget(cfg["epochs"], steps, cfg["warmup-fraction"], cfg["hard-zero-fraction"])
         target = cfg["target-sparsity"]
         n_removable = sum(g.removable for g in groups)
         if target > 1 and int(target) > n_removable:
@@ -160,7 +158,8 @@ class TrainPass(Pass):
                                                    oracle)
         optimizer = build_optimizer(
             cfg["optimizer"], params, groups, module.param_for_initializer, lr=cfg["lr"],
-            target=int(target) if target >= 1 else target, schedule=schedule, oracle=oracle,
+            target=int(target) if target >= 1 else target, total_steps=max(1, cfg["epochs"] * steps), oracle=oracle,
+            warmup_fraction=cfg["warmup-fraction"], hard_zero_fraction=cfg["hard-zero-fraction"],
             variant=cfg["variant"], momentum=cfg["momentum"], weight_decay=cfg["weight-decay"],
             selection_filter=channel_rounding(groups, cfg["round-to"]),
             **({"costs": costs, "cost_weight": cfg["cost-weight"]} if cfg["optimizer"] == "h2spg" else {}),
@@ -180,6 +179,9 @@ class TrainPass(Pass):
         ctx.checkpoint(CHECKPOINT, model, as_reference=True)
         ctx.dataset = data
         metrics = optimizer.metrics()
+        if log is not None:
+            log(f"train: {metrics['projected_groups']} of the {metrics['num_redundant']} selected groups zeroed by "
+                f"projection, {metrics['forced_zero_groups']} forced at step {optimizer.hard_zero_step}")
         return {
             "optimizer": cfg["optimizer"],
             "prune_target": cfg["prune-target"],
@@ -189,7 +191,8 @@ class TrainPass(Pass):
             "batch_size": batch,
             "epochs": history.epochs,
             "seconds": round(history.seconds, 2),
-            "schedule": vars(schedule),
+            "schedule": {"total_steps": optimizer.total_steps, "warmup_steps": optimizer.warmup_steps,
+                         "hard_zero_step": optimizer.hard_zero_step},
             "cost_weight": cfg["cost-weight"],
             "round_to": cfg["round-to"],
             "redundant_groups": sorted(int(i) for i in getattr(optimizer, "redundant_group_ids", [])),
