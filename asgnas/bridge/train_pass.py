@@ -6,7 +6,8 @@ Reads: the IR and ``model.analyses["search_space"]`` (runs ``search-space`` when
 it first runs ``gate-branches`` and rebuilds the search space, see ``asgnas.passes.gates``). Writes: the trained
 initializers (and BatchNorm running statistics) back into the IR; a ``group-sparse`` checkpoint that becomes
 ``verify``'s reference; the data set on the pipeline context so ``construct-subnet`` can measure the slim model's
-accuracy. Report key ``train``: options (schedule, ``cost_weight``), per-epoch history, optimizer metrics, the
+accuracy. Report key ``train``: options (schedule, ``cost_weight``), per-epoch history, optimizer metrics (among
+them ``projected_groups`` and ``forced_zero_groups``: how the chosen groups reached zero), the
 selected (``redundant_groups``) and zero groups, validation accuracy of the trained full model (in onnxruntime),
 and, once ``construct-subnet`` ran, of the slim model.
 The module registers with the pass registry without importing torch; torch loads when the pass runs.
