@@ -4,11 +4,11 @@ training loop, and ``construct_subnet(out_dir)``.
     nas = ASGNAS(model, torch.randn(1, 3, 32, 32))
     optimizer = nas.h2spg(lr=0.05, target_group_sparsity=0.5, total_steps=epochs * len(loader))
     for x, y in loader: ...; loss.backward(); optimizer.step()
+    summary = nas.construct_subnet("out/")   # full.onnx, slim.onnx, params/MACs before and after, max_abs_diff
 
 The optimizers come from :func:`asgnas.bridge.training.build_optimizer`, as the ``train`` pass's do: the same
 model, data and budget select the same sub-network either way. ``total_steps`` (the number of ``step()`` calls
 the loop will make) sets the schedule; without it an explicit ``warmup_steps`` is needed (see ``H2SPG``).
-    summary = nas.construct_subnet("out/")   # full.onnx, slim.onnx, params/MACs before and after, max_abs_diff
 """
 
 from __future__ import annotations
