@@ -2,9 +2,13 @@
 training loop, and ``construct_subnet(out_dir)``.
 
     nas = ASGNAS(model, torch.randn(1, 3, 32, 32))
-    optimizer = nas.h2spg(lr=0.05, target_group_sparsity=0.5, warmup_steps=200, hard_zero_step=900)
+    optimizer = nas.h2spg(lr=0.05, target_group_sparsity=0.5, total_steps=epochs * len(loader))
     for x, y in loader: ...; loss.backward(); optimizer.step()
     summary = nas.construct_subnet("out/")   # full.onnx, slim.onnx, params/MACs before and after, max_abs_diff
+
+The optimizers come from :func:`asgnas.bridge.training.build_optimizer`, as the ``train`` pass's do: the same
+model, data and budget select the same sub-network either way. ``total_steps`` (the number of ``step()`` calls
+the loop will make) sets the schedule; without it an explicit ``warmup_steps`` is needed (see ``H2SPG``).
 """
 
 from __future__ import annotations
@@ -19,9 +23,9 @@ from torch import nn
 
 from asgnas.bridge.executor import OnnxModule
 from asgnas.bridge.export import PARAM_MAP_KEY, export_torch_model
-from asgnas.bridge.mapping import erase_costs, params_by_initializer, to_param_groups
+from asgnas.bridge.mapping import params_by_initializer, removal_costs
 from asgnas.bridge.train_pass import DEFAULT_COST_WEIGHT
-from asgnas.bridge.training import channel_rounding
+from asgnas.bridge.training import build_optimizer, channel_rounding
 from asgnas.ir import Model, load_model, save_model
 from asgnas.optim import DHSPG, H2SPG
 from asgnas.passes.groups import SearchSpace, group_is_zero
@@ -73,34 +77,39 @@ class ASGNAS:
         kinds = {"prune", "erase"} if kind == "both" else {kind}
         return [g for g in self.search_space.groups if g.kind in kinds]
 
-    def h2spg(self, lr: float = 0.05, target_group_sparsity: float | int = 0.5, *, kind: str = "erase",
-              cost_weight: float = DEFAULT_COST_WEIGHT, round_to: int = 1, **options: Any) -> H2SPG:
+    def h2spg(self, lr: float = 0.05, target_group_sparsity: float | int = 0.5, *, total_steps: int | None = None,
+              kind: str = "erase", cost_weight: float = DEFAULT_COST_WEIGHT, round_to: int = 1,
+              **options: Any) -> H2SPG:
         """H2SPG over the removal structures (``kind="both"`` adds channel groups), guarded by the hierarchy oracle.
 
+        ``total_steps``: the number of ``optimizer.step()`` calls the training will make; it derives warm-up,
+        the group-lasso strength, the projection window and the forced-zero step (``H2SPG`` explains; ``options``
+        such as ``warmup_steps``, ``hard_zero_step``, ``lmbda``, ``epsilon``, ``momentum`` (0.9), ``variant``
+        override). Without it and without ``warmup_steps``, ``ValueError`` says what to pass.
         ``cost_weight`` > 0: cost-aware selection (ours), structures rank by saliency plus this weight times their
-        share of the model's params and MACs (``asgnas.bridge.mapping.erase_costs``); 0 is the paper's order.
+        share of the model's params and MACs (``asgnas.bridge.mapping.removal_costs``); 0 is the paper's order.
         ``round_to`` > 1 (with channel groups): every channel space keeps a multiple of that many channels."""
         from asgnas.passes.hierarchy import build_oracle
 
         groups = self.groups(kind)
         oracle = build_oracle(self.ir, groups)
-        costs = erase_costs(self.ir, groups, oracle) if cost_weight > 0 else None
-        param_groups = to_param_groups(groups, self._param_for_initializer, strict=False, costs=costs)
-        self._optimizer = H2SPG(self.model.parameters(), param_groups, lr=lr,
-                                target_group_sparsity=target_group_sparsity, validity_oracle=oracle,
-                                cost_weight=cost_weight, selection_filter=channel_rounding(groups, round_to),
-                                **options)
+        costs = removal_costs(self.ir, groups, oracle) if cost_weight > 0 else None
+        self._optimizer = build_optimizer(
+            "h2spg", list(self.model.parameters()), groups, self._param_for_initializer, lr=lr,
+            target=target_group_sparsity, total_steps=total_steps, oracle=oracle, costs=costs,
+            cost_weight=cost_weight, selection_filter=channel_rounding(groups, round_to), **options)
         return self._optimizer
 
-    def dhspg(self, lr: float = 0.05, target_group_sparsity: float | int = 0.5, *, kind: str = "prune",
-              round_to: int = 1, **options: Any) -> DHSPG:
-        """DHSPG over the channel groups (pruning-only mode); ``round_to`` > 1: every channel space keeps a
-        multiple of that many channels (hardware-friendly widths; the target is then an upper bound)."""
+    def dhspg(self, lr: float = 0.05, target_group_sparsity: float | int = 0.5, *, total_steps: int | None = None,
+              kind: str = "prune", round_to: int = 1, **options: Any) -> DHSPG:
+        """DHSPG over the channel groups (pruning-only mode); ``total_steps`` and ``options`` as :meth:`h2spg`;
+        ``round_to`` > 1: every channel space keeps a multiple of that many channels (hardware-friendly widths;
+        the target is then an upper bound)."""
         groups = self.groups(kind)
-        param_groups = to_param_groups(groups, self._param_for_initializer, strict=False)
-        self._optimizer = DHSPG(self.model.parameters(), param_groups, lr=lr,
-                                target_group_sparsity=target_group_sparsity,
-                                selection_filter=channel_rounding(groups, round_to), **options)
+        self._optimizer = build_optimizer(
+            "dhspg", list(self.model.parameters()), groups, self._param_for_initializer, lr=lr,
+            target=target_group_sparsity, total_steps=total_steps,
+            selection_filter=channel_rounding(groups, round_to), **options)
         return self._optimizer
 
     # --- construction -------------------------------------------------------------------------------------------

@@ -2,20 +2,21 @@
 
     train{optimizer=h2spg,data=digits,epochs=10,target-sparsity=0.5,lr=0.05,batch-size=64}
 
-Reads: the IR and ``model.analyses["search_space"]`` (runs ``search-space`` when missing; with ``gates=true``
-it first runs ``gate-branches`` and rebuilds the search space, see ``asgnas.passes.gates``). Writes: the trained
+Reads: the IR and ``model.analyses["search_space"]`` (runs ``search-space`` when missing; with ``gates=true`` it
+first runs ``gate-branches`` and rebuilds the search space, see ``asgnas.passes.gates``). Writes: the trained
 initializers (and BatchNorm running statistics) back into the IR; a ``group-sparse`` checkpoint that becomes
 ``verify``'s reference; the data set on the pipeline context so ``construct-subnet`` can measure the slim model's
-accuracy; the training curve as SVG (``asgnas.bridge.curve``): ``curve=auto`` puts it beside the CLI's
-``--report`` (``PassContext.report_path``: ``r.json`` -> ``r.train.svg``), else beside ``-o``
-(``PassContext.output_path``), else writes none; ``curve=PATH`` or ``none`` choose. Report key ``train``:
-options (schedule, ``cost_weight``), per-epoch history, optimizer metrics, the selected (``redundant_groups``)
-and zero groups, ``curve`` (the SVG's path, null when none), validation accuracy of the trained full model (in
-onnxruntime), and, once ``construct-subnet`` ran, of the slim model; the trained ``output`` and the value the loss read (the
-logits before a trailing Softmax/LogSoftmax, ``asgnas.bridge.model_io``); the ``preprocessing`` applied to the
-data (also written to the model's ``metadata_props`` under ``asgnas.preprocessing``); the ``verdict`` ("ok" or
-"not learning" with its ``verdict_reasons``, ``asgnas.bridge.verdict``: the CLI then exits 1, outputs written).
-A NaN/inf loss stops the pass (``TrainingDiverged``: exit 1, no model written).
+accuracy; the training curve as SVG (``asgnas.bridge.curve``): ``curve=auto`` puts it beside the CLI's ``--report``
+(``PassContext.report_path``: ``r.json`` -> ``r.train.svg``), else beside ``-o`` (``PassContext.output_path``), else
+writes none; ``curve=PATH`` or ``none`` choose. Report key ``train``: options (schedule, ``cost_weight``), per-epoch
+history, optimizer metrics (among them ``projected_groups`` and ``forced_zero_groups``: how the chosen groups
+reached zero), the selected (``redundant_groups``) and zero groups, ``curve`` (the SVG's path, null when none),
+validation accuracy of the trained full model (in onnxruntime), and, once ``construct-subnet`` ran, of the slim
+model; the trained ``output`` and the value the loss read (the logits before a trailing Softmax/LogSoftmax,
+``asgnas.bridge.model_io``); the ``preprocessing`` applied to the data (also written to the model's
+``metadata_props`` under ``asgnas.preprocessing``); the ``verdict`` ("ok" or "not learning" with its
+``verdict_reasons``, ``asgnas.bridge.verdict``: the CLI then exits 1, outputs written). A NaN/inf loss stops the
+pass (``TrainingDiverged``: exit 1, no model written).
 The module registers with the pass registry without importing torch; torch loads when the pass runs.
 """
 
@@ -112,7 +113,7 @@ class TrainPass(Pass):
         from asgnas.bridge.curve import curve_path, training_curve_svg
         from asgnas.bridge.executor import OnnxModule
         from asgnas.bridge.model_io import image_layout, input_specs, logits_head, num_classes_of, pick_output
-        from asgnas.bridge.training import DEFAULT_KIND, Schedule, build_optimizer, channel_rounding, train
+        from asgnas.bridge.training import DEFAULT_KIND, build_optimizer, channel_rounding, train
         from asgnas.data import load_dataset
         from asgnas.passes.hierarchy import build_oracle
         from asgnas.passes.search_space import SEARCH_SPACE_KEY, analyze_search_space
@@ -156,7 +157,6 @@ class TrainPass(Pass):
         steps = math.ceil(len(data.x_train) / batch) if model_batch is None else len(data.x_train) // batch
         if not 0.0 <= cfg["warmup-fraction"] < cfg["hard-zero-fraction"] <= 1.0:
             raise AsgnasError("train needs 0 <= warmup-fraction < hard-zero-fraction <= 1")
-        schedule = Schedule.for_budget(cfg["epochs"], steps, cfg["warmup-fraction"], cfg["hard-zero-fraction"])
         target = cfg["target-sparsity"]
         n_removable = sum(g.removable for g in groups)
         if target > 1 and int(target) > n_removable:
@@ -172,7 +172,8 @@ class TrainPass(Pass):
                                                    oracle)
         optimizer = build_optimizer(
             cfg["optimizer"], params, groups, module.param_for_initializer, lr=cfg["lr"],
-            target=int(target) if target >= 1 else target, schedule=schedule, oracle=oracle,
+            target=int(target) if target >= 1 else target, total_steps=max(1, cfg["epochs"] * steps), oracle=oracle,
+            warmup_fraction=cfg["warmup-fraction"], hard_zero_fraction=cfg["hard-zero-fraction"],
             variant=cfg["variant"], momentum=cfg["momentum"], weight_decay=cfg["weight-decay"],
             selection_filter=channel_rounding(groups, cfg["round-to"]),
             **({"costs": costs, "cost_weight": cfg["cost-weight"]} if cfg["optimizer"] == "h2spg" else {}),
@@ -191,15 +192,20 @@ class TrainPass(Pass):
                         seed=cfg["seed"], log=log, fixed_batch=model_batch is not None,
                         forward=head.forward(trained), shards=shards)
         module.write_back(model)
+        schedule = {"total_steps": optimizer.total_steps, "warmup_steps": optimizer.warmup_steps,
+                    "hard_zero_step": optimizer.hard_zero_step}
         model.metadata_props[PREPROCESSING_KEY] = json.dumps(data.preprocessing, sort_keys=True)
         if curve is not None and ctx.writes_files:
             title = f"{cfg['optimizer']} on {cfg['data']}, target sparsity {cfg['target-sparsity']:g}"
-            curve.write_text(training_curve_svg(history.epochs, vars(schedule), title))
+            curve.write_text(training_curve_svg(history.epochs, schedule, title))
             if log is not None:
                 log(f"train: training curve -> {curve}")
         ctx.checkpoint(CHECKPOINT, model, as_reference=True)
         ctx.dataset = data
         metrics = optimizer.metrics()
+        if log is not None:
+            log(f"train: {metrics['projected_groups']} of the {metrics['num_redundant']} selected groups zeroed by "
+                f"projection, {metrics['forced_zero_groups']} forced at step {optimizer.hard_zero_step}")
         val_accuracy = onnx_accuracy(model, data.x_val, data.y_val, output=head.output, log=log)
         verdict = self._verdict(history.epochs, val_accuracy, data, ctx, log)
         return {
@@ -212,7 +218,7 @@ class TrainPass(Pass):
             "processes": shards.world if shards else 1,
             "epochs": history.epochs,
             "seconds": round(history.seconds, 2),
-            "schedule": vars(schedule),
+            "schedule": schedule,
             "cost_weight": cfg["cost-weight"],
             "round_to": cfg["round-to"],
             "redundant_groups": sorted(int(i) for i in getattr(optimizer, "redundant_group_ids", [])),

@@ -66,24 +66,6 @@ def channel_rounding(groups: Sequence[Group], multiple: int) -> Callable[[list[i
     return lambda ids: [g.id for g in round_kept_channels(groups, [by_id[i] for i in ids], multiple)]
 
 
-@dataclass
-class Schedule:
-    """Step counts from the epoch budget: warm-up ~1/5 of training (spec 3.5); the T_end safeguard at half of it
-    (our choice, measured in docs/BENCHMARKS.md: forcing the zeros at 3/4 left the sub-network only the
-    low-lr tail of the cosine schedule to recover and cost 0.1-2.8 points more on the zoo nets)."""
-
-    total_steps: int
-    warmup_steps: int
-    hard_zero_step: int
-
-    @classmethod
-    def for_budget(cls, epochs: int, steps_per_epoch: int, warmup_fraction: float = 0.2,
-                   hard_zero_fraction: float = 0.5) -> "Schedule":
-        total = max(1, epochs * steps_per_epoch)
-        warmup = max(1, int(total * warmup_fraction))
-        return cls(total, warmup, max(warmup + 1, int(total * hard_zero_fraction)))
-
-
 def build_optimizer(
     name: str,
     params: Sequence[nn.Parameter],
@@ -92,7 +74,7 @@ def build_optimizer(
     *,
     lr: float,
     target: float | int,
-    schedule: Schedule,
+    total_steps: int | None = None,
     oracle: Any = None,
     variant: str = "sgd",
     momentum: float = 0.9,
@@ -100,46 +82,21 @@ def build_optimizer(
     costs: Mapping[int, float] | None = None,
     **options: Any,
 ) -> torch.optim.Optimizer:
-    """H2SPG (with the hierarchy oracle) or DHSPG over ``groups``' slices of the given parameters; ``costs``
-    (group id -> saving) feeds cost-aware selection (option ``cost_weight``)."""
+    """H2SPG (with the hierarchy oracle) or DHSPG over ``groups``' slices of the given parameters: the one
+    constructor of the train pass and of ``ASGNAS.h2spg/dhspg``, so both train the same way. ``total_steps``
+    (the training budget) derives the schedule, the group-lasso strength and epsilon
+    (:mod:`asgnas.optim.schedule`); ``options`` (e.g. ``warmup_fraction``, ``warmup_steps``, ``lmbda``) override.
+    ``costs`` (group id -> saving) feeds cost-aware selection (option ``cost_weight``)."""
     from asgnas.bridge.mapping import to_param_groups
 
     param_groups = to_param_groups(groups, param_for_initializer, strict=False, costs=costs)
-    if options.get("lmbda") is None:
-        options["lmbda"] = budget_lambda(param_groups, lr, schedule)
-    # project a group once a step would shrink it by 10% or more: it is then close to zero (HSPG's epsilon)
-    options.setdefault("epsilon", 0.9)
     common = dict(lr=lr, target_group_sparsity=target, variant=variant, momentum=momentum if variant == "sgd" else 0.0,
-                  weight_decay=weight_decay, warmup_steps=schedule.warmup_steps,
-                  hard_zero_step=schedule.hard_zero_step, **options)
+                  weight_decay=weight_decay, total_steps=total_steps, **options)
     if name == "h2spg":
         return H2SPG(params, param_groups, validity_oracle=oracle, **common)
     if name == "dhspg":
         return DHSPG(params, param_groups, **common)
     raise AsgnasError(f"unknown optimizer '{name}' (h2spg, dhspg)")
-
-
-def budget_lambda(param_groups: Sequence[Any], lr: float, schedule: Schedule) -> float:
-    """Group-lasso strength that can shrink a typical group to zero within the hybrid phase.
-
-    A group-lasso step shrinks a group's norm by about lr * lambda; over the hybrid phase (warm-up to the forced
-    zeros, under the cosine schedule's mean lr there) that must reach the mean removable-group norm, or only the
-    safeguard would zero groups (abruptly, costing accuracy). The DHSPG defaults (1e-3) assume hundreds of epochs.
-    """
-    with torch.no_grad():
-        norms = [
-            math.sqrt(sum(float((s.param.detach() if s.indices is None else
-                                 s.param.detach().index_select(s.axis, torch.as_tensor(list(s.indices),
-                                                                                       device=s.param.device)))
-                                .pow(2).sum()) for s in g.slices))
-            for g in param_groups if g.removable and g.slices
-        ]
-    if not norms:
-        return 1e-3
-    total = schedule.total_steps
-    span = range(schedule.warmup_steps, schedule.hard_zero_step)
-    mean_scale = sum(0.5 * (1 + math.cos(math.pi * t / total)) for t in span) / max(len(span), 1)
-    return 3.0 * float(np.mean(norms)) / max(lr * mean_scale * max(len(span), 1), 1e-12)
 
 
 @dataclass

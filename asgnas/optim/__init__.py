@@ -7,7 +7,7 @@ them with all trainable parameters to :class:`H2SPG` or :class:`DHSPG`, train as
     groups = [ParamGroup(i, [ParamSlice(conv.weight, 0, [i]), ParamSlice(bn.weight, 0, [i]),
                              ParamSlice(bn.bias, 0, [i])]) for i in range(conv.out_channels)]
     opt = H2SPG(model.parameters(), groups, lr=0.1, momentum=0.9, target_group_sparsity=0.5,
-                warmup_steps=1000, hard_zero_step=9000, validity_oracle=oracle)
+                total_steps=epochs * len(data), validity_oracle=oracle)
     for x, y in data:
         opt.zero_grad(); loss_fn(model(x), y).backward(); opt.step()
     opt.metrics()["group_sparsity"], opt.zero_group_ids
@@ -16,6 +16,7 @@ from .dhspg import DHSPG
 from .groups import GroupLayout, ParamGroup, ParamSlice, ValidityOracle, resolve_target_count
 from .h2spg import H2SPG, greedy_valid_selection
 from .hybrid import GLOBAL_STATE_KEY, LAMBDA_DEFAULTS, HybridSparseOptimizer
+from .schedule import SparseSchedule, budget_lambda
 from .scores import saliency_score
 
 __all__ = [
@@ -27,7 +28,9 @@ __all__ = [
     "LAMBDA_DEFAULTS",
     "ParamGroup",
     "ParamSlice",
+    "SparseSchedule",
     "ValidityOracle",
+    "budget_lambda",
     "greedy_valid_selection",
     "resolve_target_count",
     "saliency_score",

@@ -31,18 +31,21 @@ class DHSPG(HybridSparseOptimizer):
         betas: tuple[float, float] = (0.9, 0.999),
         eps: float = 1e-8,
         weight_decay: float = 0.0,
-        warmup_steps: int = 0,
+        warmup_steps: Optional[int] = None,
         score_momentum: float = 0.0,
         lmbda: Optional[float] = None,
         lmbda_amplify: Optional[float] = None,
         hat_lmbda_coeff: Optional[float] = None,
-        epsilon: float = 0.0,
+        epsilon: Optional[float] = None,
         projection_start: Optional[int] = None,
         penalty_start: Optional[int] = None,
         hard_zero_step: Optional[int] = None,
         score_normalization: str = "count",
         score_fn: Optional[ScoreFn] = None,
         selection_filter: Optional[Callable[[list[int]], Sequence[int]]] = None,
+        total_steps: Optional[int] = None,
+        warmup_fraction: Optional[float] = None,
+        hard_zero_fraction: Optional[float] = None,
     ) -> None:
         super().__init__(
             params, groups, lr, target_group_sparsity=target_group_sparsity, variant=variant, momentum=momentum,
@@ -51,6 +54,7 @@ class DHSPG(HybridSparseOptimizer):
             hat_lmbda_coeff=hat_lmbda_coeff, epsilon=epsilon, projection_start=projection_start,
             penalty_start=penalty_start, hard_zero_step=hard_zero_step, score_normalization=score_normalization,
             score_fn=score_fn, selection_filter=selection_filter,
+            total_steps=total_steps, warmup_fraction=warmup_fraction, hard_zero_fraction=hard_zero_fraction,
         )
 
     def _select_groups(self, order: list[int], k: int) -> list[int]:

@@ -42,18 +42,30 @@ class H2SPG(HybridSparseOptimizer):
         target_group_sparsity: float in [0, 1] = fraction of removable groups, int = exact count K.
         variant: base optimizer, ``"sgd"`` (with ``momentum``/``nesterov``), ``"adam"`` (L2 weight decay)
             or ``"adamw"`` (decoupled weight decay).
+        total_steps: the training budget N, the number of optimizer steps the caller will run.  It sets every
+            step count left out (see :mod:`asgnas.optim.schedule`): ``warmup_steps`` = 1/5 of N (or
+            ``warmup_fraction``), ``hard_zero_step`` = 1/2 of N (or ``hard_zero_fraction``), projection and penalty
+            from the selection step on, ``lmbda`` from the initial group norms so that the projection (not the
+            safeguard) zeroes the chosen groups, and ``epsilon`` 0.9.
         warmup_steps: T_w, number of warm-up steps; the search runs during step number T_w (0-based).
+            The schedule is either ``total_steps`` or, without it, an explicit ``warmup_steps`` (optionally with
+            ``hard_zero_step``, ``projection_start``, ``penalty_start``; then ``lmbda`` and ``epsilon`` default to
+            the DHSPG code's values below and nothing is forced unless ``hard_zero_step`` is given).  With neither,
+            construction raises ``ValueError`` saying what to pass.
         score_momentum: omega of the score EMA (the EMA starts at the first score, includes step T_w).
         lmbda, lmbda_amplify, hat_lmbda_coeff: group-lasso base value, amplifier and cap factor; ``None``
-            picks the DHSPG defaults (SGD 1e-3/2/10, Adam(W) 1e-2/20/1e3).
-        epsilon: half-space threshold in [0, 1).
+            picks the DHSPG defaults (SGD 1e-3/2/10, Adam(W) 1e-2/20/1e3), except ``lmbda`` with ``total_steps``
+            (derived from the budget, :func:`asgnas.optim.schedule.budget_lambda`).
+        epsilon: half-space threshold in [0, 1); ``None``: 0.9 with ``total_steps``, else 0.
         projection_start, penalty_start: first step of projection / of the adaptive lambda (default and
             minimum: ``warmup_steps``; before ``penalty_start`` redundant groups get the fixed ``lmbda``).
-        hard_zero_step: safeguard T_end.  ``None`` (default) never forces: the caller should set it, e.g. to
-            the start of the last lr decay or ~90% of training.  During the step that completes step number
-            ``hard_zero_step`` (i.e. when ``metrics()['step']`` becomes ``hard_zero_step``) every redundant
-            group still non-zero is set to zero, so exactly K groups are zero from then on;
+        hard_zero_step: safeguard T_end.  Without ``total_steps``, ``None`` never forces.  During the step that
+            completes step number ``hard_zero_step`` (i.e. when ``metrics()['step']`` becomes ``hard_zero_step``)
+            every redundant group still non-zero is set to zero, so exactly K groups are zero from then on
+            (``metrics()['forced_zero_groups']``; those the projection zeroed are ``projected_groups``);
             :meth:`force_zero_redundant` does the same on demand.
+        warmup_fraction, hard_zero_fraction: with ``total_steps``, the shares of it that give ``warmup_steps``
+            and ``hard_zero_step`` (defaults 0.2 and 0.5, need 0 <= warmup < hard_zero <= 1).
         validity_oracle: optional :class:`ValidityOracle`; without one the selection is plain top-K.
         score_normalization: ``"count"`` (|x|/n, DHSPG) or ``"sqrt"`` (|x|/sqrt(n)) for the magnitude term.
         score_fn: optional replacement of the default saliency score (see :mod:`asgnas.optim.scores`).
@@ -82,12 +94,12 @@ class H2SPG(HybridSparseOptimizer):
         betas: tuple[float, float] = (0.9, 0.999),
         eps: float = 1e-8,
         weight_decay: float = 0.0,
-        warmup_steps: int = 0,
+        warmup_steps: Optional[int] = None,
         score_momentum: float = 0.9,
         lmbda: Optional[float] = None,
         lmbda_amplify: Optional[float] = None,
         hat_lmbda_coeff: Optional[float] = None,
-        epsilon: float = 0.0,
+        epsilon: Optional[float] = None,
         projection_start: Optional[int] = None,
         penalty_start: Optional[int] = None,
         hard_zero_step: Optional[int] = None,
@@ -96,6 +108,9 @@ class H2SPG(HybridSparseOptimizer):
         score_fn: Optional[ScoreFn] = None,
         cost_weight: float = 0.0,
         selection_filter: Optional[Callable[[list[int]], Sequence[int]]] = None,
+        total_steps: Optional[int] = None,
+        warmup_fraction: Optional[float] = None,
+        hard_zero_fraction: Optional[float] = None,
     ) -> None:
         self.validity_oracle = validity_oracle
         super().__init__(
@@ -105,6 +120,7 @@ class H2SPG(HybridSparseOptimizer):
             hat_lmbda_coeff=hat_lmbda_coeff, epsilon=epsilon, projection_start=projection_start,
             penalty_start=penalty_start, hard_zero_step=hard_zero_step, score_normalization=score_normalization,
             score_fn=score_fn, cost_weight=cost_weight, selection_filter=selection_filter,
+            total_steps=total_steps, warmup_fraction=warmup_fraction, hard_zero_fraction=hard_zero_fraction,
         )
 
     def _select_groups(self, order: list[int], k: int) -> list[int]:

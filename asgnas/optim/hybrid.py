@@ -49,6 +49,7 @@ import numpy as np
 import torch
 
 from .groups import Binding, GroupLayout, ParamGroup, resolve_target_count
+from .schedule import resolve_schedule
 from .scores import ScoreFn, cost_aware_key, saliency_score
 
 __all__ = ["HybridSparseOptimizer", "GLOBAL_STATE_KEY", "LAMBDA_DEFAULTS"]
@@ -159,12 +160,12 @@ class HybridSparseOptimizer(torch.optim.Optimizer):
         betas: tuple[float, float] = (0.9, 0.999),
         eps: float = 1e-8,
         weight_decay: float = 0.0,
-        warmup_steps: int = 0,
+        warmup_steps: Optional[int] = None,
         score_momentum: float = 0.9,
         lmbda: Optional[float] = None,
         lmbda_amplify: Optional[float] = None,
         hat_lmbda_coeff: Optional[float] = None,
-        epsilon: float = 0.0,
+        epsilon: Optional[float] = None,
         projection_start: Optional[int] = None,
         penalty_start: Optional[int] = None,
         hard_zero_step: Optional[int] = None,
@@ -172,6 +173,9 @@ class HybridSparseOptimizer(torch.optim.Optimizer):
         score_fn: Optional[ScoreFn] = None,
         cost_weight: float = 0.0,
         selection_filter: Optional[Callable[[list[int]], Sequence[int]]] = None,
+        total_steps: Optional[int] = None,
+        warmup_fraction: Optional[float] = None,
+        hard_zero_fraction: Optional[float] = None,
     ) -> None:
         variant = variant.lower()
         if variant not in LAMBDA_DEFAULTS:
@@ -182,10 +186,6 @@ class HybridSparseOptimizer(torch.optim.Optimizer):
             raise ValueError("nesterov needs variant='sgd' and momentum > 0")
         if not 0.0 <= score_momentum < 1.0:
             raise ValueError("score_momentum must lie in [0, 1)")
-        if not 0.0 <= epsilon < 1.0:
-            raise ValueError("epsilon must lie in [0, 1)")
-        if warmup_steps < 0:
-            raise ValueError("warmup_steps must be >= 0")
         if score_normalization not in ("count", "sqrt"):
             raise ValueError("score_normalization must be 'count' or 'sqrt'")
         if not cost_weight >= 0.0:
@@ -196,17 +196,9 @@ class HybridSparseOptimizer(torch.optim.Optimizer):
 
         d_l, d_a, d_c = LAMBDA_DEFAULTS[variant]
         self.variant = variant
-        self.lmbda = d_l if lmbda is None else float(lmbda)
         self.lmbda_amplify = d_a if lmbda_amplify is None else float(lmbda_amplify)
         self.hat_lmbda_coeff = d_c if hat_lmbda_coeff is None else float(hat_lmbda_coeff)
-        self.epsilon = float(epsilon)
-        self.warmup_steps = int(warmup_steps)
         self.score_momentum = float(score_momentum)
-        # penalty/projection cannot start before the redundant set exists
-        self.penalty_start = max(self.warmup_steps, self.warmup_steps if penalty_start is None else penalty_start)
-        self.projection_start = max(self.warmup_steps,
-                                    self.warmup_steps if projection_start is None else projection_start)
-        self.hard_zero_step = None if hard_zero_step is None else int(hard_zero_step)
         self.score_normalization = score_normalization
         self.score_fn = score_fn
         self.cost_weight = float(cost_weight)
@@ -220,6 +212,19 @@ class HybridSparseOptimizer(torch.optim.Optimizer):
                                 for i, g in enumerate(self.layout.groups)])
         if (self._costs < 0).any():
             raise ValueError("group costs must be >= 0")
+        self.schedule = resolve_schedule(
+            self.layout.groups, lr, total_steps=total_steps, warmup_steps=warmup_steps, hard_zero_step=hard_zero_step,
+            projection_start=projection_start, penalty_start=penalty_start, lmbda=lmbda, epsilon=epsilon,
+            warmup_fraction=warmup_fraction, hard_zero_fraction=hard_zero_fraction)
+        if not 0.0 <= self.schedule.epsilon < 1.0:
+            raise ValueError("epsilon must lie in [0, 1)")
+        self.total_steps = self.schedule.total_steps
+        self.warmup_steps = self.schedule.warmup_steps
+        self.hard_zero_step = self.schedule.hard_zero_step
+        self.projection_start = self.schedule.projection_start
+        self.penalty_start = self.schedule.penalty_start
+        self.lmbda = d_l if self.schedule.lmbda is None else self.schedule.lmbda
+        self.epsilon = self.schedule.epsilon
         grouped = [b.param for b in self.layout.bindings.values()]
         ref = grouped[0] if grouped else (all_params[0] if all_params else torch.empty(0))
         self._home = ref.device

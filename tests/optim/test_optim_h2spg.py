@@ -306,10 +306,10 @@ def test_group_validation_errors():
     with pytest.raises(ValueError, match="no elements"):
         mk([ParamGroup(0, [])])
     opt = H2SPG([w], [ParamGroup(i, [ParamSlice(w, 0, [i])]) for i in range(4)] + [ParamGroup(9, [], False)],
-                lr=0.1, target_group_sparsity=0.5)  # an empty non-removable group is accepted and ignored
+                lr=0.1, target_group_sparsity=0.5, warmup_steps=0)  # an empty non-removable group is ignored
     assert opt.target_count == 2
     assert H2SPG([w], [ParamGroup(i, [ParamSlice(w, 0, [i])]) for i in range(4)], lr=0.1,
-                 target_group_sparsity=0.375).target_count == 2  # 1.5 rounds half up
+                 target_group_sparsity=0.375, warmup_steps=0).target_count == 2  # 1.5 rounds half up
 
 
 def test_package_imports_only_torch_and_numpy():
