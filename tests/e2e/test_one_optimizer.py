@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from asgnas import ASGNAS
-from asgnas.bridge.train_pass import sample_shape
+from asgnas.bridge.model_io import input_specs
 from asgnas.bridge.training import train
 from asgnas.cli import main
 from asgnas.data import load_dataset
@@ -35,7 +35,7 @@ def _train_pass(path, tmp_path) -> dict:
 def _api(path, tmp_path):
     """The API on the same file, data, seed and budget, trained by the library's own loop."""
     nas = ASGNAS.from_onnx(path, workdir=tmp_path)
-    data = load_dataset("digits", sample_shape(nas.ir), 10, seed=0)
+    data = load_dataset("digits", input_specs(nas.ir)[0].shape, 10, seed=0)
     optimizer = nas.h2spg(lr=0.05, target_group_sparsity=0.5, total_steps=EPOCHS * math.ceil(len(data.x_train) / 64))
     train(nas.model, optimizer, data, epochs=EPOCHS, batch_size=64, device=torch.device("cpu"), seed=0, log=None)
     return optimizer
