@@ -46,6 +46,7 @@ class DHSPG(HybridSparseOptimizer):
         total_steps: Optional[int] = None,
         warmup_fraction: Optional[float] = None,
         hard_zero_fraction: Optional[float] = None,
+        steady_shrink: Optional[bool] = None,
     ) -> None:
         super().__init__(
             params, groups, lr, target_group_sparsity=target_group_sparsity, variant=variant, momentum=momentum,
@@ -55,6 +56,7 @@ class DHSPG(HybridSparseOptimizer):
             penalty_start=penalty_start, hard_zero_step=hard_zero_step, score_normalization=score_normalization,
             score_fn=score_fn, selection_filter=selection_filter,
             total_steps=total_steps, warmup_fraction=warmup_fraction, hard_zero_fraction=hard_zero_fraction,
+            steady_shrink=steady_shrink,
         )
 
     def _select_groups(self, order: list[int], k: int) -> list[int]:

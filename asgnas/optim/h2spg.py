@@ -111,6 +111,7 @@ class H2SPG(HybridSparseOptimizer):
         total_steps: Optional[int] = None,
         warmup_fraction: Optional[float] = None,
         hard_zero_fraction: Optional[float] = None,
+        steady_shrink: Optional[bool] = None,
     ) -> None:
         self.validity_oracle = validity_oracle
         super().__init__(
@@ -121,6 +122,7 @@ class H2SPG(HybridSparseOptimizer):
             penalty_start=penalty_start, hard_zero_step=hard_zero_step, score_normalization=score_normalization,
             score_fn=score_fn, cost_weight=cost_weight, selection_filter=selection_filter,
             total_steps=total_steps, warmup_fraction=warmup_fraction, hard_zero_fraction=hard_zero_fraction,
+            steady_shrink=steady_shrink,
         )
 
     def _select_groups(self, order: list[int], k: int) -> list[int]:

@@ -176,6 +176,7 @@ class HybridSparseOptimizer(torch.optim.Optimizer):
         total_steps: Optional[int] = None,
         warmup_fraction: Optional[float] = None,
         hard_zero_fraction: Optional[float] = None,
+        steady_shrink: Optional[bool] = None,
     ) -> None:
         variant = variant.lower()
         if variant not in LAMBDA_DEFAULTS:
@@ -225,6 +226,7 @@ class HybridSparseOptimizer(torch.optim.Optimizer):
         self.penalty_start = self.schedule.penalty_start
         self.lmbda = d_l if self.schedule.lmbda is None else self.schedule.lmbda
         self.epsilon = self.schedule.epsilon
+        self.steady_shrink = self.total_steps is not None if steady_shrink is None else bool(steady_shrink)
         grouped = [b.param for b in self.layout.bindings.values()]
         ref = grouped[0] if grouped else (all_params[0] if all_params else torch.empty(0))
         self._home = ref.device
@@ -834,6 +836,11 @@ class HybridSparseOptimizer(torch.optim.Optimizer):
             lam_ad = (self.lmbda_amplify * lam_min).clamp(self.lmbda, self.lmbda * self.hat_lmbda_coeff)
             lam_ad = torch.where(lam_ad >= lam_max, 0.5 * (lam_min + lam_max), lam_ad)
             lam = torch.where(neg, lam_ad, lam)
+            if self.steady_shrink:
+                # ours (budget mode): however hard the gradient pulls a chosen group outward, it still shrinks by
+                # lr * lmbda a step, so it reaches zero by projection within the window that budget_lambda sized,
+                # not abruptly at the forced step; DHSPG's descent safeguard would stall it (lambda_max cap)
+                lam = torch.maximum(lam, torch.where(neg, lam_min, torch.zeros_like(lam)) + self.lmbda)
         coef = torch.where(active & pos, lam / safe_nx, torch.zeros_like(lam))
         project = active & ~pos  # a redundant group that is exactly zero already joins the zero set
         if t >= self.projection_start:

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from asgnas.optim import DHSPG, H2SPG, LAMBDA_DEFAULTS, budget_lambda
+from asgnas.optim.groups import ParamGroup, ParamSlice
 from optim_testlib import ConvNet, batches, train
 
 
@@ -81,3 +82,20 @@ def test_budget_alone_reaches_the_exact_target_by_the_forced_step():
     assert m["num_zero_groups"] == m["target_count"] == 10
     assert m["projected_groups"] + m["forced_zero_groups"] == 10
     assert zero_at[10] <= opt.hard_zero_step == 20
+
+
+@pytest.mark.parametrize("steady, projected, forced", [(None, 1, 0), (False, 0, 1)])
+def test_budget_mode_shrinks_a_chosen_group_against_the_gradient(steady, projected, forced):
+    """A loss that pulls every weight away from zero: DHSPG's descent safeguard (steady_shrink=False) stalls the
+    chosen group until the forced step; the budget default shrinks it to zero by projection well before."""
+    weight = torch.nn.Parameter(torch.full((4, 3), 1.0))
+    groups = [ParamGroup(r, [ParamSlice(weight, axis=0, indices=[r])]) for r in range(4)]
+    opt = H2SPG([weight], groups, lr=0.05, target_group_sparsity=1, total_steps=100, momentum=0.0,
+                steady_shrink=steady)
+    for _ in range(100):
+        opt.zero_grad()
+        (-(weight * torch.tensor([[1.0], [2.0], [3.0], [4.0]])).sum()).backward()  # row 0 pulled least
+        opt.step()
+    metrics = opt.metrics()
+    assert (metrics["projected_groups"], metrics["forced_zero_groups"]) == (projected, forced)
+    assert int((weight.detach().abs().sum(1) == 0).sum()) == 1
