@@ -15,10 +15,11 @@ import math
 import os
 import sys
 import tempfile
+import warnings
 from pathlib import Path
 from typing import Any, Sequence
 
-from asgnas.errors import AsgnasError
+from asgnas.errors import AsgnasError, AsgnasWarning
 
 PROG = "asgnas-opt"
 
@@ -234,7 +235,19 @@ def _one_line(text: str) -> str:
     return " ".join(text.split())
 
 
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:  # noqa: ANN001
+    """Our warnings are one line like our errors; other libraries' keep Python's format."""
+    if issubclass(category, AsgnasWarning):
+        print(f"{PROG}: warning: {_one_line(str(message))}", file=sys.stderr)
+    else:
+        _python_show_warning(message, category, filename, lineno, file, line)
+
+
+_python_show_warning = warnings.showwarning
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    warnings.showwarning = _show_warning
     try:
         return run(argv)
     except AsgnasError as err:

@@ -45,3 +45,9 @@ class AsgnasError(Exception):
         ]
         prefix = ", ".join(where)
         return f"{prefix}: {self.message}" if prefix else self.message
+
+
+class AsgnasWarning(UserWarning):
+    """Something the user should know that does not stop the job (e.g. an input the ONNX checker rejects).
+
+    The CLI prints it as one line on stderr."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import mmap
 import os
 import tempfile
+import warnings
 from functools import lru_cache
 from pathlib import Path
 from typing import Iterator
@@ -12,8 +13,9 @@ from typing import Iterator
 import onnx
 from google.protobuf.message import DecodeError
 
-from asgnas.errors import AsgnasError
+from asgnas.errors import AsgnasError, AsgnasWarning
 from asgnas.ir.model import Model, lift, lower, model_nbytes
+from asgnas.ir.validate import check_written
 
 #: Protobuf cannot serialize a message over 2 GiB; stay well clear of it.
 EXTERNAL_DATA_THRESHOLD = 1_800_000_000
@@ -41,6 +43,9 @@ def load_model(path: str | os.PathLike, *, check_ops: bool = True) -> Model:
     except Exception as err:
         raise AsgnasError(f"cannot lift model: {err}", file=where) from None
     model.source = where
+    if not proto.ir_version:
+        warnings.warn(AsgnasWarning(f"{where}: ir_version is not set; read and written as IR version "
+                                    f"{model.ir_version}, the lowest its opsets allow"))
     if check_ops:
         check_model_ops(model)
     return model
@@ -123,7 +128,8 @@ def save_model(
     *,
     external_data: bool | None = None,
 ) -> Path:
-    """Write atomically: a temporary file in the same folder, then ``os.replace``.
+    """Write atomically: a temporary file in the same folder, then ``os.replace``; the file must pass the ONNX
+    checker first (or fail it no worse than the model's input file: ``asgnas.ir.validate``).
 
     ``external_data=None`` chooses by size: models whose constants exceed ~1.8 GB go to ``<name>.data`` beside the
     model (protobuf's 2 GB limit), as torch's dynamo exporter writes them.
@@ -147,11 +153,12 @@ def save_model(
                 location=data_name,
                 size_threshold=1024,
             )
-            if (tmp_dir / data_name).exists():
-                os.replace(tmp_dir / data_name, path.parent / data_name)
         else:
             with open(tmp_model, "wb") as handle:
                 handle.write(proto.SerializeToString())
+        check_written(tmp_model, model.source if isinstance(model, Model) else None)
+        if external_data and (tmp_dir / data_name).exists():
+            os.replace(tmp_dir / data_name, path.parent / data_name)
         os.replace(tmp_model, path)
     finally:
         for leftover in tmp_dir.iterdir():

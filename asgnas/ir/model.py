@@ -199,7 +199,8 @@ def _lift(proto: ModelProto) -> Model:
         _apply_value_info(value, info)
         graph.outputs.append(value)
 
-    model = Model(graph, {op.domain: op.version for op in proto.opset_import}, proto.ir_version)
+    opsets = {op.domain: op.version for op in proto.opset_import}
+    model = Model(graph, opsets, proto.ir_version or lowest_ir_version(proto))
     model.producer_name = proto.producer_name
     model.producer_version = proto.producer_version
     model.domain = proto.domain
@@ -209,6 +210,12 @@ def _lift(proto: ModelProto) -> Model:
     model.functions = list(proto.functions)
     model.initializer_inputs = initializer_inputs
     return model
+
+
+def lowest_ir_version(proto: ModelProto) -> int:
+    """The IR version a file that leaves it unset (0, which no checker or runtime accepts) is given: the lowest
+    its opsets allow, so nothing it could rely on is newer."""
+    return helper.find_min_ir_version_for(list(proto.opset_import), ignore_unknown=True)
 
 
 def _lift_constant(node: Node) -> None:
@@ -305,10 +312,7 @@ def _lower(model: Model, weights: bool = True) -> ModelProto:
     gp.input.extend(_value_info(v) for v in graph.inputs)
     gp.input.extend(_value_info(v) for v in as_inputs)
     init_names = {v.name for v in initializers}
-    for name in model.initializer_inputs:
-        if name in init_names and name not in input_names:
-            value = graph.values[name]
-            gp.input.append(helper.make_tensor_value_info(name, value.dtype, list(value.shape or ())))
+    gp.input.extend(_initializer_inputs(model, initializers, input_names))
     gp.output.extend(_value_info(v) for v in graph.outputs)
     skip = input_names | output_names | init_names | {v.name for v in as_inputs}
     gp.value_info.extend(
@@ -332,6 +336,21 @@ def _lower(model: Model, weights: bool = True) -> ModelProto:
         entry.key, entry.value = key, val
     proto.functions.extend(model.functions)
     return proto
+
+
+def _initializer_inputs(model: Model, initializers: list[Value], input_names: set[str]) -> list[ValueInfoProto]:
+    """Initializers the file also declared as graph inputs stay declared (in their order; removed ones are gone).
+    IR < 4 requires every initializer to be an input: there, those that rewrites created (a sliced weight under a
+    new name, a Reshape's new shape) are declared too."""
+    by_name = {v.name: v for v in initializers if v.name not in input_names}
+    order = [name for name in model.initializer_inputs if name in by_name]
+    if model.ir_version < 4:
+        declared = set(order)
+        order += [name for name in by_name if name not in declared]
+    return [
+        helper.make_tensor_value_info(name, by_name[name].const.dtype, list(by_name[name].const.shape))
+        for name in order
+    ]
 
 
 def model_nbytes(model: Model) -> int:
