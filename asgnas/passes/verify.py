@@ -4,12 +4,14 @@ Reads: the IR, the pipeline's reference (the latest checkpoint marked as referen
 ``zero-groups`` saved; else the pipeline's input model), or ``reference=PATH``.
 Writes: report key ``verify`` = ``{"ok", "max_abs_diff", "max_rel_diff", "outputs": {...}}``. ``max_rel_diff`` is
 the largest absolute difference divided by the reference output's largest magnitude (the output's scale).
-Raises ``VerifyFailed`` (CLI exit status 1) when ``max_rel_diff`` exceeds ``rtol``.
+Raises ``VerifyFailed`` (CLI exit status 1) when ``max_rel_diff`` exceeds ``rtol``, or when an output of either
+model holds NaN or Inf (such outputs count as infinitely different: ``outputs[name]["non_finite"]`` says how many).
 The model is also checked with ``onnx.checker`` (full check) before it runs.
 """
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -55,13 +57,36 @@ def compare_models(
             entry = per_output[name]
             entry["max_abs_diff"] = max(entry["max_abs_diff"], float(diff.max(initial=0.0)))
             entry["scale"] = max(entry["scale"], float(np.abs(want).max(initial=0.0)))
+            for side, array in (("model", got), ("reference", want)):
+                if count := _non_finite_count(array):
+                    entry.setdefault("non_finite", {}).setdefault(side, 0)
+                    entry["non_finite"][side] += count
     for entry in per_output.values():
         entry["max_rel_diff"] = entry["max_abs_diff"] / max(entry["scale"], 1e-12)
+        if "non_finite" in entry:  # NaN would vanish in max(): such outputs compare as infinitely far apart
+            entry["max_abs_diff"] = entry["max_rel_diff"] = math.inf
     return {
         "max_abs_diff": max(e["max_abs_diff"] for e in per_output.values()),
         "max_rel_diff": max(e["max_rel_diff"] for e in per_output.values()),
         "outputs": per_output,
     }
+
+
+def _non_finite_count(array: np.ndarray) -> int:
+    """NaN and Inf values in a (floating or complex) output; other types cannot hold them."""
+    if not np.issubdtype(array.dtype, np.inexact):
+        return 0
+    return int(array.size - np.count_nonzero(np.isfinite(array)))
+
+
+def non_finite_reason(result: dict[str, Any]) -> str | None:
+    """'output y of the model has 3 NaN/Inf values, ...' for the outputs ``compare_models`` found non-finite."""
+    parts = [
+        f"output {name} of the {side} has {count} NaN/Inf value{'s' if count > 1 else ''}"
+        for name, entry in result["outputs"].items()
+        for side, count in entry.get("non_finite", {}).items()
+    ]
+    return ", ".join(parts) or None
 
 
 def _check_inputs(current_sess: Any, reference_sess: Any) -> None:
@@ -103,6 +128,8 @@ class VerifyPass(Pass):
         result["rtol"] = self.config["rtol"]
         result["reference"] = ctx.reference_name or "input" if ref_option == "auto" else ref_option
         ctx.results[self.report_key] = result
+        if reason := non_finite_reason(result):
+            raise VerifyFailed(f"outputs are not finite: {reason}")
         if not result["ok"]:
             raise VerifyFailed(
                 f"outputs differ: max_rel_diff {result['max_rel_diff']:.3g} > rtol {self.config['rtol']:g} "
