@@ -13,8 +13,10 @@ import argparse
 import json
 import math
 import os
+import signal
 import sys
 import tempfile
+import threading
 import warnings
 from pathlib import Path
 from typing import Any, Sequence
@@ -130,8 +132,9 @@ def _check_no_clobbering(model_path: Path, output: str | None, report: str | Non
     targets = [(flag, Path(path)) for flag, path in (("-o", output), ("--report", report)) if path]
     if output:
         targets.append(("-o", Path(f"{output}.data")))  # where external data would go
-    if len(targets) == 3 and _same_file(Path(output), Path(report)):
-        raise AsgnasError("refusing to overwrite: -o and --report name the same file", file=output)
+    if output and report and any(_same_file(path, Path(report)) for flag, path in targets if flag == "-o"):
+        raise AsgnasError("refusing to overwrite: --report names a file that -o writes (the model or its "
+                          "external data OUT.data)", file=report)
     if not any(path.exists() for _, path in targets):
         return  # nothing there yet to collide with: no need to read the input here
     for known in _input_files(model_path):
@@ -246,8 +249,29 @@ def _show_warning(message, category, filename, lineno, file=None, line=None) -> 
 _python_show_warning = warnings.showwarning
 
 
+class Terminated(BaseException):
+    """SIGTERM, raised like SIGINT's KeyboardInterrupt so that every ``finally`` removes its temporary files."""
+
+
+def _raise_terminated(signum: int, frame: Any) -> None:
+    raise Terminated()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     warnings.showwarning = _show_warning
+    in_main_thread = threading.current_thread() is threading.main_thread()  # signal handlers live there only
+    previous = signal.signal(signal.SIGTERM, _raise_terminated) if in_main_thread else None
+    try:
+        return _main(argv)
+    except Terminated:
+        print(f"{PROG}: terminated", file=sys.stderr)
+        return 143
+    finally:
+        if in_main_thread:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _main(argv: Sequence[str] | None) -> int:
     try:
         return run(argv)
     except AsgnasError as err:

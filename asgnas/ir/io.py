@@ -76,15 +76,25 @@ def _load_external_data(proto: onnx.ModelProto, base_dir: Path, where: str) -> N
     missing = set()
     for tensor in external:
         info = {e.key: e.value for e in tensor.external_data}
-        location = base_dir / info.get("location", "")
-        if not location.is_file():
-            missing.add(info.get("location", "?"))
+        name = info.get("location", "")
+        if _outside_folder(name):  # judged on the name alone: whether such a file exists is not ours to tell
+            raise AsgnasError(f"external data location '{name}' (tensor {tensor.name}) is not a file inside the "
+                              "model's folder", file=where)
+        if not (base_dir / name).is_file():
+            missing.add(name)
     if missing:
         raise AsgnasError(f"missing external data file(s): {', '.join(sorted(missing))}", file=where)
     try:
         load_external_data_for_model(proto, str(base_dir))
     except Exception as err:
         raise AsgnasError(f"cannot read external data: {err}", file=where) from None
+
+
+def _outside_folder(location: str) -> bool:
+    """Empty, absolute, or climbing out with '..': ONNX allows only relative paths below the model's folder."""
+    normal = os.path.normpath(location) if location else ""
+    return not normal or os.path.isabs(normal) or normal == ".." or normal.startswith(f"..{os.sep}") or (
+        os.path.splitdrive(normal)[0] != "")
 
 
 def all_tensors(proto: onnx.ModelProto) -> Iterator[onnx.TensorProto]:
