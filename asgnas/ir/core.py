@@ -91,7 +91,7 @@ class ConstTensor:
 class Value:
     """One SSA value (an ONNX tensor name) with its producer, its uses, and what is known of its type."""
 
-    __slots__ = ("name", "dtype", "shape", "producer", "uses", "const", "__weakref__")
+    __slots__ = ("name", "dtype", "shape", "producer", "uses", "const", "non_tensor_type", "__weakref__")
 
     def __init__(self, name: str, dtype: int = 0, shape: Shape | None = None) -> None:
         self.name = name
@@ -100,6 +100,8 @@ class Value:
         self.producer: Node | None = None
         self.uses: list[tuple[Node, int]] = []
         self.const: ConstTensor | None = None
+        #: the declared type of a value that is no tensor (sequence, map, optional, sparse): opaque to the analyses
+        self.non_tensor_type: onnx.TypeProto | None = None
 
     def __repr__(self) -> str:
         return f"Value({self.name!r})"

@@ -77,6 +77,9 @@ def _shape_from_type(type_proto: onnx.TypeProto) -> tuple[int, Shape | None]:
 
 
 def _apply_value_info(value: Value, info: ValueInfoProto) -> None:
+    if info.type.WhichOneof("value") not in (None, "tensor_type"):
+        value.non_tensor_type = info.type
+        return
     dtype, shape = _shape_from_type(info.type)
     if dtype:
         value.dtype = dtype
@@ -243,6 +246,9 @@ def _lift_constant(node: Node) -> None:
 def _value_info(value: Value) -> ValueInfoProto:
     info = ValueInfoProto()
     info.name = value.name
+    if value.non_tensor_type is not None:
+        info.type.CopyFrom(value.non_tensor_type)
+        return info
     tensor_type = info.type.tensor_type
     tensor_type.elem_type = value.dtype
     if value.shape is not None:
@@ -319,7 +325,8 @@ def _lower(model: Model, weights: bool = True) -> ModelProto:
         _value_info(v)
         for n in order
         for v in n.outputs
-        if v.name not in skip and (v.dtype or v.shape is not None) and v.const is None
+        if v.name not in skip and (v.dtype or v.shape is not None or v.non_tensor_type is not None)
+        and v.const is None
     )
 
     proto.ir_version = model.ir_version

@@ -165,8 +165,8 @@ def infer_by_running(model: Model, holes: list[Value]) -> int:
     filled = 0
     for value in holes:
         a, b = runs[0].get(value.name), runs[1].get(value.name)
-        if a is None or b is None or a.ndim != b.ndim:
-            continue
+        if not isinstance(a, np.ndarray) or not isinstance(b, np.ndarray) or a.ndim != b.ndim:
+            continue  # not computed, or no tensor (a sequence comes back as a list, a map as a dict)
         value.dtype = value.dtype or onnx.helper.np_dtype_to_tensor_dtype(a.dtype)
         value.shape = tuple(x if x == y else None for x, y in zip(a.shape, b.shape))
         filled += 1
@@ -174,8 +174,8 @@ def infer_by_running(model: Model, holes: list[Value]) -> int:
 
 
 def holes(model: Model) -> list[Value]:
-    """Values whose dtype or some dim is still unknown."""
-    return [v for n in model.graph for v in n.outputs if not _complete(v)]
+    """Tensor values whose dtype or some dim is still unknown."""
+    return [v for n in model.graph for v in n.outputs if not _complete(v) and v.non_tensor_type is None]
 
 
 def infer_shapes(model: Model, fallback: bool = True) -> int:

@@ -50,13 +50,14 @@ def compare_models(
         expected = reference_sess.run(ref_names, feeds)
         wanted = {i.name for i in current_sess.get_inputs()}
         actual = current_sess.run(cur_names, {k: v for k, v in feeds.items() if k in wanted})
-        for name, got, want in zip(cur_names, actual, expected):
+        for name, got, want in _tensor_pairs(cur_names, actual, expected):
             if got.shape != want.shape:
                 raise AsgnasError(f"output {name} has shape {got.shape}, reference {want.shape}")
-            diff = np.abs(got.astype(np.float64) - want.astype(np.float64))
+            diff = _distance(got, want)
             entry = per_output[name]
             entry["max_abs_diff"] = max(entry["max_abs_diff"], float(diff.max(initial=0.0)))
-            entry["scale"] = max(entry["scale"], float(np.abs(want).max(initial=0.0)))
+            scale = np.abs(want).max(initial=0.0) if want.dtype.kind in "biufc" else 0.0
+            entry["scale"] = max(entry["scale"], float(scale))
             for side, array in (("model", got), ("reference", want)):
                 if count := _non_finite_count(array):
                     entry.setdefault("non_finite", {}).setdefault(side, 0)
@@ -70,6 +71,38 @@ def compare_models(
         "max_rel_diff": max(e["max_rel_diff"] for e in per_output.values()),
         "outputs": per_output,
     }
+
+
+def _tensor_pairs(names: list[str], actual: list[Any], expected: list[Any]) -> list[tuple[str, Any, Any]]:
+    """(name, model's, reference's) array per output; outputs that are no tensors (a sequence, a map, an
+    optional) are taken apart into the arrays they hold, each compared under the output's name."""
+    pairs = []
+    for name, got, want in zip(names, actual, expected):
+        got_parts, want_parts = _arrays(got), _arrays(want)
+        if len(got_parts) != len(want_parts):
+            raise AsgnasError(f"output {name} holds {len(got_parts)} tensors, the reference's {len(want_parts)}")
+        pairs += [(name, g, w) for g, w in zip(got_parts, want_parts)]
+    return pairs
+
+
+def _arrays(value: Any) -> list[np.ndarray]:
+    """The arrays a runtime value holds: itself, a sequence's elements, a map's keys and values (in key order);
+    an empty optional holds none."""
+    if value is None:
+        return []
+    if isinstance(value, (list, tuple)):
+        return [array for item in value for array in _arrays(item)]
+    if isinstance(value, dict):
+        keys = sorted(value)
+        return [np.asarray(keys)] + [array for key in keys for array in _arrays(value[key])]
+    return [np.asarray(value)]
+
+
+def _distance(got: np.ndarray, want: np.ndarray) -> np.ndarray:
+    """Elementwise |got - want|; values that are no numbers (strings) are 0 where equal, else infinitely apart."""
+    if got.dtype.kind in "biufc" and want.dtype.kind in "biufc":
+        return np.abs(got.astype(np.complex128 if "c" in got.dtype.kind + want.dtype.kind else np.float64) - want)
+    return np.where(got == want, 0.0, np.inf)
 
 
 def _non_finite_count(array: np.ndarray) -> int:
