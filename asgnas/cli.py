@@ -192,6 +192,9 @@ def run(argv: Sequence[str] | None = None) -> int:
         raise AsgnasError("no input model given")
     if not args.passes:
         raise AsgnasError("no --passes given (see --list-passes)")
+    for flag, value in (("-o", args.output), ("--report", args.report)):
+        if value == "":
+            raise AsgnasError(f"{flag} needs a file name, got an empty one")
     model_path = Path(args.model)
     _check_no_clobbering(model_path, args.output, args.report)
     for out in filter(None, (args.output, args.report)):
@@ -213,6 +216,8 @@ def run(argv: Sequence[str] | None = None) -> int:
         print(f"{PROG}: {_one_line(str(err.with_context(file=str(model_path))))}", file=sys.stderr)
     except (AsgnasError, BrokenPipeError):
         raise
+    except MemoryError:  # what the model asks for does not fit this machine (e.g. astronomical dims)
+        raise AsgnasError("out of memory", file=str(model_path)) from None
     except Exception as err:
         done = len(manager.report.get("passes", ()))
         raise InternalError(passes[done].name if done < len(passes) else None, err) from err

@@ -15,7 +15,9 @@ from google.protobuf.message import DecodeError
 
 from asgnas.errors import AsgnasError, AsgnasWarning
 from asgnas.ir.model import Model, lift, lower, model_nbytes
+from asgnas.ir.core import CycleError
 from asgnas.ir.validate import check_written
+from asgnas.ir.wellformed import check_proto
 
 #: Protobuf cannot serialize a message over 2 GiB; stay well clear of it.
 EXTERNAL_DATA_THRESHOLD = 1_800_000_000
@@ -38,8 +40,12 @@ def load_model(path: str | os.PathLike, *, check_ops: bool = True) -> Model:
     if not proto.HasField("graph") or (not proto.graph.node and not proto.graph.output):
         raise AsgnasError("not an ONNX model (no graph)", file=where)
     _load_external_data(proto, path.parent, where)
+    check_proto(proto, where)
     try:
         model = lift(proto)
+        model.graph.toposort()
+    except CycleError as err:
+        raise AsgnasError(str(err), file=where) from None
     except Exception as err:
         raise AsgnasError(f"cannot lift model: {err}", file=where) from None
     model.source = where

@@ -120,8 +120,11 @@ class DrawGroupsPass(Pass):
         if self.config["format"] == "text":
             ctx.log(to_text(space, erasing))
             return {"format": "text"}
+        if not Path(self.config["out"]).name:
+            raise AsgnasError("option 'out' needs a file name", pass_name=self.name)
         dot_path = Path(self.config["out"]).with_suffix(".dot")
-        dot_path.parent.mkdir(parents=True, exist_ok=True)
+        if not dot_path.parent.is_dir():  # like -o and --report: a typo in the folder is an error, not a new folder
+            raise AsgnasError(f"cannot write {dot_path}: no such directory {dot_path.parent}")
         dot_path.write_text(to_dot(space, erasing))
         written = {"dot": str(dot_path)}
         dot_program = shutil.which("dot")

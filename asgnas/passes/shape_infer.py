@@ -21,6 +21,7 @@ from onnx import numpy_helper
 from asgnas.errors import AsgnasError
 from asgnas.ir import Model, Node, Value, lower
 from asgnas.ir.model import _apply_value_info, gc_paused
+from asgnas.ir.wellformed import check_conv_fits
 from asgnas.passes.base import Option, Pass, PassContext, register_pass
 from asgnas.passes.erasing.dataflow import evaluate
 from asgnas.passes.erasing.ops import FOLDABLE
@@ -181,6 +182,7 @@ def holes(model: Model) -> list[Value]:
 def infer_shapes(model: Model, fallback: bool = True) -> int:
     """Static inference, then (``fallback``) onnxruntime for the holes. Returns how many the runtime filled."""
     infer_static(model)
+    check_conv_fits(model)  # the analyses read channel counts off weights: they must agree with the input
     missing = holes(model)
     return infer_by_running(model, missing) if missing and fallback else 0
 

@@ -24,6 +24,7 @@ from onnx import helper
 
 from asgnas.ir import Model, Node, Value
 from asgnas.ir.model import gc_paused
+from asgnas.ir.wellformed import check_conv_fits
 from asgnas.passes.groups import Group, TensorSlice
 from asgnas.passes.pruning.builder import Builder, Consume, Unsupported
 from asgnas.passes.pruning.attrs import pad_amounts, reduce_axes
@@ -343,6 +344,7 @@ def analyze_pruning(model: Model) -> PruningAnalysis:
 
 def _analyze_pruning(model: Model) -> PruningAnalysis:
     _ensure_shapes(model)
+    check_conv_fits(model)  # channel groups are read off weights: a weight that does not fit is bad input
     graph = model.graph
     b = Builder(model)
     se = ShapeEval(b)
