@@ -30,6 +30,7 @@ from asgnas.passes.pruning.builder import Builder, Consume, Unsupported
 from asgnas.passes.pruning.attrs import pad_amounts, reduce_axes
 from asgnas.passes.pruning.rules import CHANNEL_RULES
 from asgnas.passes.pruning.shapes import ShapeEval, check_shape_uses
+from asgnas.passes.untie import untie_before_analysis
 
 ANALYSIS_KEY = "pruning_groups"
 _FLOAT_TYPES = {1, 10, 11, 16}  # float, float16, double, bfloat16
@@ -343,6 +344,7 @@ def analyze_pruning(model: Model) -> PruningAnalysis:
 
 
 def _analyze_pruning(model: Model) -> PruningAnalysis:
+    untie_before_analysis(model)  # exporter aliases would couple unrelated tensors' channels
     _ensure_shapes(model)
     check_conv_fits(model)  # channel groups are read off weights: a weight that does not fit is bad input
     graph = model.graph
