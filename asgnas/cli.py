@@ -263,7 +263,7 @@ def _raise_terminated(signum: int, frame: Any) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    warnings.showwarning = _show_warning
+    shown_by, warnings.showwarning = warnings.showwarning, _show_warning
     in_main_thread = threading.current_thread() is threading.main_thread()  # signal handlers live there only
     previous = signal.signal(signal.SIGTERM, _raise_terminated) if in_main_thread else None
     try:
@@ -272,6 +272,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{PROG}: terminated", file=sys.stderr)
         return 143
     finally:
+        warnings.showwarning = shown_by
         if in_main_thread:
             signal.signal(signal.SIGTERM, previous)
 
