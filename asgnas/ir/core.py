@@ -21,6 +21,8 @@ import numpy as np
 import onnx
 from onnx import AttributeProto, TensorProto, helper, numpy_helper
 
+from asgnas.errors import AsgnasError
+
 Dim = int | str | None
 Shape = tuple[Dim, ...]
 
@@ -46,7 +48,12 @@ class ConstTensor:
     @property
     def array(self) -> np.ndarray:
         if self._array is None:
-            self._array = numpy_helper.to_array(self._proto)
+            try:
+                self._array = numpy_helper.to_array(self._proto)
+            except ValueError as err:  # raw data shorter or longer than the dims need (checked here, not at load:
+                # measuring raw_data copies it)
+                raise AsgnasError(f"tensor '{self._proto.name}' data does not fit its dims "
+                                  f"{list(self._proto.dims)}: {err}") from None
         return self._array
 
     @array.setter

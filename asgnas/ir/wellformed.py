@@ -2,8 +2,8 @@
 
 Checked on the proto, in one walk over the main graph (subgraphs stay opaque): names that are valid UTF-8, each
 value defined once (SSA: no name given by two nodes, two inputs, two initializers, or a node and an input),
-known element types, declared dims that are positive and not astronomical, and tensors whose data is there and
-fits their shape. The lifted graph must be acyclic, and a Conv's weight must fit its input (``check_conv_fits``,
+known element types, declared dims that are positive and not astronomical, and tensors whose data is there (and,
+in typed fields, as long as their shape needs; raw data is measured where it is decoded). The lifted graph must be acyclic, and a Conv's weight must fit its input (``check_conv_fits``,
 once shapes are known).
 """
 
@@ -107,7 +107,7 @@ def _tensors(graph: onnx.GraphProto) -> Iterator[tuple[TensorProto, onnx.NodePro
 
 
 def _check_tensor(tensor: TensorProto, where: str, node: onnx.NodeProto | None) -> None:
-    """Known type, sane dims, and as much data as the shape needs (external data is read before this)."""
+    """Known type, sane dims, and data (as much as the shape needs, where counting is cheap)."""
     name = tensor.name or (f"value of {node.name}" if node else "?")
     context = {"file": where, "node": node.name if node else None, "op": node.op_type if node else None}
     if tensor.data_type not in _KNOWN_TYPES:
@@ -118,31 +118,21 @@ def _check_tensor(tensor: TensorProto, where: str, node: onnx.NodeProto | None) 
     count = math.prod(tensor.dims)
     found, needed = _data_length(tensor, count)
     if found < needed:
-        problem = "has no data" if found == 0 else f"holds {found} of the {needed} {_unit(tensor)} its shape needs"
+        problem = "has no data" if found == 0 else f"holds {found} of the {needed} values its shape needs"
         raise AsgnasError(f"tensor '{name}' {problem} (dims {list(tensor.dims)})", **context)
 
 
 def _data_length(tensor: TensorProto, count: int) -> tuple[int, int]:
-    """(available, needed), in bytes for raw data and in entries for the typed fields."""
-    bits = _SUB_BYTE_BITS.get(tensor.data_type)
+    """(available, needed) entries of the typed fields. Raw data is measured where it is decoded
+    (``ConstTensor.array``): asking protobuf its length copies it, and a model's weights are most of its bytes."""
     if tensor.HasField("raw_data"):
-        if bits is None:
-            if tensor.data_type == TensorProto.STRING:
-                return 0, 1  # strings cannot live in raw_data
-            try:
-                bits = 8 * np.dtype(onnx.helper.tensor_dtype_to_np_dtype(tensor.data_type)).itemsize
-            except Exception:  # a type numpy has no counterpart for here: its length is onnxruntime's to judge
-                return len(tensor.raw_data), 0
-        return len(tensor.raw_data), (count * bits + 7) // 8
+        return 1, 0
+    bits = _SUB_BYTE_BITS.get(tensor.data_type)
     field, per_element = _TYPED_FIELD.get(tensor.data_type, ("int32_data", 1))
     found = len(getattr(tensor, field))
     if bits is not None:  # packed several to an entry
         return found, min(count, 1)
     return found, count * per_element
-
-
-def _unit(tensor: TensorProto) -> str:
-    return "bytes" if tensor.HasField("raw_data") else "values"
 
 
 _SUB_BYTE_BITS = {getattr(TensorProto, name): bits for name, bits in (
