@@ -3,8 +3,8 @@
 Checked on the proto, in one walk over the main graph (subgraphs stay opaque): names that are valid UTF-8, each
 value defined once (SSA: no name given by two nodes, two inputs, two initializers, or a node and an input),
 known element types, declared dims that are positive and not astronomical, and tensors whose data is there (and,
-in typed fields, as long as their shape needs; raw data is measured where it is decoded). The lifted graph must be acyclic, and a Conv's weight must fit its input (``check_conv_fits``,
-once shapes are known).
+in typed fields, as long as their shape needs; raw data is measured where it is decoded). The lifted graph must
+be acyclic, and a Conv's weight must fit its input (``check_conv_fits``, once shapes are known).
 """
 
 from __future__ import annotations
@@ -12,7 +12,6 @@ from __future__ import annotations
 import math
 from typing import Iterable, Iterator
 
-import numpy as np
 import onnx
 from onnx import TensorProto
 
