@@ -14,13 +14,16 @@ import argparse
 import json
 import math
 import os
+import signal
 import sys
 import tempfile
+import threading
+import warnings
 from pathlib import Path
 from typing import Any, Sequence
 
 from asgnas.bridge.distributed import finish, rank
-from asgnas.errors import AsgnasError, ResultRejected
+from asgnas.errors import AsgnasError, AsgnasWarning, ResultRejected
 
 PROG = "asgnas-opt"
 
@@ -158,8 +161,9 @@ def _check_no_clobbering(model_path: Path, output: str | None, report: str | Non
     targets = [(flag, Path(path)) for flag, path in (("-o", output), ("--report", report)) if path]
     if output:
         targets.append(("-o", Path(f"{output}.data")))  # where external data would go
-    if len(targets) == 3 and _same_file(Path(output), Path(report)):
-        raise AsgnasError("refusing to overwrite: -o and --report name the same file", file=output)
+    if output and report and any(_same_file(path, Path(report)) for flag, path in targets if flag == "-o"):
+        raise AsgnasError("refusing to overwrite: --report names a file that -o writes (the model or its "
+                          "external data OUT.data)", file=report)
     if not any(path.exists() for _, path in targets):
         return  # nothing there yet to collide with: no need to read the input here
     for known in _input_files(model_path):
@@ -217,6 +221,9 @@ def run(argv: Sequence[str] | None = None) -> int:
         raise AsgnasError("no input model given")
     if not args.passes:
         raise AsgnasError("no --passes given (see --list-passes)")
+    for flag, value in (("-o", args.output), ("--report", args.report)):
+        if value == "":
+            raise AsgnasError(f"{flag} needs a file name, got an empty one")
     primary = rank() == 0  # under torchrun every rank runs the pipeline; rank 0 alone logs and writes
     if not primary:
         _silence_stdout()
@@ -242,6 +249,8 @@ def run(argv: Sequence[str] | None = None) -> int:
         print(f"{PROG}: {_one_line(str(err.with_context(file=str(model_path))))}", file=sys.stderr)
     except (AsgnasError, BrokenPipeError):
         raise
+    except MemoryError:  # what the model asks for does not fit this machine (e.g. astronomical dims)
+        raise AsgnasError("out of memory", file=str(model_path)) from None
     except Exception as err:
         done = len(manager.report.get("passes", ()))
         raise InternalError(passes[done].name if done < len(passes) else None, err) from err
@@ -272,8 +281,38 @@ def _one_line(text: str) -> str:
     return " ".join(text.split())
 
 
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:  # noqa: ANN001
+    """Our warnings are one line like our errors; other libraries' keep Python's format."""
+    if issubclass(category, AsgnasWarning):
+        print(f"{PROG}: warning: {_one_line(str(message))}", file=sys.stderr)
+    else:
+        _python_show_warning(message, category, filename, lineno, file, line)
+
+
+_python_show_warning = warnings.showwarning
+
+
+class Terminated(BaseException):
+    """SIGTERM, raised like SIGINT's KeyboardInterrupt so that every ``finally`` removes its temporary files."""
+
+
+def _raise_terminated(signum: int, frame: Any) -> None:
+    raise Terminated()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    return finish(_main(argv))  # under torchrun: every rank ends with the same status
+    shown_by, warnings.showwarning = warnings.showwarning, _show_warning
+    in_main_thread = threading.current_thread() is threading.main_thread()  # signal handlers live there only
+    previous = signal.signal(signal.SIGTERM, _raise_terminated) if in_main_thread else None
+    try:
+        return finish(_main(argv))  # under torchrun: every rank ends with the same status
+    except Terminated:
+        print(f"{PROG}: terminated", file=sys.stderr)
+        return 143
+    finally:
+        warnings.showwarning = shown_by
+        if in_main_thread:
+            signal.signal(signal.SIGTERM, previous)
 
 
 def _main(argv: Sequence[str] | None) -> int:

@@ -13,6 +13,7 @@ spatially (bilinear) and repeated or truncated over channels, then transposed fo
 
 from __future__ import annotations
 
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence, Union
@@ -116,8 +117,34 @@ def _check_pairs(path: Path, x_name: str, x: np.ndarray, y_name: str, y: np.ndar
     if len(x) != len(y) or len(x) == 0:
         raise AsgnasError(f"{path}: '{x_name}' holds {len(x)} samples but '{y_name}' {len(y)} labels "
                           "(need as many labels as samples, at least one)")
+    if not np.isfinite(x).all():
+        raise AsgnasError(f"{path}: '{x_name}' holds NaN or Inf values")
     if y.min() < 0:
         raise AsgnasError(f"{path}: '{y_name}' holds negative class labels (expected 0..C-1)")
+
+
+def _load_npz(path: Path, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Train and validation arrays of an ``.npz`` file; a file that is no npz, or holds object (pickled) or
+    non-numeric arrays, is bad input."""
+    if not path.is_file():
+        raise AsgnasError(f"no such data file: {path}")
+    try:
+        with np.load(path) as arrays:
+            if "x" not in arrays or "y" not in arrays:
+                raise AsgnasError(f"{path}: expected arrays 'x' and 'y' (and optionally 'x_val', 'y_val')")
+            x, y = arrays["x"].astype(np.float32), arrays["y"].astype(np.int64).reshape(-1)
+            _check_pairs(path, "x", x, "y", y)
+            if "x_val" in arrays and "y_val" in arrays:
+                x_tr, y_tr = x, y
+                x_va, y_va = arrays["x_val"].astype(np.float32), arrays["y_val"].astype(np.int64).reshape(-1)
+                _check_pairs(path, "x_val", x_va, "y_val", y_va)
+            else:
+                x_tr, y_tr, x_va, y_va = _split(x, y, val_fraction, seed)
+    except AsgnasError:
+        raise
+    except (OSError, ValueError, TypeError, EOFError, zipfile.BadZipFile) as err:  # no zip, pickled, strings
+        raise AsgnasError(f"{path}: not a readable npz of numeric arrays ({' '.join(str(err).split())})") from None
+    return x_tr, y_tr, x_va, y_va
 
 
 def load_dataset(spec: str, sample_shape: tuple[int, ...], num_classes: int | None = None, seed: int = 0,
@@ -144,19 +171,7 @@ def load_dataset(spec: str, sample_shape: tuple[int, ...], num_classes: int | No
         classes = 10
     elif spec.startswith("npz:"):
         path = Path(spec[4:])
-        if not path.is_file():
-            raise AsgnasError(f"no such data file: {path}")
-        with np.load(path) as arrays:
-            if "x" not in arrays or "y" not in arrays:
-                raise AsgnasError(f"{path}: expected arrays 'x' and 'y' (and optionally 'x_val', 'y_val')")
-            x, y = arrays["x"].astype(np.float32), arrays["y"].astype(np.int64).reshape(-1)
-            _check_pairs(path, "x", x, "y", y)
-            if "x_val" in arrays and "y_val" in arrays:
-                x_tr, y_tr = x, y
-                x_va, y_va = arrays["x_val"].astype(np.float32), arrays["y_val"].astype(np.int64).reshape(-1)
-                _check_pairs(path, "x_val", x_va, "y_val", y_va)
-            else:
-                x_tr, y_tr, x_va, y_va = _split(x, y, val_fraction, seed)
+        x_tr, y_tr, x_va, y_va = _load_npz(path, val_fraction, seed)
         classes = int(max(y_tr.max(), y_va.max())) + 1
         source = {"source": f"npz {path.name}", "normalize": None}
     elif spec == "synthetic":

@@ -50,3 +50,9 @@ class AsgnasError(Exception):
 class ResultRejected(AsgnasError):
     """The input was fine but the result must not be used (verify's mismatch, a diverged training): the CLI
     prints one line, still writes the report, writes no model, and exits with status 1."""
+
+
+class AsgnasWarning(UserWarning):
+    """Something the user should know that does not stop the job (e.g. an input the ONNX checker rejects).
+
+    The CLI prints it as one line on stderr."""

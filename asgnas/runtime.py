@@ -23,7 +23,7 @@ from asgnas.progress import Progress
 # onnxruntime's load errors name the op as "domain:Op(version) is not a registered function/op" or the node as
 # "... for node with name 'n'"; both are picked out so the one-line error can name node and op.
 _ORT_UNREGISTERED = re.compile(r"(?:[\w.]+:)?(\w+)\(-?\d+\) is not a registered")
-_ORT_NODE = re.compile(r"node (?:with )?name '([^']*)'")
+_ORT_NODE = re.compile(r"node (?:with )?name '([^']*)'|node\. Name:'([^']*)'")
 _ORT_PREFIX = re.compile(r"^\[ONNXRuntimeError\] : \d+ : \w+ : ")
 
 
@@ -44,26 +44,47 @@ def session(model: Model | onnx.ModelProto | bytes | str, device: str = "auto", 
     if proto is not None:
         model = proto.SerializeToString()
     options = ort.SessionOptions()
-    options.log_severity_level = 3
+    options.log_severity_level = _ORT_FATAL_ONLY
     if threads:
         options.intra_op_num_threads = threads
     try:
-        return ort.InferenceSession(model, sess_options=options, providers=providers(device))
+        sess = Session(model, sess_options=options, providers=providers(device))
     except Exception as err:  # onnxruntime's pybind errors (Fail, InvalidGraph, NotImplemented) share no base
         raise _session_error(str(err), proto) from None
+    sess.proto = proto
+    return sess
 
 
-def _session_error(message: str, proto: onnx.ModelProto | None) -> AsgnasError:
+#: onnxruntime logs its errors (and warnings) itself before raising them; ours are the one line the user sees
+_ORT_FATAL_ONLY = 4
+ort.set_default_logger_severity(_ORT_FATAL_ONLY)
+
+
+class Session(ort.InferenceSession):
+    """An ``InferenceSession`` whose run errors (a shape that does not fit, a bad index in the data) are
+    AsgnasErrors naming the node and op, like its load errors."""
+
+    proto: onnx.ModelProto | None = None
+
+    def run(self, output_names: Any, input_feed: Any, run_options: Any = None) -> list[Any]:
+        try:
+            return super().run(output_names, input_feed, run_options)
+        except Exception as err:
+            raise _session_error(str(err), self.proto, action="run") from None
+
+
+def _session_error(message: str, proto: onnx.ModelProto | None, action: str = "load") -> AsgnasError:
     message = _ORT_PREFIX.sub("", " ".join(message.split()))
     node = op = None
     if found := _ORT_NODE.search(message):
-        node = found.group(1)
+        node = found.group(1) or found.group(2)
         op = next((n.op_type for n in proto.graph.node if n.name == node), None) if proto is not None else None
     elif found := _ORT_UNREGISTERED.search(message):
         op = found.group(1)
         if proto is not None:
             node = next((n.name for n in proto.graph.node if n.op_type == op), None)
-    return AsgnasError(f"onnxruntime cannot run the model: {message}", node=node, op=op)
+    what = "cannot run the model" if action == "load" else "failed running the model"
+    return AsgnasError(f"onnxruntime {what}: {message}", node=node, op=op)
 
 
 def random_feeds(

@@ -21,6 +21,8 @@ import numpy as np
 import onnx
 from onnx import AttributeProto, TensorProto, helper, numpy_helper
 
+from asgnas.errors import AsgnasError
+
 Dim = int | str | None
 Shape = tuple[Dim, ...]
 
@@ -46,7 +48,12 @@ class ConstTensor:
     @property
     def array(self) -> np.ndarray:
         if self._array is None:
-            self._array = numpy_helper.to_array(self._proto)
+            try:
+                self._array = numpy_helper.to_array(self._proto)
+            except ValueError as err:  # raw data shorter or longer than the dims need (checked here, not at load:
+                # measuring raw_data copies it)
+                raise AsgnasError(f"tensor '{self._proto.name}' data does not fit its dims "
+                                  f"{list(self._proto.dims)}: {err}") from None
         return self._array
 
     @array.setter
@@ -91,7 +98,7 @@ class ConstTensor:
 class Value:
     """One SSA value (an ONNX tensor name) with its producer, its uses, and what is known of its type."""
 
-    __slots__ = ("name", "dtype", "shape", "producer", "uses", "const", "__weakref__")
+    __slots__ = ("name", "dtype", "shape", "producer", "uses", "const", "non_tensor_type", "__weakref__")
 
     def __init__(self, name: str, dtype: int = 0, shape: Shape | None = None) -> None:
         self.name = name
@@ -100,6 +107,8 @@ class Value:
         self.producer: Node | None = None
         self.uses: list[tuple[Node, int]] = []
         self.const: ConstTensor | None = None
+        #: the declared type of a value that is no tensor (sequence, map, optional, sparse): opaque to the analyses
+        self.non_tensor_type: onnx.TypeProto | None = None
 
     def __repr__(self) -> str:
         return f"Value({self.name!r})"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import mmap
 import os
 import tempfile
+import warnings
 from functools import lru_cache
 from pathlib import Path
 from typing import Iterator
@@ -12,8 +13,11 @@ from typing import Iterator
 import onnx
 from google.protobuf.message import DecodeError
 
-from asgnas.errors import AsgnasError
+from asgnas.errors import AsgnasError, AsgnasWarning
 from asgnas.ir.model import Model, lift, lower, model_nbytes
+from asgnas.ir.core import CycleError
+from asgnas.ir.validate import check_written
+from asgnas.ir.wellformed import check_proto
 
 #: Protobuf cannot serialize a message over 2 GiB; stay well clear of it.
 EXTERNAL_DATA_THRESHOLD = 1_800_000_000
@@ -36,11 +40,18 @@ def load_model(path: str | os.PathLike, *, check_ops: bool = True) -> Model:
     if not proto.HasField("graph") or (not proto.graph.node and not proto.graph.output):
         raise AsgnasError("not an ONNX model (no graph)", file=where)
     _load_external_data(proto, path.parent, where)
+    check_proto(proto, where)
     try:
         model = lift(proto)
+        model.graph.toposort()
+    except CycleError as err:
+        raise AsgnasError(str(err), file=where) from None
     except Exception as err:
         raise AsgnasError(f"cannot lift model: {err}", file=where) from None
     model.source = where
+    if not proto.ir_version:
+        warnings.warn(AsgnasWarning(f"{where}: ir_version is not set; read and written as IR version "
+                                    f"{model.ir_version}, the lowest its opsets allow"))
     if check_ops:
         check_model_ops(model)
     return model
@@ -71,15 +82,25 @@ def _load_external_data(proto: onnx.ModelProto, base_dir: Path, where: str) -> N
     missing = set()
     for tensor in external:
         info = {e.key: e.value for e in tensor.external_data}
-        location = base_dir / info.get("location", "")
-        if not location.is_file():
-            missing.add(info.get("location", "?"))
+        name = info.get("location", "")
+        if _outside_folder(name):  # judged on the name alone: whether such a file exists is not ours to tell
+            raise AsgnasError(f"external data location '{name}' (tensor {tensor.name}) is not a file inside the "
+                              "model's folder", file=where)
+        if not (base_dir / name).is_file():
+            missing.add(name)
     if missing:
         raise AsgnasError(f"missing external data file(s): {', '.join(sorted(missing))}", file=where)
     try:
         load_external_data_for_model(proto, str(base_dir))
     except Exception as err:
         raise AsgnasError(f"cannot read external data: {err}", file=where) from None
+
+
+def _outside_folder(location: str) -> bool:
+    """Empty, absolute, or climbing out with '..': ONNX allows only relative paths below the model's folder."""
+    normal = os.path.normpath(location) if location else ""
+    return not normal or os.path.isabs(normal) or normal == ".." or normal.startswith(f"..{os.sep}") or (
+        os.path.splitdrive(normal)[0] != "")
 
 
 def all_tensors(proto: onnx.ModelProto) -> Iterator[onnx.TensorProto]:
@@ -123,7 +144,8 @@ def save_model(
     *,
     external_data: bool | None = None,
 ) -> Path:
-    """Write atomically: a temporary file in the same folder, then ``os.replace``.
+    """Write atomically: a temporary file in the same folder, then ``os.replace``; the file must pass the ONNX
+    checker first (or fail it no worse than the model's input file: ``asgnas.ir.validate``).
 
     ``external_data=None`` chooses by size: models whose constants exceed ~1.8 GB go to ``<name>.data`` beside the
     model (protobuf's 2 GB limit), as torch's dynamo exporter writes them.
@@ -147,11 +169,12 @@ def save_model(
                 location=data_name,
                 size_threshold=1024,
             )
-            if (tmp_dir / data_name).exists():
-                os.replace(tmp_dir / data_name, path.parent / data_name)
         else:
             with open(tmp_model, "wb") as handle:
                 handle.write(proto.SerializeToString())
+        check_written(tmp_model, model.source if isinstance(model, Model) else None)
+        if external_data and (tmp_dir / data_name).exists():
+            os.replace(tmp_dir / data_name, path.parent / data_name)
         os.replace(tmp_model, path)
     finally:
         for leftover in tmp_dir.iterdir():

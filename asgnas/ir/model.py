@@ -77,6 +77,9 @@ def _shape_from_type(type_proto: onnx.TypeProto) -> tuple[int, Shape | None]:
 
 
 def _apply_value_info(value: Value, info: ValueInfoProto) -> None:
+    if info.type.WhichOneof("value") not in (None, "tensor_type"):
+        value.non_tensor_type = info.type
+        return
     dtype, shape = _shape_from_type(info.type)
     if dtype:
         value.dtype = dtype
@@ -199,7 +202,8 @@ def _lift(proto: ModelProto) -> Model:
         _apply_value_info(value, info)
         graph.outputs.append(value)
 
-    model = Model(graph, {op.domain: op.version for op in proto.opset_import}, proto.ir_version)
+    opsets = {op.domain: op.version for op in proto.opset_import}
+    model = Model(graph, opsets, proto.ir_version or lowest_ir_version(proto))
     model.producer_name = proto.producer_name
     model.producer_version = proto.producer_version
     model.domain = proto.domain
@@ -209,6 +213,12 @@ def _lift(proto: ModelProto) -> Model:
     model.functions = list(proto.functions)
     model.initializer_inputs = initializer_inputs
     return model
+
+
+def lowest_ir_version(proto: ModelProto) -> int:
+    """The IR version a file that leaves it unset (0, which no checker or runtime accepts) is given: the lowest
+    its opsets allow, so nothing it could rely on is newer."""
+    return helper.find_min_ir_version_for(list(proto.opset_import), ignore_unknown=True)
 
 
 def _lift_constant(node: Node) -> None:
@@ -236,6 +246,9 @@ def _lift_constant(node: Node) -> None:
 def _value_info(value: Value) -> ValueInfoProto:
     info = ValueInfoProto()
     info.name = value.name
+    if value.non_tensor_type is not None:
+        info.type.CopyFrom(value.non_tensor_type)
+        return info
     tensor_type = info.type.tensor_type
     tensor_type.elem_type = value.dtype
     if value.shape is not None:
@@ -305,17 +318,15 @@ def _lower(model: Model, weights: bool = True) -> ModelProto:
     gp.input.extend(_value_info(v) for v in graph.inputs)
     gp.input.extend(_value_info(v) for v in as_inputs)
     init_names = {v.name for v in initializers}
-    for name in model.initializer_inputs:
-        if name in init_names and name not in input_names:
-            value = graph.values[name]
-            gp.input.append(helper.make_tensor_value_info(name, value.dtype, list(value.shape or ())))
+    gp.input.extend(_initializer_inputs(model, initializers, input_names))
     gp.output.extend(_value_info(v) for v in graph.outputs)
     skip = input_names | output_names | init_names | {v.name for v in as_inputs}
     gp.value_info.extend(
         _value_info(v)
         for n in order
         for v in n.outputs
-        if v.name not in skip and (v.dtype or v.shape is not None) and v.const is None
+        if v.name not in skip and (v.dtype or v.shape is not None or v.non_tensor_type is not None)
+        and v.const is None
     )
 
     proto.ir_version = model.ir_version
@@ -332,6 +343,21 @@ def _lower(model: Model, weights: bool = True) -> ModelProto:
         entry.key, entry.value = key, val
     proto.functions.extend(model.functions)
     return proto
+
+
+def _initializer_inputs(model: Model, initializers: list[Value], input_names: set[str]) -> list[ValueInfoProto]:
+    """Initializers the file also declared as graph inputs stay declared (in their order; removed ones are gone).
+    IR < 4 requires every initializer to be an input: there, those that rewrites created (a sliced weight under a
+    new name, a Reshape's new shape) are declared too."""
+    by_name = {v.name: v for v in initializers if v.name not in input_names}
+    order = [name for name in model.initializer_inputs if name in by_name]
+    if model.ir_version < 4:
+        declared = set(order)
+        order += [name for name in by_name if name not in declared]
+    return [
+        helper.make_tensor_value_info(name, by_name[name].const.dtype, list(by_name[name].const.shape))
+        for name in order
+    ]
 
 
 def model_nbytes(model: Model) -> int:

@@ -8,6 +8,7 @@ valid, and drop the analyses they do not preserve.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any, Callable, ClassVar
 
@@ -42,6 +43,8 @@ class Option:
             raise AsgnasError(
                 f"option '{self.name}' expects {self.type.__name__}, got '{text}'", pass_name=pass_name
             ) from None
+        if isinstance(value, float) and not math.isfinite(value):  # NaN passes every comparison below
+            raise AsgnasError(f"option '{self.name}' must be a finite number, got '{text}'", pass_name=pass_name)
         if self.choices is not None and value not in self.choices:
             allowed = "|".join(str(c) for c in self.choices)
             raise AsgnasError(f"option '{self.name}' must be one of {allowed}, got '{text}'", pass_name=pass_name)

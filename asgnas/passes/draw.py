@@ -193,10 +193,13 @@ class DrawGroupsPass(Pass):
         if self.config["format"] == "text":
             ctx.log(to_text(space, erasing))
             return {"format": "text"}
+        if not Path(self.config["out"]).name:
+            raise AsgnasError("option 'out' needs a file name", pass_name=self.name)
         dot_path = Path(self.config["out"]).with_suffix(".dot")
+        if not dot_path.parent.is_dir():  # like -o and --report: a typo in the folder is an error, not a new folder
+            raise AsgnasError(f"cannot write {dot_path}: no such directory {dot_path.parent}")
         if not ctx.writes_files:
             return {"dot": str(dot_path)}
-        dot_path.parent.mkdir(parents=True, exist_ok=True)
         marks = segment_marks(space, erasing, pruning, slim)
         if marks.gone and len(marks.gone) == len(erasing.graph.segments):
             raise AsgnasError(f"the slim model {self.config['after'] or '(current)'} shares no node with the drawn "

@@ -30,20 +30,12 @@ from asgnas.passes.base import Option, Pass, PassContext, register_pass
 from asgnas.passes.cost import ensure_shapes, total_cost
 from asgnas.passes.dce import eliminate_dead_code
 from asgnas.passes.erasing import ANALYSIS_KEY, ErasingAnalysis, analyze_erasing
+from asgnas.passes.erasing.bypass import bypass_problem, may_broadcast
 from asgnas.passes.erasing.channels import ChannelPlan, trace_channels
 from asgnas.passes.erasing.dataflow import DataFlow
 from asgnas.passes.erasing.ops import op_info
 from asgnas.passes.groups import group_is_zero
 from asgnas.passes.hierarchy import HIERARCHY_KEY, ValidityOracle
-
-
-def _broadcasts(out: Value, keep: Value) -> bool:
-    """Does ``keep`` need expanding to ``out``'s shape (the dropped operand broadcast the joint's result)?"""
-    if out.shape is None or keep.shape is None:
-        return False  # unknown: joints of the zoo add equal shapes; checked numerically by the tests
-    if len(out.shape) != len(keep.shape):
-        return True
-    return any(isinstance(o, int) and isinstance(k, int) and o != k for o, k in zip(out.shape, keep.shape))
 
 
 class _Rewriter:
@@ -83,10 +75,10 @@ class _Rewriter:
     def _bypass(self, node: Node, keep: Value) -> None:
         """``node`` (a joint left with one operand) becomes ``keep``."""
         out = node.outputs[0]
-        if _broadcasts(out, keep):
+        if may_broadcast(out, keep):
             # the dropped operand broadcast the result: expand to keep the exact output shape
-            if not all(isinstance(d, int) for d in out.shape):
-                raise AsgnasError(f"cannot bypass broadcasting joint {node.name}: output shape not static")
+            if problem := bypass_problem(out, keep):  # the analysis marks such structures not removable
+                raise AsgnasError(f"cannot erase: {problem}", node=node.name, op=node.op_type)
             shape = self.graph.add_initializer(f"{node.name}_shape", np.array(out.shape, dtype=np.int64))
             name = node.name
             self.graph.remove_node(node)

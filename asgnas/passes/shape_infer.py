@@ -21,6 +21,7 @@ from onnx import numpy_helper
 from asgnas.errors import AsgnasError
 from asgnas.ir import Model, Node, Value, lower
 from asgnas.ir.model import _apply_value_info, gc_paused
+from asgnas.ir.wellformed import check_conv_fits
 from asgnas.passes.base import Option, Pass, PassContext, register_pass
 from asgnas.passes.erasing.dataflow import evaluate
 from asgnas.passes.erasing.ops import FOLDABLE
@@ -165,8 +166,8 @@ def infer_by_running(model: Model, holes: list[Value]) -> int:
     filled = 0
     for value in holes:
         a, b = runs[0].get(value.name), runs[1].get(value.name)
-        if a is None or b is None or a.ndim != b.ndim:
-            continue
+        if not isinstance(a, np.ndarray) or not isinstance(b, np.ndarray) or a.ndim != b.ndim:
+            continue  # not computed, or no tensor (a sequence comes back as a list, a map as a dict)
         value.dtype = value.dtype or onnx.helper.np_dtype_to_tensor_dtype(a.dtype)
         value.shape = tuple(x if x == y else None for x, y in zip(a.shape, b.shape))
         filled += 1
@@ -174,13 +175,14 @@ def infer_by_running(model: Model, holes: list[Value]) -> int:
 
 
 def holes(model: Model) -> list[Value]:
-    """Values whose dtype or some dim is still unknown."""
-    return [v for n in model.graph for v in n.outputs if not _complete(v)]
+    """Tensor values whose dtype or some dim is still unknown."""
+    return [v for n in model.graph for v in n.outputs if not _complete(v) and v.non_tensor_type is None]
 
 
 def infer_shapes(model: Model, fallback: bool = True) -> int:
     """Static inference, then (``fallback``) onnxruntime for the holes. Returns how many the runtime filled."""
     infer_static(model)
+    check_conv_fits(model)  # the analyses read channel counts off weights: they must agree with the input
     missing = holes(model)
     return infer_by_running(model, missing) if missing and fallback else 0
 

@@ -2,7 +2,8 @@
 
 Reads: the IR. Writes: every ``Identity`` of an initializer becomes an initializer of its own (a copy); report key
 ``untie-aliases``: how many. Run it before ``search-space`` on models from torch's legacy exporter (``train`` does
-it itself): a real weight share in torch exports as one initializer read by two nodes, never through an Identity.
+it itself; so do the analyses, ``search-space`` and its parts): a real weight share in torch exports as one
+initializer read by two nodes, never through an Identity.
 
 With ``do_constant_folding=False`` the TorchScript exporter keeps one initializer per *distinct value* and emits
 ``Identity`` nodes for every other tensor with the same bytes: a fresh BN's ``running_var`` becomes
@@ -17,7 +18,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from asgnas.ir import ConstTensor, Graph, Model, Value
+from asgnas.ir import ConstTensor, Graph, Model, Node, Value
 from asgnas.passes.base import Pass, PassContext, register_pass
 
 
@@ -51,11 +52,9 @@ def untie_initializer_aliases(
     graph = model.graph
     untied: dict[str, str] = {}
     for node in graph.toposort():
-        if node.op_type != "Identity" or node.domain not in ("", "ai.onnx") or len(node.inputs) != 1:
+        if not _aliases_initializer(node):
             continue
         src, out = node.inputs[0], node.outputs[0]
-        if src is None or not src.is_initializer:
-            continue
         if keep_shared is not None and keep_shared(src, out):
             if graph.is_output(out):
                 continue  # a graph output keeps its name: leave the Identity
@@ -65,6 +64,20 @@ def untie_initializer_aliases(
         untied[out.name] = untied.get(src.name, src.name)
         materialize(graph, out, src.const.array)
     return untied
+
+
+def untie_before_analysis(model: Model) -> int:
+    """What the analyses do first, so that ``search-space`` alone finds the real space of a legacy torch export:
+    untie its aliases (a copy each). A weight the model really shares is one initializer read by several nodes,
+    which stays tied. Returns how many were untied (0 without a walk in topological order when there are none)."""
+    if not any(_aliases_initializer(node) for node in model.graph):
+        return 0
+    return len(untie_initializer_aliases(model))
+
+
+def _aliases_initializer(node: Node) -> bool:
+    return (node.op_type == "Identity" and node.domain in ("", "ai.onnx") and len(node.inputs) == 1
+            and node.inputs[0] is not None and node.inputs[0].is_initializer)
 
 
 @register_pass

@@ -4,12 +4,14 @@ Reads: the IR, the pipeline's reference (the latest checkpoint marked as referen
 ``zero-groups`` saved; else the pipeline's input model), or ``reference=PATH``.
 Writes: report key ``verify`` = ``{"ok", "max_abs_diff", "max_rel_diff", "outputs": {...}}``. ``max_rel_diff`` is
 the largest absolute difference divided by the reference output's largest magnitude (the output's scale).
-Raises ``VerifyFailed`` (CLI exit status 1) when ``max_rel_diff`` exceeds ``rtol``.
+Raises ``VerifyFailed`` (CLI exit status 1) when ``max_rel_diff`` exceeds ``rtol``, or when an output of either
+model holds NaN or Inf (such outputs count as infinitely different: ``outputs[name]["non_finite"]`` says how many).
 The model is also checked with ``onnx.checker`` (full check) before it runs.
 """
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -48,20 +50,76 @@ def compare_models(
         expected = reference_sess.run(ref_names, feeds)
         wanted = {i.name for i in current_sess.get_inputs()}
         actual = current_sess.run(cur_names, {k: v for k, v in feeds.items() if k in wanted})
-        for name, got, want in zip(cur_names, actual, expected):
+        for name, got, want in _tensor_pairs(cur_names, actual, expected):
             if got.shape != want.shape:
                 raise AsgnasError(f"output {name} has shape {got.shape}, reference {want.shape}")
-            diff = np.abs(got.astype(np.float64) - want.astype(np.float64))
+            diff = _distance(got, want)
             entry = per_output[name]
             entry["max_abs_diff"] = max(entry["max_abs_diff"], float(diff.max(initial=0.0)))
-            entry["scale"] = max(entry["scale"], float(np.abs(want).max(initial=0.0)))
+            scale = np.abs(want).max(initial=0.0) if want.dtype.kind in "biufc" else 0.0
+            entry["scale"] = max(entry["scale"], float(scale))
+            for side, array in (("model", got), ("reference", want)):
+                if count := _non_finite_count(array):
+                    entry.setdefault("non_finite", {}).setdefault(side, 0)
+                    entry["non_finite"][side] += count
     for entry in per_output.values():
         entry["max_rel_diff"] = entry["max_abs_diff"] / max(entry["scale"], 1e-12)
+        if "non_finite" in entry:  # NaN would vanish in max(): such outputs compare as infinitely far apart
+            entry["max_abs_diff"] = entry["max_rel_diff"] = math.inf
     return {
         "max_abs_diff": max(e["max_abs_diff"] for e in per_output.values()),
         "max_rel_diff": max(e["max_rel_diff"] for e in per_output.values()),
         "outputs": per_output,
     }
+
+
+def _tensor_pairs(names: list[str], actual: list[Any], expected: list[Any]) -> list[tuple[str, Any, Any]]:
+    """(name, model's, reference's) array per output; outputs that are no tensors (a sequence, a map, an
+    optional) are taken apart into the arrays they hold, each compared under the output's name."""
+    pairs = []
+    for name, got, want in zip(names, actual, expected):
+        got_parts, want_parts = _arrays(got), _arrays(want)
+        if len(got_parts) != len(want_parts):
+            raise AsgnasError(f"output {name} holds {len(got_parts)} tensors, the reference's {len(want_parts)}")
+        pairs += [(name, g, w) for g, w in zip(got_parts, want_parts)]
+    return pairs
+
+
+def _arrays(value: Any) -> list[np.ndarray]:
+    """The arrays a runtime value holds: itself, a sequence's elements, a map's keys and values (in key order);
+    an empty optional holds none."""
+    if value is None:
+        return []
+    if isinstance(value, (list, tuple)):
+        return [array for item in value for array in _arrays(item)]
+    if isinstance(value, dict):
+        keys = sorted(value)
+        return [np.asarray(keys)] + [array for key in keys for array in _arrays(value[key])]
+    return [np.asarray(value)]
+
+
+def _distance(got: np.ndarray, want: np.ndarray) -> np.ndarray:
+    """Elementwise |got - want|; values that are no numbers (strings) are 0 where equal, else infinitely apart."""
+    if got.dtype.kind in "biufc" and want.dtype.kind in "biufc":
+        return np.abs(got.astype(np.complex128 if "c" in got.dtype.kind + want.dtype.kind else np.float64) - want)
+    return np.where(got == want, 0.0, np.inf)
+
+
+def _non_finite_count(array: np.ndarray) -> int:
+    """NaN and Inf values in a (floating or complex) output; other types cannot hold them."""
+    if not np.issubdtype(array.dtype, np.inexact):
+        return 0
+    return int(array.size - np.count_nonzero(np.isfinite(array)))
+
+
+def non_finite_reason(result: dict[str, Any]) -> str | None:
+    """'output y of the model has 3 NaN/Inf values, ...' for the outputs ``compare_models`` found non-finite."""
+    parts = [
+        f"output {name} of the {side} has {count} NaN/Inf value{'s' if count > 1 else ''}"
+        for name, entry in result["outputs"].items()
+        for side, count in entry.get("non_finite", {}).items()
+    ]
+    return ", ".join(parts) or None
 
 
 def _check_inputs(current_sess: Any, reference_sess: Any) -> None:
@@ -103,6 +161,8 @@ class VerifyPass(Pass):
         result["rtol"] = self.config["rtol"]
         result["reference"] = ctx.reference_name or "input" if ref_option == "auto" else ref_option
         ctx.results[self.report_key] = result
+        if reason := non_finite_reason(result):
+            raise VerifyFailed(f"outputs are not finite: {reason}")
         if not result["ok"]:
             raise VerifyFailed(
                 f"outputs differ: max_rel_diff {result['max_rel_diff']:.3g} > rtol {self.config['rtol']:g} "

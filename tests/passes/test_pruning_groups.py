@@ -413,26 +413,32 @@ def test_groupnormalization_op_prunes_whole_groups() -> None:
         [(0, 1), (2, 3), (4, 5), (6, 7)]
 
 
-def test_identity_alias_is_sharing_but_equal_copies_are_not() -> None:
+@pytest.mark.parametrize("second_read", ["w", "w_alias"])
+def test_one_initializer_read_twice_is_sharing_but_identity_aliases_and_copies_are_not(second_read) -> None:
+    """conv1 and conv2 read w directly (a real share: tied), or conv2 reads it through Identity (the legacy
+    exporter's de-duplication of equal tensors: the analysis unties it into a copy, issue 12)."""
     w = rand(8, 8, 3, 3)
     nodes = [helper.make_node("Conv", ["x", "w0"], ["a"], pads=[1, 1, 1, 1]),
              helper.make_node("Relu", ["a"], ["r"]),
              helper.make_node("Conv", ["r", "w"], ["c1"], pads=[1, 1, 1, 1]),  # conv1 reads w
              helper.make_node("Identity", ["w"], ["w_alias"]),
              helper.make_node("Relu", ["c1"], ["r1"]),
-             helper.make_node("Conv", ["r1", "w_alias"], ["c2"], pads=[1, 1, 1, 1]),  # conv2 reads w via Identity
+             helper.make_node("Conv", ["r1", second_read], ["c2"], pads=[1, 1, 1, 1]),
              helper.make_node("Relu", ["c2"], ["r2"]),
              helper.make_node("Conv", ["r2", "w_copy"], ["c3"], pads=[1, 1, 1, 1]),  # equal values, own tensor
              helper.make_node("Relu", ["c3"], ["r3"]),
              helper.make_node("Conv", ["r3", "wo"], ["y"])]
     inits = [t("w0", rand(8, 3, 3, 3, seed=2)), t("w", w), t("w_copy", w), t("wo", rand(4, 8, 1, 1, seed=3))]
     analysis = analyze_pruning(onnx_model(nodes, [vi("x", [1, 3, 8, 8])], [vi("y", None)], inits))
-    # w is read twice (directly and through Identity): its rows and columns tie every space it touches, which
-    # runs from the first conv's output through conv2's output; w_copy's rows are a space of their own
     owner = {p.initializer: g.space for g in analysis.groups for p in g.params}
-    assert owner["w0"] == owner["w"]
     assert owner["w_copy"] != owner["w"]
-    assert len([s for s in analysis.spaces.values() if s.producers]) == 3
+    if second_read == "w":
+        # read twice, w's rows and columns tie every space it touches: the first conv's output through conv2's
+        assert owner["w0"] == owner["w"]
+        assert len([s for s in analysis.spaces.values() if s.producers]) == 3
+    else:
+        assert "w_alias" in owner and owner["w_alias"] != owner["w"]
+        assert len([s for s in analysis.spaces.values() if s.producers]) == 5  # one per conv
 
 
 def test_every_table_entry_has_an_analysis_rule() -> None:

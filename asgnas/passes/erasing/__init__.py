@@ -30,6 +30,7 @@ from asgnas.passes.erasing.ops import OP_TABLE, OpInfo, op_info
 from asgnas.passes.erasing.segments import Segment, SegmentGraph, build_segment_graph
 from asgnas.passes.erasing.structures import build_groups
 from asgnas.passes.groups import Group
+from asgnas.passes.untie import untie_before_analysis
 
 ANALYSIS_KEY = "erasing_groups"
 
@@ -120,7 +121,8 @@ def analyze_erasing(model: Model, id_offset: int | None = None,
 
 def _analyze_erasing(model: Model, id_offset: int | None,
                      costs: dict[str, dict[str, int]] | None) -> ErasingAnalysis:
-    if _ensure_shapes(model) or costs is None:
+    untied = untie_before_analysis(model)  # exporter aliases would tie unrelated structures together
+    if _ensure_shapes(model) or untied or costs is None:  # the copies count as parameters of their readers
         costs = node_costs(model)
     flow = DataFlow(model.graph)
     sg = build_segment_graph(flow)

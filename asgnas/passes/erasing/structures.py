@@ -20,6 +20,7 @@ from __future__ import annotations
 from typing import Callable
 
 from asgnas.ir import Node, Value
+from asgnas.passes.erasing.bypass import bypass_problem
 from asgnas.passes.erasing.channels import ChannelPlan
 from asgnas.passes.erasing.dataflow import DataFlow
 from asgnas.passes.erasing.ops import op_info
@@ -127,6 +128,8 @@ def _check(
             return f"consumer {target.nodes[0]} ({target.op}) is not an erase-joint: {why}"
         what = "an unknown op" if target.kind == "unknown" else "not an erase-joint"
         return f"consumer {target.nodes[0]} ({target.op}) is {what}"
+    if problem := _unbuildable_bypass(sg, seg, seg_nodes):
+        return problem
     zeroed = set(params)  # Z1: walk forward with the group's variables at zero
     state, breaker = False, None
     for node in seg_nodes:
@@ -141,6 +144,23 @@ def _check(
         if breaker is not None:
             return f"not zero-invariant: node {breaker.name} ({breaker.op_type}) maps zero to non-zero"
         return f"not zero-invariant: zeroing its parameters does not zero node {seg.nodes[-1]}"
+    return ""
+
+
+def _unbuildable_bypass(sg: SegmentGraph, seg: Segment, seg_nodes: list[Node]) -> str:
+    """Erased, the segment leaves each two-operand Add/Sub/Sum it feeds with one operand, which the joint then
+    becomes: where that needs an Expand to a shape that is not static, construction could not build it."""
+    for consumer, kind in seg.out_edges:
+        target = sg.segments[consumer]
+        if kind != ERASABLE or target.kind != "joint" or target.op == "Concat":
+            continue
+        for out in seg_nodes[-1].outputs:
+            for joint in out.consumers:
+                if joint.name != target.nodes[0] or not joint.outputs:
+                    continue
+                others = {id(v): v for v in joint.inputs if v is not None and v is not out}
+                if len(others) == 1 and (problem := bypass_problem(joint.outputs[0], *others.values())):
+                    return f"{problem} (node {joint.name}, op {joint.op_type})"
     return ""
 
 

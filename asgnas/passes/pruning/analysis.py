@@ -24,11 +24,13 @@ from onnx import helper
 
 from asgnas.ir import Model, Node, Value
 from asgnas.ir.model import gc_paused
+from asgnas.ir.wellformed import check_conv_fits
 from asgnas.passes.groups import Group, TensorSlice
 from asgnas.passes.pruning.builder import Builder, Consume, Unsupported
 from asgnas.passes.pruning.attrs import pad_amounts, reduce_axes
 from asgnas.passes.pruning.rules import CHANNEL_RULES
 from asgnas.passes.pruning.shapes import ShapeEval, check_shape_uses
+from asgnas.passes.untie import untie_before_analysis
 
 ANALYSIS_KEY = "pruning_groups"
 _FLOAT_TYPES = {1, 10, 11, 16}  # float, float16, double, bfloat16
@@ -342,7 +344,9 @@ def analyze_pruning(model: Model) -> PruningAnalysis:
 
 
 def _analyze_pruning(model: Model) -> PruningAnalysis:
+    untie_before_analysis(model)  # exporter aliases would couple unrelated tensors' channels
     _ensure_shapes(model)
+    check_conv_fits(model)  # channel groups are read off weights: a weight that does not fit is bad input
     graph = model.graph
     b = Builder(model)
     se = ShapeEval(b)
