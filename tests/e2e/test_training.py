@@ -133,7 +133,7 @@ def test_api_cost_weight_picks_the_costly_branch_on_a_tie(cost_weight, tmp_path)
 def test_train_round_to_gives_slim_convs_whole_blocks_of_channels(superresnet_onnx, tmp_path):
     out, report_path = tmp_path / "slim.onnx", tmp_path / "r.json"
     status = main([str(superresnet_onnx), "--passes",
-                   "search-space{groups=false},train{optimizer=dhspg,epochs=2,target-sparsity=0.6,round-to=4,"
+                   "search-space{groups=false},train{optimizer=dhspg,epochs=4,target-sparsity=0.6,round-to=4,"
                    "quiet=true},construct-subnet,verify", "-o", str(out), "--report", str(report_path), "-q"])
     assert status == 0
     report = json.loads(report_path.read_text())
