@@ -33,7 +33,7 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 
@@ -160,21 +160,49 @@ class NetRun:
                 **latencies(load_model(path), model, 1), **latencies(load_model(path), model, args.latency_batch)}
 
 
-def run_net(net: str, args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
+def run_net(net: str, args: argparse.Namespace, workdir: Path,
+            save: Callable[[dict[str, Any]], None]) -> dict[str, Any]:
+    """Selection (or the recipe ``--chosen`` names), then the test rows seed by seed; ``save`` gets the net's
+    result after the selection and after every seed, so a long run can be read (and split) while it goes."""
     runs = NetRun(net, args, workdir)
-    selection_seed = args.selection_seed
-    baseline = runs.result(selection_seed, None)
     grid = GRIDS[net]
-    candidates = [{"recipe": r.label, **runs.result(selection_seed, r)} for r in grid]
-    chosen = grid[select_candidate(candidates, baseline["acc_val"], ACC_TOLERANCE)]
-    rows = []
+    result: dict[str, Any] = {"net": net, "lr": runs.lr, "selection_seed": args.selection_seed, "rows": []}
+    chosen_label = dict(item.split("=", 1) for item in filter(None, args.chosen.split(","))).get(net)
+    if chosen_label is None:
+        baseline = runs.result(args.selection_seed, None)
+        candidates = [{"recipe": r.label, **runs.result(args.selection_seed, r)} for r in grid]
+        chosen = grid[select_candidate(candidates, baseline["acc_val"], ACC_TOLERANCE)]
+        result.update(baseline_val_acc=baseline["acc_val"], candidates=candidates)
+    else:
+        by_label = {r.label: r for r in grid}
+        if chosen_label not in by_label:
+            raise SystemExit(f"--chosen {net}={chosen_label}: not in its grid ({', '.join(by_label)})")
+        chosen = by_label[chosen_label]
+    result["chosen"] = chosen.label
+    save(result)
     for seed in (int(s) for s in args.seeds.split(",")):
-        rows.append({"seed": seed, "role": "baseline", "recipe": "full, no sparsity", **runs.result(seed, None)})
+        result["rows"].append({"seed": seed, "role": "baseline", "recipe": "full, no sparsity",
+                               **runs.result(seed, None)})
         for role, recipe in (("paper", chosen.papers()), ("random", chosen.randomized()), ("ours", chosen)):
-            rows.append({"seed": seed, "role": role, "recipe": recipe.label, **asdict(recipe),
-                         **runs.result(seed, recipe)})
-    return {"net": net, "lr": runs.lr, "selection_seed": selection_seed, "baseline_val_acc": baseline["acc_val"],
-            "candidates": candidates, "chosen": chosen.label, "rows": rows}
+            result["rows"].append({"seed": seed, "role": role, "recipe": recipe.label, **asdict(recipe),
+                                   **runs.result(seed, recipe)})
+        save(result)
+    return result
+
+
+def merge_nets(nets: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One entry per net from runs split over processes (by net or by seed): the selection from the run that made
+    it, the rows of every run (first one per seed and role)."""
+    merged: dict[str, dict[str, Any]] = {}
+    for entry in nets:
+        into = merged.setdefault(entry["net"], {**entry, "rows": []})
+        if "candidates" in entry and "candidates" not in into:
+            into.update(candidates=entry["candidates"], baseline_val_acc=entry["baseline_val_acc"])
+        if entry["chosen"] != into["chosen"]:
+            raise SystemExit(f"{entry['net']}: the runs chose different recipes ({into['chosen']}, {entry['chosen']})")
+        seen = {(r["seed"], r["role"]) for r in into["rows"]}
+        into["rows"] += [r for r in entry["rows"] if (r["seed"], r["role"]) not in seen]
+    return list(merged.values())
 
 
 def latencies(full: Model, slim: Model, batch: int, rounds: int = 7, repeat: int = 20) -> dict[str, float]:
@@ -215,7 +243,8 @@ def summarize(nets: list[dict[str, Any]], latency_batch: int) -> str:
             deltas[role] = [100 * (r["acc_test"] - base[r["seed"]]) for r in rs]
             macs_full = rows[0]["macs"]  # the same super-network on every seed
             lines.append(
-                f"| {net} | {ROLE_NAMES[role]} | {rs[0]['recipe']} | {_stat([r['params_kept'] for r in rs], '.2f')} | "
+                f"| {net} | {ROLE_NAMES[role]} | {rs[0]['recipe']}{_same_as_paper(role, rs[0])} | "
+                f"{_stat([r['params_kept'] for r in rs], '.2f')} | "
                 f"{_stat([r['macs_kept'] for r in rs], '.2f')} | {_stat([100 * r['acc_test'] for r in rs], '.1f')} | "
                 f"{_stat(deltas[role], '+.1f')} | {_stat([_speedup(r, 1, macs_full) for r in rs], '.2f')} | "
                 f"{_stat([_speedup(r, latency_batch, macs_full) for r in rs], '.2f')} | "
@@ -230,11 +259,15 @@ def summarize(nets: list[dict[str, Any]], latency_batch: int) -> str:
     lines += ["", "| net | candidate (selection seed) | val acc | delta vs baseline val | params kept | MACs kept | "
               "chosen |", "|" + "---|" * 7]
     for result in nets:
-        for c in result["candidates"]:
+        for c in result.get("candidates", []):
             lines.append(f"| {result['net']} | {c['recipe']} | {100 * c['acc_val']:.1f} | "
                          f"{100 * (c['acc_val'] - result['baseline_val_acc']):+.1f} | {c['params_kept']:.2f} | "
                          f"{c['macs_kept']:.2f} | {'yes' if c['recipe'] == result['chosen'] else ''} |")
     return "\n".join(lines)
+
+
+def _same_as_paper(role: str, row: dict) -> str:
+    return " (= the paper's recipe)" if role == "ours" and not row["cost_weight"] and not row["gates"] else ""
 
 
 def _speedup(row: dict, batch: int, macs_full: int) -> float:
@@ -262,25 +295,31 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1,
                         help="torch CPU threads (1: the tiny nets run fastest single-threaded on a shared machine)")
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--chosen", default="",
+                        help="net=RECIPE,...: skip the selection and use this recipe of the net's grid (as a run's "
+                             "'chosen' names it), e.g. to run some seeds in another process")
     parser.add_argument("--out", default="")
     parser.add_argument("--merge", default="", help="comma-separated --out files of earlier runs: print their tables")
     args = parser.parse_args()
     if args.merge:
         nets = [n for path in args.merge.split(",") for n in json.loads(Path(path).read_text())["nets"]]
-        print(summarize(nets, args.latency_batch))
+        print(summarize(merge_nets(nets), args.latency_batch))
         return
     unknown = set(args.nets.split(",")) - set(GRIDS)
     if unknown:
         parser.error(f"no recipe grid for {sorted(unknown)} (GRIDS has {sorted(GRIDS)})")
     torch.set_num_threads(args.threads)
     _register_all_passes()
-    nets = []
+    nets: list[dict[str, Any]] = []
+
+    def save(current: dict[str, Any]) -> None:
+        if args.out:
+            Path(args.out).write_text(json.dumps({"args": vars(args), "nets": [*nets, current]}, indent=1))
+
     with tempfile.TemporaryDirectory() as tmp:
         for net in args.nets.split(","):
-            nets.append(run_net(net, args, Path(tmp)))
-            if args.out:
-                Path(args.out).write_text(json.dumps({"args": vars(args), "nets": nets}, indent=1))
-    print(summarize(nets, args.latency_batch))
+            nets.append(run_net(net, args, Path(tmp), save))
+    print(summarize([n for n in nets if n["rows"]], args.latency_batch))
 
 
 if __name__ == "__main__":
