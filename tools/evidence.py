@@ -85,11 +85,13 @@ def make_splits(spec: str, seed: int, test_seed: int = 0) -> Splits:
 def select_candidate(candidates: Sequence[dict], baseline_val_acc: float, tolerance: float = 0.01) -> int:
     """Index of the chosen candidate, from validation figures only (``acc_val``, ``params_kept``, ``macs_kept``):
     among the candidates whose validation accuracy is at least ``baseline_val_acc - tolerance``, the one keeping the
-    least ``params_kept + macs_kept`` (earlier in the grid on ties); when none is within tolerance, the most accurate
-    one (earlier on ties)."""
+    least ``params_kept + macs_kept`` (rounded to 0.01: sizes that close count as equal, and then the more accurate
+    one wins, then the earlier in the grid); when none is within tolerance, the most accurate one (earlier on
+    ties)."""
     if not candidates:
         raise ValueError("select_candidate needs at least one candidate")
     within = [i for i, c in enumerate(candidates) if c["acc_val"] >= baseline_val_acc - tolerance - 1e-12]
     if within:
-        return min(within, key=lambda i: (candidates[i]["params_kept"] + candidates[i]["macs_kept"], i))
+        kept = lambda c: round(c["params_kept"] + c["macs_kept"], 2)  # noqa: E731
+        return min(within, key=lambda i: (kept(candidates[i]), -candidates[i]["acc_val"], i))
     return max(range(len(candidates)), key=lambda i: (candidates[i]["acc_val"], -i))

@@ -192,14 +192,17 @@ def run_net(net: str, args: argparse.Namespace, workdir: Path,
 
 def merge_nets(nets: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """One entry per net from runs split over processes (by net or by seed): the selection from the run that made
-    it, the rows of every run (first one per seed and role)."""
+    it, the rows of every run (first one per seed and role). The first entry of a net sets its recipe: a later one
+    that chose another (an earlier run, redone) is left out, with a note."""
     merged: dict[str, dict[str, Any]] = {}
     for entry in nets:
         into = merged.setdefault(entry["net"], {**entry, "rows": []})
+        if entry["chosen"] != into["chosen"]:
+            print(f"merge: left out a {entry['net']} run that chose {entry['chosen']} (first: {into['chosen']})",
+                  file=sys.stderr)
+            continue
         if "candidates" in entry and "candidates" not in into:
             into.update(candidates=entry["candidates"], baseline_val_acc=entry["baseline_val_acc"])
-        if entry["chosen"] != into["chosen"]:
-            raise SystemExit(f"{entry['net']}: the runs chose different recipes ({into['chosen']}, {entry['chosen']})")
         seen = {(r["seed"], r["role"]) for r in into["rows"]}
         into["rows"] += [r for r in entry["rows"] if (r["seed"], r["role"]) not in seen]
     return list(merged.values())

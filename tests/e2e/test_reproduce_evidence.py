@@ -78,9 +78,11 @@ def test_selection_rule_takes_the_smallest_model_within_one_point_of_the_baselin
     assert evidence.select_candidate(candidates, baseline_val_acc=0.98) == expected
 
 
-def test_selection_rule_breaks_ties_by_grid_order(evidence):
+def test_selection_rule_breaks_size_ties_by_accuracy_then_grid_order(evidence):
     same = {"acc_val": 0.97, "params_kept": 0.5, "macs_kept": 0.5}
     assert evidence.select_candidate([dict(same), dict(same)], 0.97) == 0
+    nearly = {"acc_val": 0.975, "params_kept": 0.501, "macs_kept": 0.5}  # within 0.01 of the same size
+    assert evidence.select_candidate([dict(same), nearly], 0.97) == 1
     assert evidence.select_candidate([{**same, "acc_val": 0.5}, {**same, "acc_val": 0.5}], 0.97) == 0
 
 
