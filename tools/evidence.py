@@ -2,9 +2,10 @@
 
 - Test images are held out once (``test_seed``), the same for every training seed, so nothing chosen on any
   seed's validation split ever sees them; the rest is split per seed into train and validation.
-- ``digits``: 60 / 20 / 20 of the 1,797 images, scaled to [0, 1] and standardized with the training split's mean and
-  std (what ``asgnas.data`` does on the whole set). ``npz:PATH``: its arrays as they are; ``x_test``/``y_test`` and
-  ``x_val``/``y_val`` when present, else cut from ``x``/``y`` in the same proportions.
+- ``digits``: 60 / 20 / 20 of the 1,797 images as [N, 1, 8, 8], scaled to [0, 1] and standardized with the
+  training split's mean and std (what ``asgnas.data`` does on the whole set). ``npz:PATH``: its arrays as they
+  are; ``x_test``/``y_test`` and ``x_val``/``y_val`` when present, else cut from ``x``/``y`` in the same
+  proportions.
 - The split is written as npz files the ``train`` pass reads (``data=npz:``): ``train.npz`` holds ``x``, ``y``,
   ``x_val``, ``y_val``; ``test.npz`` holds the test split (as both pairs), so the tool's own onnxruntime evaluation
   loads it through the same loader and fits it to the model's input the way training does.
@@ -64,7 +65,7 @@ def make_splits(spec: str, seed: int, test_seed: int = 0) -> Splits:
         x, y = (digits.data / 16.0).astype(np.float32), digits.target.astype(np.int64)
         train, val, test = split_indices(len(x), seed, test_seed)
         mean, std = x[train].mean(), x[train].std()
-        x = (x - mean) / std
+        x = ((x - mean) / std).reshape(-1, 1, 8, 8)  # images in NCHW, the zoo nets' layout
         return Splits(x[train], y[train], x[val], y[val], x[test], y[test])
     if not spec.startswith("npz:"):
         raise AsgnasError(f"reproduce: data must be digits or npz:PATH, got '{spec}'")
@@ -76,10 +77,13 @@ def make_splits(spec: str, seed: int, test_seed: int = 0) -> Splits:
     has_val, has_test = "x_val" in data and "y_val" in data, "x_test" in data and "y_test" in data
     train, val, test = split_indices(len(x), seed, test_seed, 0.0 if has_val else VAL_FRACTION,
                                      0.0 if has_test else TEST_FRACTION)
-    given = lambda name: (data[f"x_{name}"].astype(np.float32), data[f"y_{name}"].astype(np.int64).reshape(-1))  # noqa: E731
-    x_val, y_val = given("val") if has_val else (x[val], y[val])
-    x_test, y_test = given("test") if has_test else (x[test], y[test])
+    x_val, y_val = _pair(data, "val") if has_val else (x[val], y[val])
+    x_test, y_test = _pair(data, "test") if has_test else (x[test], y[test])
     return Splits(x[train], y[train], x_val, y_val, x_test, y_test)
+
+
+def _pair(data: dict[str, np.ndarray], split: str) -> tuple[np.ndarray, np.ndarray]:
+    return data[f"x_{split}"].astype(np.float32), data[f"y_{split}"].astype(np.int64).reshape(-1)
 
 
 def select_candidate(candidates: Sequence[dict], baseline_val_acc: float, tolerance: float = 0.01) -> int:

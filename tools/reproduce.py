@@ -106,7 +106,8 @@ class NetRun:
         """The exported super-network (seeded init), the train npz, and the fitted validation / test arrays."""
         if seed not in self._seeds:
             torch.manual_seed(seed)
-            kwargs = {"in_channels": 1, "input_size": 8} if self.args.data == "digits" and self.args.size == "paper" else {}
+            digits_at_paper_width = self.args.data == "digits" and self.args.size == "paper"
+            kwargs = {"in_channels": 1, "input_size": 8} if digits_at_paper_width else {}
             net = build(self.net, self.args.size, **kwargs)
             folder = self.workdir / f"{self.net}_{seed}"
             folder.mkdir(parents=True, exist_ok=True)

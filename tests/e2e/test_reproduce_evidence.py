@@ -46,11 +46,10 @@ def test_digits_splits_standardized_on_train_and_read_as_is_by_the_train_pass(ev
     assert not rows & {r.tobytes() for r in splits.x_train} and not rows & {r.tobytes() for r in splits.x_val}
     train_npz, test_npz = splits.write(tmp_path)
     seen = load_dataset(f"npz:{train_npz}", (1, 8, 8))
-    assert np.array_equal(seen.x_train.reshape(len(seen.x_train), -1), splits.x_train)
-    assert np.array_equal(seen.y_val, splits.y_val)
+    assert splits.x_train.shape == (1079, 1, 8, 8)
+    assert np.array_equal(seen.x_train, splits.x_train) and np.array_equal(seen.y_val, splits.y_val)
     held_out = load_dataset(f"npz:{test_npz}", (1, 8, 8))
-    assert np.array_equal(held_out.x_val.reshape(359, -1), splits.x_test) and np.array_equal(held_out.y_val,
-                                                                                               splits.y_test)
+    assert np.array_equal(held_out.x_val, splits.x_test) and np.array_equal(held_out.y_val, splits.y_test)
 
 
 def test_npz_splits_keep_a_given_test_split_and_cut_the_rest(evidence, tmp_path):
