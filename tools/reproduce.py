@@ -239,11 +239,15 @@ def summarize(nets: list[dict[str, Any]], latency_batch: int) -> str:
     for result in nets:
         net, rows = result["net"], result["rows"]
         base = {r["seed"]: r["acc_test"] for r in rows if r["role"] == "baseline"}
+        if not base:  # a run still in its selection
+            continue
         lines.append(f"| {net} | full baseline, no sparsity | - | 1.00 | 1.00 | "
                      f"{_stat([100 * a for a in base.values()], '.1f')} | - | - | - | - |")
         deltas = {}
         for role in ("paper", "random", "ours"):
             rs = [r for r in rows if r["role"] == role]
+            if not rs:
+                continue
             deltas[role] = [100 * (r["acc_test"] - base[r["seed"]]) for r in rs]
             macs_full = rows[0]["macs"]  # the same super-network on every seed
             lines.append(
@@ -254,12 +258,14 @@ def summarize(nets: list[dict[str, Any]], latency_batch: int) -> str:
                 f"{_stat([_speedup(r, latency_batch, macs_full) for r in rs], '.2f')} | "
                 f"{statistics.mean(r['erased'] for r in rs):.1f}/{rs[0]['removable']}"
                 f"{' + %d gated' % rs[0]['gates'] if rs[0].get('gates') else ''} |")
-        gains[net] = statistics.mean(deltas["paper"]) - statistics.mean(deltas["random"])
-    lines += ["", "Saliency (paper's recipe) minus random valid order, mean test delta over the seeds, points: "
-              + ", ".join(f"{net} {gain:+.1f}" for net, gain in gains.items())
-              + f"; mean over nets {statistics.mean(gains.values()):+.1f}: saliency "
-              + ("beats" if statistics.mean(gains.values()) > 0 else "does not beat")
-              + f" random on average ({sum(g > 0 for g in gains.values())} of {len(gains)} nets)."]
+        if "paper" in deltas and "random" in deltas:
+            gains[net] = statistics.mean(deltas["paper"]) - statistics.mean(deltas["random"])
+    if gains:
+        lines += ["", "Saliency (paper's recipe) minus random valid order, mean test delta over the seeds, points: "
+                  + ", ".join(f"{net} {gain:+.1f}" for net, gain in gains.items())
+                  + f"; mean over nets {statistics.mean(gains.values()):+.1f}: saliency "
+                  + ("beats" if statistics.mean(gains.values()) > 0 else "does not beat")
+                  + f" random on average ({sum(g > 0 for g in gains.values())} of {len(gains)} nets)."]
     lines += ["", "| net | candidate (selection seed) | val acc | delta vs baseline val | params kept | MACs kept | "
               "chosen |", "|" + "---|" * 7]
     for result in nets:
