@@ -101,6 +101,9 @@ class TrainPass(Pass):
                "-o), none, or a path"),
         Option("gates", bool, False, "gate parameter-free Add/Sum branches first (gate-branches), so pools and "
                "skips become erasable; unselected gates stay exactly 1 and construct-subnet folds them"),
+        Option("selection", str, "saliency", "order the optimizer picks its K groups in: saliency (the paper) or "
+               "random (seeded by seed, still checked by the validity oracle: the ablation baseline)",
+               choices=("saliency", "random")),
     )
 
     def run(self, model: Model, ctx: PassContext) -> dict[str, Any]:
@@ -113,6 +116,7 @@ class TrainPass(Pass):
         from asgnas.bridge.curve import curve_path, training_curve_svg
         from asgnas.bridge.executor import OnnxModule
         from asgnas.bridge.model_io import image_layout, input_specs, logits_head, num_classes_of, pick_output
+        from asgnas.bridge.scoring import random_score
         from asgnas.bridge.training import DEFAULT_KIND, build_optimizer, channel_rounding, train
         from asgnas.data import load_dataset
         from asgnas.passes.hierarchy import build_oracle
@@ -177,6 +181,7 @@ class TrainPass(Pass):
             variant=cfg["variant"], momentum=cfg["momentum"], weight_decay=cfg["weight-decay"],
             selection_filter=channel_rounding(groups, cfg["round-to"]),
             **({"costs": costs, "cost_weight": cfg["cost-weight"]} if cfg["optimizer"] == "h2spg" else {}),
+            **({"score_fn": random_score(cfg["seed"])} if cfg["selection"] == "random" else {}),
         )
         gates = 0
         if cfg["gates"]:
@@ -220,6 +225,7 @@ class TrainPass(Pass):
             "seconds": round(history.seconds, 2),
             "schedule": schedule,
             "cost_weight": cfg["cost-weight"],
+            "selection": cfg["selection"],
             "round_to": cfg["round-to"],
             "redundant_groups": sorted(int(i) for i in getattr(optimizer, "redundant_group_ids", [])),
             "metrics": {k: v for k, v in metrics.items() if isinstance(v, (int, float, str, bool))},
