@@ -38,7 +38,7 @@ from typing import Any, Callable
 import torch
 
 from asgnas.bridge.export import export_torch_model
-from asgnas.bridge.train_pass import sample_shape
+from asgnas.bridge.model_io import input_specs
 from asgnas.cli import _register_all_passes
 from asgnas.data import load_dataset
 from asgnas.ir import Model, load_model
@@ -114,7 +114,7 @@ class NetRun:
             path = folder / "supernet.onnx"
             export_torch_model(net, net.example_input(1), path)
             train_npz, test_npz = make_splits(self.args.data, seed, self.args.test_seed).write(folder)
-            shape = sample_shape(load_model(path))
+            shape = input_specs(load_model(path))[0].shape
             val = load_dataset(f"npz:{train_npz}", shape)  # fitted exactly as the train pass fits them
             test = load_dataset(f"npz:{test_npz}", shape)
             self._seeds[seed] = (path, train_npz, (val.x_val, val.y_val), (test.x_val, test.y_val))
