@@ -124,6 +124,15 @@ def test_numeric_options_below_their_minimum_are_refused(pipeline: str, message:
         parse_pipeline(pipeline)
 
 
+@pytest.mark.parametrize("option", ["target-sparsity=-0.5", "target-sparsity=-3", "momentum=-0.9",
+                                    "weight-decay=-1e-4"])
+def test_negative_train_options_are_refused(option: str) -> None:
+    import asgnas.bridge.train_pass  # noqa: F401  (registers train)
+
+    with pytest.raises(AsgnasError, match=rf"option '{option.split('=')[0]}' must be >= 0"):
+        parse_pipeline(f"train{{{option}}}")
+
+
 def test_group_json_has_every_field() -> None:
     """Group.to_json is written by hand for speed: it must still equal dataclasses.asdict, field for field."""
     import dataclasses
