@@ -200,3 +200,31 @@ def test_verdict_thresholds():
     assert found["verdict"] == "not learning" and len(found["reasons"]) == 2
     assert "the loss did not fall (2.3000 in epoch 1, 2.2900 in epoch 2)" in found["reasons"][1]
     assert learning_verdict(flat[:1], 0.9, 0.1)["verdict"] == "ok"  # one epoch: only the accuracy is judged
+
+
+# --- the Python API on the same models ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("build", [_small_keras, lambda: caffe2_style("Softmax")])
+def test_api_from_onnx_gives_the_logits_of_a_softmax_head_and_data_in_the_model_layout(tmp_path, build):
+    """``ASGNAS.from_onnx``'s model returns [N, classes] logits (what cross_entropy needs, what the train pass
+    trains); ``nas.dataset`` fits the data as the train pass does (NHWC for the Keras-style input)."""
+    import torch
+
+    from asgnas import ASGNAS
+    from asgnas.runtime import session
+
+    onnx.save(build(), str(tmp_path / "m.onnx"))
+    nas = ASGNAS.from_onnx(tmp_path / "m.onnx", workdir=tmp_path)
+    data = nas.dataset("digits")
+    sample_shape = tuple(d.dim_value for d in onnx.load(str(tmp_path / "m.onnx")).graph.input[0].type.tensor_type
+                         .shape.dim[1:])
+    assert data.x_train.shape[1:] == sample_shape and data.preprocessing["mean"] == pytest.approx(0.3053, abs=1e-3)
+    x = data.x_val[:1]  # the Caffe2-style graph declares batch 1
+    nas.model.eval()
+    with torch.no_grad():
+        logits = nas.model(torch.from_numpy(x))
+    sess = session(str(tmp_path / "m.onnx"))
+    probabilities = sess.run(None, {sess.get_inputs()[0].name: x})[0].reshape(1, -1)
+    assert logits.shape == (1, 10) and not np.allclose(logits.sum(-1).numpy(), 1.0)
+    np.testing.assert_allclose(torch.softmax(logits, -1).numpy(), probabilities, atol=1e-5)
