@@ -89,8 +89,13 @@ def fit_to_shape(x: np.ndarray, sample_shape: tuple[int, ...]) -> np.ndarray:
     return np.ascontiguousarray(np.tile(resized, (1, repeat, 1, 1))[:, :channels])
 
 
+#: largest last dim of 4-D samples [N, H, W, C] read as channel-last images (grey, RGB, RGBA)
+_MAX_CHANNELS = 4
+
+
 def fit_to_layout(x: np.ndarray, sample_shape: tuple[int, ...], layout: str = "NCHW") -> tuple[np.ndarray, dict]:
-    """Fit channel-first (or flat) samples ``x[N, ...]`` to a model input of per-sample ``sample_shape`` laid out
+    """Fit channel-first, channel-last (4-D, at most 4 channels and a larger height: ``source_layout`` "NHWC" in
+    the steps) or flat samples ``x[N, ...]`` to a model input of per-sample ``sample_shape`` laid out
     as ``layout``: ``"NCHW"`` (torch, Caffe2) or ``"NHWC"`` (tf2onnx, jax2onnx; ``sample_shape`` is then
     ``(H, W, C)``). Samples already of ``sample_shape`` are used as is. Returns the samples and what was done:
     ``{"layout", "resize" (e.g. "8x8 -> 16x16 bilinear") or None, "channels" (e.g. "1 -> 3 repeated") or None}``.
@@ -98,6 +103,9 @@ def fit_to_layout(x: np.ndarray, sample_shape: tuple[int, ...], layout: str = "N
     steps: dict[str, Any] = {"layout": layout, "resize": None, "channels": None}
     if tuple(x.shape[1:]) == tuple(sample_shape):
         return x.astype(np.float32, copy=False), steps
+    if x.ndim == 4 and x.shape[3] <= _MAX_CHANNELS < x.shape[1]:  # channel-last images (e.g. Keras' datasets)
+        x = np.ascontiguousarray(x.transpose(0, 3, 1, 2))
+        steps["source_layout"] = "NHWC"
     nhwc = layout == "NHWC" and len(sample_shape) == 3
     target = (sample_shape[2], sample_shape[0], sample_shape[1]) if nhwc else tuple(sample_shape)
     if int(np.prod(x.shape[1:])) != int(np.prod(target)) and len(target) == 3:

@@ -12,7 +12,7 @@ from onnx import TensorProto, helper
 
 from asgnas.bridge.model_io import image_layout, logits_head, pick_output
 from asgnas.cli import main
-from asgnas.data import load_dataset
+from asgnas.data import fit_to_layout, load_dataset
 from asgnas.ir import lift, lower
 from asgnas.passes.construct import construct_subnet
 from tests.exporter_models import caffe2_style, token_data, token_model
@@ -91,6 +91,19 @@ def test_npz_in_the_model_layout_is_used_as_is(tmp_path):
     with np.load(path) as arrays:
         np.testing.assert_array_equal(data.x_train, arrays["x"])
     assert data.preprocessing["resize"] is None and data.preprocessing["channels"] is None
+
+
+def test_channel_last_npz_is_transposed_not_reshaped(tmp_path):
+    """[N, H, W, C] images (Keras' datasets) for an NCHW model, or of another size for an NHWC one."""
+    path = _digits_npz(tmp_path / "d.npz", layout="NHWC")  # [N, 8, 8, 3]
+    with np.load(path) as arrays:
+        channel_first = arrays["x"].transpose(0, 3, 1, 2)
+    nchw = load_dataset(f"npz:{path}", (3, 8, 8))
+    np.testing.assert_array_equal(nchw.x_train, channel_first)
+    assert nchw.preprocessing["source_layout"] == "NHWC" and nchw.preprocessing["resize"] is None
+    larger = load_dataset(f"npz:{path}", (16, 16, 3), layout="NHWC")
+    assert larger.preprocessing["resize"] == "8x8 -> 16x16 bilinear" and larger.preprocessing["channels"] is None
+    np.testing.assert_array_equal(larger.x_train, fit_to_layout(nchw.x_train, (16, 16, 3), "NHWC")[0])
 
 
 def test_metadata_props_survive_lifting_copying_and_construction():
