@@ -165,7 +165,7 @@ class TrainPass(Pass):
             from asgnas.bridge.mapping import removal_costs
 
             costs = removal_costs(model, groups, oracle)
-        if cfg["prune-target"] >= 0:
+        if cfg["prune-target"] != -1:  # -1: off; other negatives are refused there
             target, oracle = self._per_kind_targets(groups, target, cfg["prune-target"], kind, cfg["optimizer"],
                                                    oracle)
         optimizer = build_optimizer(
@@ -257,6 +257,8 @@ class TrainPass(Pass):
 
         if kind != "both" or optimizer != "h2spg":
             raise AsgnasError("prune-target needs kind=both and optimizer=h2spg")
+        if prune_target < 0:
+            raise AsgnasError(f"prune-target must be -1 (off), a fraction or a count, got {prune_target:g}")
         quotas = {}
         for k, value in (("erase", target), ("prune", prune_target)):
             n = sum(g.removable for g in groups if g.kind == k)

@@ -152,3 +152,11 @@ def test_train_options_below_their_minimum_fail_before_any_pass(onnx_path, tmp_p
                  "-o", str(out)]) == 2
     name = option.split("=")[0]
     assert f"option '{name}' must be >= 1" in capsys.readouterr().err and not out.exists()
+
+
+def test_negative_prune_target_other_than_off_is_refused(onnx_path, tmp_path, capsys) -> None:
+    out = tmp_path / "slim.onnx"
+    assert main([str(onnx_path("resnet_basic", "legacy")), "--passes",
+                 "search-space,train{kind=both,prune-target=-0.5}", "-o", str(out)]) == 2
+    assert "prune-target must be -1 (off), a fraction or a count, got -0.5" in capsys.readouterr().err
+    assert not out.exists()
