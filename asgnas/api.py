@@ -65,7 +65,7 @@ class ASGNAS:
         self.search_space = analyze_search_space(self.ir)
         head = logits_head(self.ir, pick_output(self.ir, output))
         self._output = head.output
-        if head.activation is None:
+        if head.activation is None and not output:  # the graph's own outputs
             self._executor = OnnxModule(self.ir)
             self.model = self._executor
         else:

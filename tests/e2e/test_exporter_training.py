@@ -241,3 +241,19 @@ def test_api_from_onnx_gives_the_logits_of_a_softmax_head_and_data_in_the_model_
     probabilities = sess.run(None, {sess.get_inputs()[0].name: x})[0].reshape(1, -1)
     assert logits.shape == (1, 10) and not np.allclose(logits.sum(-1).numpy(), 1.0)
     np.testing.assert_allclose(torch.softmax(logits, -1).numpy(), probabilities, atol=1e-5)
+
+
+def test_api_from_onnx_output_picks_the_trained_output_and_dataset_reads_named_inputs(tmp_path):
+    import torch
+
+    from asgnas import ASGNAS
+
+    onnx.save(token_model(), str(tmp_path / "m.onnx"))
+    np.savez(tmp_path / "tokens.npz", **token_data())
+    nas = ASGNAS.from_onnx(tmp_path / "m.onnx", workdir=tmp_path, output="logits")
+    data = nas.dataset(f"npz:{tmp_path / 'tokens.npz'}")
+    assert list(data.x_train.arrays) == ["input_ids", "attention_mask"]
+    assert data.x_train.arrays["input_ids"].dtype == np.int64
+    with torch.no_grad():
+        logits = nas.model(**{name: torch.from_numpy(a) for name, a in data.x_val[:3].arrays.items()})
+    assert isinstance(logits, torch.Tensor) and logits.shape == (3, 4)
