@@ -2,6 +2,7 @@
 training loop, and ``construct_subnet(out_dir)``.
 
     nas = ASGNAS(model, torch.randn(1, 3, 32, 32))
+    data = nas.dataset("npz:cifar10.npz")     # optional: data fitted to the model's input as the train pass does
     optimizer = nas.h2spg(lr=0.05, target_group_sparsity=0.5, total_steps=epochs * len(loader))
     for x, y in loader: ...; loss.backward(); optimizer.step()
     summary = nas.construct_subnet("out/")   # full.onnx, slim.onnx, params/MACs before and after, max_abs_diff
