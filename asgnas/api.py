@@ -2,6 +2,7 @@
 training loop, and ``construct_subnet(out_dir)``.
 
     nas = ASGNAS(model, torch.randn(1, 3, 32, 32))
+    data = nas.dataset("npz:cifar10.npz")     # optional: data fitted to the model's input as the train pass does
     optimizer = nas.h2spg(lr=0.05, target_group_sparsity=0.5, total_steps=epochs * len(loader))
     for x, y in loader: ...; loss.backward(); optimizer.step()
     summary = nas.construct_subnet("out/")   # full.onnx, slim.onnx, params/MACs before and after, max_abs_diff
@@ -24,8 +25,10 @@ from torch import nn
 from asgnas.bridge.executor import OnnxModule
 from asgnas.bridge.export import PARAM_MAP_KEY, export_torch_model
 from asgnas.bridge.mapping import params_by_initializer, removal_costs
+from asgnas.bridge.model_io import ClassScores, fitted_dataset, logits_head, pick_output
 from asgnas.bridge.train_pass import DEFAULT_COST_WEIGHT
 from asgnas.bridge.training import build_optimizer, channel_rounding
+from asgnas.data import Dataset
 from asgnas.ir import Model, load_model, save_model
 from asgnas.optim import DHSPG, H2SPG
 from asgnas.passes.groups import SearchSpace, group_is_zero
@@ -46,24 +49,41 @@ class ASGNAS:
         self.ir = self._export(self.workdir / "traced.onnx")
         self.search_space: SearchSpace = analyze_search_space(self.ir)
         self._param_for_initializer = params_by_initializer(model, self.ir.analyses[PARAM_MAP_KEY])
+        self._output = ""  # the graph output the model trains: the first
         self._optimizer: torch.optim.Optimizer | None = None
         self._executor: OnnxModule | None = None
 
     @classmethod
-    def from_onnx(cls, path: str | os.PathLike, *, workdir: str | os.PathLike | None = None) -> "ASGNAS":
-        """Train an ONNX model from any framework: ``self.model`` is a torch module executing its IR."""
+    def from_onnx(cls, path: str | os.PathLike, *, workdir: str | os.PathLike | None = None,
+                  output: str = "") -> "ASGNAS":
+        """Train an ONNX model from any framework: ``self.model`` is a torch module executing its IR. For a graph
+        ending in Softmax/LogSoftmax (Keras, Caffe2) it returns the logits before that head as [N, classes], the
+        scores a loss such as ``cross_entropy`` expects, as the ``train`` pass trains; the written models keep the
+        head. ``output``: the graph output to train when there are several (default: the first)."""
         self = cls.__new__(cls)
         self.ir = load_model(path)
         untie_initializer_aliases(self.ir)
         self.search_space = analyze_search_space(self.ir)
-        self._executor = OnnxModule(self.ir)
-        self.model = self._executor
+        head = logits_head(self.ir, pick_output(self.ir, output))
+        self._output = head.output
+        if head.activation is None and not output:  # the graph's own outputs
+            self._executor = OnnxModule(self.ir)
+            self.model = self._executor
+        else:
+            self._executor = OnnxModule(self.ir, outputs=[head.logits])
+            self.model = ClassScores(self._executor, head)
         self.dummy_input = None
         self.opset = self.ir.opset
         self.workdir = Path(workdir) if workdir is not None else Path(path).parent
         self._param_for_initializer = dict(self._executor.param_for_initializer)
         self._optimizer = None
         return self
+
+    def dataset(self, spec: str = "digits", *, seed: int = 0) -> Dataset:
+        """``digits``, ``npz:PATH`` or ``synthetic`` data fitted to the model's inputs (shape, NCHW/NHWC layout,
+        named or integer inputs) with the ``train`` pass's split for ``seed``: ``x_train``, ``y_train``, ``x_val``,
+        ``y_val``, and the ``preprocessing`` to apply when deploying."""
+        return fitted_dataset(self.ir, spec, pick_output(self.ir, self._output), seed=seed)
 
     def _export(self, path: Path) -> Model:
         was_training = self.model.training

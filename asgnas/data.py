@@ -14,9 +14,10 @@ spatially (bilinear) and repeated or truncated over channels, then transposed fo
 from __future__ import annotations
 
 import zipfile
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence, Union
+from typing import Any, Iterator, Sequence, Union
 
 import numpy as np
 
@@ -88,8 +89,13 @@ def fit_to_shape(x: np.ndarray, sample_shape: tuple[int, ...]) -> np.ndarray:
     return np.ascontiguousarray(np.tile(resized, (1, repeat, 1, 1))[:, :channels])
 
 
+#: largest last dim of 4-D samples [N, H, W, C] read as channel-last images (grey, RGB, RGBA)
+_MAX_CHANNELS = 4
+
+
 def fit_to_layout(x: np.ndarray, sample_shape: tuple[int, ...], layout: str = "NCHW") -> tuple[np.ndarray, dict]:
-    """Fit channel-first (or flat) samples ``x[N, ...]`` to a model input of per-sample ``sample_shape`` laid out
+    """Fit channel-first, channel-last (4-D, at most 4 channels and a larger height: ``source_layout`` "NHWC" in
+    the steps) or flat samples ``x[N, ...]`` to a model input of per-sample ``sample_shape`` laid out
     as ``layout``: ``"NCHW"`` (torch, Caffe2) or ``"NHWC"`` (tf2onnx, jax2onnx; ``sample_shape`` is then
     ``(H, W, C)``). Samples already of ``sample_shape`` are used as is. Returns the samples and what was done:
     ``{"layout", "resize" (e.g. "8x8 -> 16x16 bilinear") or None, "channels" (e.g. "1 -> 3 repeated") or None}``.
@@ -97,6 +103,9 @@ def fit_to_layout(x: np.ndarray, sample_shape: tuple[int, ...], layout: str = "N
     steps: dict[str, Any] = {"layout": layout, "resize": None, "channels": None}
     if tuple(x.shape[1:]) == tuple(sample_shape):
         return x.astype(np.float32, copy=False), steps
+    if x.ndim == 4 and x.shape[3] <= _MAX_CHANNELS < x.shape[1]:  # channel-last images (e.g. Keras' datasets)
+        x = np.ascontiguousarray(x.transpose(0, 3, 1, 2))
+        steps["source_layout"] = "NHWC"
     nhwc = layout == "NHWC" and len(sample_shape) == 3
     target = (sample_shape[2], sample_shape[0], sample_shape[1]) if nhwc else tuple(sample_shape)
     if int(np.prod(x.shape[1:])) != int(np.prod(target)) and len(target) == 3:
@@ -123,27 +132,34 @@ def _check_pairs(path: Path, x_name: str, x: np.ndarray, y_name: str, y: np.ndar
         raise AsgnasError(f"{path}: '{y_name}' holds negative class labels (expected 0..C-1)")
 
 
-def _load_npz(path: Path, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Train and validation arrays of an ``.npz`` file; a file that is no npz, or holds object (pickled) or
-    non-numeric arrays, is bad input."""
+@contextmanager
+def _npz(path: Path) -> Iterator[Any]:
+    """The arrays of an ``.npz`` file; a file that is no npz, or holds object (pickled) or non-numeric arrays, is
+    bad input (read errors surface where the body reads an array, so they are caught around it too)."""
     if not path.is_file():
         raise AsgnasError(f"no such data file: {path}")
     try:
         with np.load(path) as arrays:
-            if "x" not in arrays or "y" not in arrays:
-                raise AsgnasError(f"{path}: expected arrays 'x' and 'y' (and optionally 'x_val', 'y_val')")
-            x, y = arrays["x"].astype(np.float32), arrays["y"].astype(np.int64).reshape(-1)
-            _check_pairs(path, "x", x, "y", y)
-            if "x_val" in arrays and "y_val" in arrays:
-                x_tr, y_tr = x, y
-                x_va, y_va = arrays["x_val"].astype(np.float32), arrays["y_val"].astype(np.int64).reshape(-1)
-                _check_pairs(path, "x_val", x_va, "y_val", y_va)
-            else:
-                x_tr, y_tr, x_va, y_va = _split(x, y, val_fraction, seed)
+            yield arrays
     except AsgnasError:
         raise
     except (OSError, ValueError, TypeError, EOFError, zipfile.BadZipFile) as err:  # no zip, pickled, strings
         raise AsgnasError(f"{path}: not a readable npz of numeric arrays ({' '.join(str(err).split())})") from None
+
+
+def _load_npz(path: Path, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Train and validation arrays ``x``, ``y`` (``x_val``, ``y_val``) of an ``.npz`` file."""
+    with _npz(path) as arrays:
+        if "x" not in arrays or "y" not in arrays:
+            raise AsgnasError(f"{path}: expected arrays 'x' and 'y' (and optionally 'x_val', 'y_val')")
+        x, y = arrays["x"].astype(np.float32), arrays["y"].astype(np.int64).reshape(-1)
+        _check_pairs(path, "x", x, "y", y)
+        if "x_val" in arrays and "y_val" in arrays:
+            x_tr, y_tr = x, y
+            x_va, y_va = arrays["x_val"].astype(np.float32), arrays["y_val"].astype(np.int64).reshape(-1)
+            _check_pairs(path, "x_val", x_va, "y_val", y_va)
+        else:
+            x_tr, y_tr, x_va, y_va = _split(x, y, val_fraction, seed)
     return x_tr, y_tr, x_va, y_va
 
 
@@ -205,9 +221,7 @@ def _load_named_inputs(spec: str, inputs: Sequence[InputSpec], num_classes: int 
         raise AsgnasError(f"a model with inputs {', '.join(names)} (several, or integer) trains on npz:PATH data "
                           "holding one array per input, named after it, plus 'y'")
     path = Path(spec[4:])
-    if not path.is_file():
-        raise AsgnasError(f"no such data file: {path}")
-    with np.load(path) as arrays:
+    with _npz(path) as arrays:
         missing = [n for n in [*names, "y"] if n not in arrays]
         if missing:
             raise AsgnasError(f"{path}: missing arrays {', '.join(missing)} (one per graph input: "

@@ -4,7 +4,8 @@
 - ``image_layout``: NCHW (torch, Caffe2) or NHWC (tf2onnx, jax2onnx) for a single 4-D image input;
 - ``logits_head``: the value the loss is taken on: the input of a trailing Softmax / LogSoftmax (Keras and
   Caffe2 heads end in one), else the trained output itself (torch's raw logits). The graph is not changed: the
-  executor returns that value (``OnnxModule(outputs=...)``) and the slim model keeps its head as exported.
+  executor returns that value (``OnnxModule(outputs=...)``) and the slim model keeps its head as exported;
+- ``fitted_dataset``: a data source fitted to those inputs, as the train pass and ``ASGNAS.dataset`` load it.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import numpy as np
 import torch
 from onnx import TensorProto, helper
 
-from asgnas.data import InputSpec
+from asgnas.data import Dataset, InputSpec, load_dataset
 from asgnas.errors import AsgnasError
 from asgnas.ir import Model, Value
 
@@ -115,3 +116,23 @@ def num_classes_of(output: Value) -> int | None:
     if not dims or not all(isinstance(d, int) for d in dims):
         return None
     return math.prod(dims) if math.prod(dims[1:]) == 1 else dims[-1]
+
+
+class ClassScores(torch.nn.Module):
+    """An executor returning ``head.logits`` as a module giving ``[N, classes]`` scores: what a loss reads (the
+    Python API's ``ASGNAS.from_onnx`` model for a graph with a Softmax/LogSoftmax head)."""
+
+    def __init__(self, executor: torch.nn.Module, head: LogitsHead) -> None:
+        super().__init__()
+        self.executor, self.head = executor, head
+
+    def forward(self, *args: Any, **kwargs: Any) -> torch.Tensor:
+        return self.head.class_scores(self.executor(*args, **kwargs))
+
+
+def fitted_dataset(model: Model, spec: str, output: Value, seed: int = 0) -> Dataset:
+    """``spec`` (``digits``, ``npz:PATH``, ``synthetic``) loaded for ``model``: fitted to its input shape and image
+    layout, several or integer inputs read by name, classes checked against ``output``."""
+    specs = input_specs(model)
+    return load_dataset(spec, specs[0].shape, num_classes_of(output), seed=seed, layout=image_layout(model),
+                        inputs=specs)

@@ -74,7 +74,8 @@ class TrainPass(Pass):
                "named after it, plus y; optionally <name>_val, y_val)"),
         Option("output", str, "", "graph output to train when there are several (default: the first)"),
         Option("epochs", int, 10, "training epochs", minimum=1),
-        Option("target-sparsity", float, 0.5, "fraction (<1) or count (>=1) of removable groups to zero"),
+        Option("target-sparsity", float, 0.5, "fraction (<1) or count (>=1) of removable groups to zero",
+               minimum=0),
         Option("kind", str, "auto", "groups to sparsify: auto (h2spg: erase, dhspg: prune), prune, erase, both",
                choices=("auto", "prune", "erase", "both")),
         Option("prune-target", float, -1.0, "with kind=both and h2spg: fraction (<1) or count (>=1) of the "
@@ -84,8 +85,8 @@ class TrainPass(Pass):
         Option("batch-size", int, 64, "batch size (a fixed-batch model is re-batched when its graph allows, else it "
                "trains at its own batch)", minimum=1),
         Option("variant", str, "sgd", "base optimizer", choices=("sgd", "adam", "adamw")),
-        Option("momentum", float, 0.9, "SGD momentum"),
-        Option("weight-decay", float, 0.0, "weight decay"),
+        Option("momentum", float, 0.9, "SGD momentum", minimum=0),
+        Option("weight-decay", float, 0.0, "weight decay", minimum=0),
         Option("seed", int, 0, "seed for data order, split and initial state"),
         Option("device", str, "auto", "cpu, cuda or auto", choices=("auto", "cpu", "cuda")),
         Option("quiet", bool, False, "no progress output"),
@@ -115,10 +116,9 @@ class TrainPass(Pass):
         from asgnas.bridge import distributed
         from asgnas.bridge.curve import curve_path, training_curve_svg
         from asgnas.bridge.executor import OnnxModule
-        from asgnas.bridge.model_io import image_layout, input_specs, logits_head, num_classes_of, pick_output
+        from asgnas.bridge.model_io import fitted_dataset, logits_head, pick_output
         from asgnas.bridge.scoring import random_score
         from asgnas.bridge.training import DEFAULT_KIND, build_optimizer, channel_rounding, train
-        from asgnas.data import load_dataset
         from asgnas.passes.hierarchy import build_oracle
         from asgnas.passes.search_space import SEARCH_SPACE_KEY, analyze_search_space
         from asgnas.passes.untie import untie_initializer_aliases
@@ -143,9 +143,7 @@ class TrainPass(Pass):
             ctx.log(f"train: round-to={cfg['round-to']} has no effect with kind={kind} (no channel groups)")
         output = pick_output(model, cfg["output"])
         head = logits_head(model, output)
-        specs = input_specs(model)
-        data = load_dataset(cfg["data"], specs[0].shape, num_classes_of(output), seed=cfg["seed"],
-                            layout=image_layout(model), inputs=specs)
+        data = fitted_dataset(model, cfg["data"], output, seed=cfg["seed"])
         device = distributed.join(cfg["device"])  # under torchrun: this rank's device, in the process group
         torch.manual_seed(cfg["seed"])
         module = OnnxModule(model, outputs=[head.logits]).to(device)
@@ -171,7 +169,7 @@ class TrainPass(Pass):
             from asgnas.bridge.mapping import removal_costs
 
             costs = removal_costs(model, groups, oracle)
-        if cfg["prune-target"] >= 0:
+        if cfg["prune-target"] != -1:  # -1: off; other negatives are refused there
             target, oracle = self._per_kind_targets(groups, target, cfg["prune-target"], kind, cfg["optimizer"],
                                                    oracle)
         optimizer = build_optimizer(
@@ -265,6 +263,8 @@ class TrainPass(Pass):
 
         if kind != "both" or optimizer != "h2spg":
             raise AsgnasError("prune-target needs kind=both and optimizer=h2spg")
+        if prune_target < 0:
+            raise AsgnasError(f"prune-target must be -1 (off), a fraction or a count, got {prune_target:g}")
         quotas = {}
         for k, value in (("erase", target), ("prune", prune_target)):
             n = sum(g.removable for g in groups if g.kind == k)

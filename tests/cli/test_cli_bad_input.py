@@ -179,6 +179,25 @@ def test_bad_npz_data_is_exit_2_in_one_line(tmp_path, write, message):
         load_dataset(f"npz:{data}", (3, 8, 8))
 
 
+@pytest.mark.parametrize("write, message", [
+    (_npz_not_a_zip, "not a readable npz of numeric arrays"),
+    (lambda p: np.savez(p, ids=np.array([object()] * 4, dtype=object), mask=np.ones((4, 6), np.float32),
+                        y=np.zeros(4, np.int64)), "not a readable npz of numeric arrays"),
+    (lambda p: np.savez(p, ids=np.zeros((4, 6), np.int64), mask=np.full((4, 6), np.nan, np.float32),
+                        y=np.zeros(4, np.int64)), "'mask' holds NaN or Inf values"),
+])
+def test_bad_npz_of_named_inputs_is_bad_input(tmp_path, write, message):
+    """The loader of several (or integer) graph inputs refuses what the single-input loader refuses."""
+    from asgnas.data import InputSpec, load_dataset
+    from asgnas.errors import AsgnasError
+
+    data = tmp_path / "d.npz"
+    write(data)
+    inputs = [InputSpec("ids", np.dtype(np.int64), (6,)), InputSpec("mask", np.dtype(np.float32), (6,))]
+    with pytest.raises(AsgnasError, match=message):
+        load_dataset(f"npz:{data}", (6,), inputs=inputs)
+
+
 @pytest.mark.parametrize("args, message", [
     (["-o", ""], "-o needs a file name, got an empty one"),
     (["--report", ""], "--report needs a file name, got an empty one"),

@@ -12,7 +12,7 @@ from onnx import TensorProto, helper
 
 from asgnas.bridge.model_io import image_layout, logits_head, pick_output
 from asgnas.cli import main
-from asgnas.data import load_dataset
+from asgnas.data import fit_to_layout, load_dataset
 from asgnas.ir import lift, lower
 from asgnas.passes.construct import construct_subnet
 from tests.exporter_models import caffe2_style, token_data, token_model
@@ -91,6 +91,19 @@ def test_npz_in_the_model_layout_is_used_as_is(tmp_path):
     with np.load(path) as arrays:
         np.testing.assert_array_equal(data.x_train, arrays["x"])
     assert data.preprocessing["resize"] is None and data.preprocessing["channels"] is None
+
+
+def test_channel_last_npz_is_transposed_not_reshaped(tmp_path):
+    """[N, H, W, C] images (Keras' datasets) for an NCHW model, or of another size for an NHWC one."""
+    path = _digits_npz(tmp_path / "d.npz", layout="NHWC")  # [N, 8, 8, 3]
+    with np.load(path) as arrays:
+        channel_first = arrays["x"].transpose(0, 3, 1, 2)
+    nchw = load_dataset(f"npz:{path}", (3, 8, 8))
+    np.testing.assert_array_equal(nchw.x_train, channel_first)
+    assert nchw.preprocessing["source_layout"] == "NHWC" and nchw.preprocessing["resize"] is None
+    larger = load_dataset(f"npz:{path}", (16, 16, 3), layout="NHWC")
+    assert larger.preprocessing["resize"] == "8x8 -> 16x16 bilinear" and larger.preprocessing["channels"] is None
+    np.testing.assert_array_equal(larger.x_train, fit_to_layout(nchw.x_train, (16, 16, 3), "NHWC")[0])
 
 
 def test_metadata_props_survive_lifting_copying_and_construction():
@@ -200,3 +213,47 @@ def test_verdict_thresholds():
     assert found["verdict"] == "not learning" and len(found["reasons"]) == 2
     assert "the loss did not fall (2.3000 in epoch 1, 2.2900 in epoch 2)" in found["reasons"][1]
     assert learning_verdict(flat[:1], 0.9, 0.1)["verdict"] == "ok"  # one epoch: only the accuracy is judged
+
+
+# --- the Python API on the same models ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("build", [_small_keras, lambda: caffe2_style("Softmax")])
+def test_api_from_onnx_gives_the_logits_of_a_softmax_head_and_data_in_the_model_layout(tmp_path, build):
+    """``ASGNAS.from_onnx``'s model returns [N, classes] logits (what cross_entropy needs, what the train pass
+    trains); ``nas.dataset`` fits the data as the train pass does (NHWC for the Keras-style input)."""
+    import torch
+
+    from asgnas import ASGNAS
+    from asgnas.runtime import session
+
+    onnx.save(build(), str(tmp_path / "m.onnx"))
+    nas = ASGNAS.from_onnx(tmp_path / "m.onnx", workdir=tmp_path)
+    data = nas.dataset("digits")
+    sample_shape = tuple(d.dim_value for d in onnx.load(str(tmp_path / "m.onnx")).graph.input[0].type.tensor_type
+                         .shape.dim[1:])
+    assert data.x_train.shape[1:] == sample_shape and data.preprocessing["mean"] == pytest.approx(0.3053, abs=1e-3)
+    x = data.x_val[:1]  # the Caffe2-style graph declares batch 1
+    nas.model.eval()
+    with torch.no_grad():
+        logits = nas.model(torch.from_numpy(x))
+    sess = session(str(tmp_path / "m.onnx"))
+    probabilities = sess.run(None, {sess.get_inputs()[0].name: x})[0].reshape(1, -1)
+    assert logits.shape == (1, 10) and not np.allclose(logits.sum(-1).numpy(), 1.0)
+    np.testing.assert_allclose(torch.softmax(logits, -1).numpy(), probabilities, atol=1e-5)
+
+
+def test_api_from_onnx_output_picks_the_trained_output_and_dataset_reads_named_inputs(tmp_path):
+    import torch
+
+    from asgnas import ASGNAS
+
+    onnx.save(token_model(), str(tmp_path / "m.onnx"))
+    np.savez(tmp_path / "tokens.npz", **token_data())
+    nas = ASGNAS.from_onnx(tmp_path / "m.onnx", workdir=tmp_path, output="logits")
+    data = nas.dataset(f"npz:{tmp_path / 'tokens.npz'}")
+    assert list(data.x_train.arrays) == ["input_ids", "attention_mask"]
+    assert data.x_train.arrays["input_ids"].dtype == np.int64
+    with torch.no_grad():
+        logits = nas.model(**{name: torch.from_numpy(a) for name, a in data.x_val[:3].arrays.items()})
+    assert isinstance(logits, torch.Tensor) and logits.shape == (3, 4)

@@ -16,8 +16,7 @@ from asgnas.bridge.training import train
 from asgnas.cli import main
 from asgnas.data import load_dataset
 
-EPOCHS = 1  # 23 steps of 64 digits. The projected share depends on the budget: at 2 epochs the adaptive
-# lambda's descent cap (lambda_max) leaves both groups of this net to the forced step.
+EPOCHS = 1  # 23 steps of 64 digits, the shortest budget: the projection window is 7 steps (4 to 11)
 
 
 @pytest.fixture(scope="module")

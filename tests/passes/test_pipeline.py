@@ -124,6 +124,15 @@ def test_numeric_options_below_their_minimum_are_refused(pipeline: str, message:
         parse_pipeline(pipeline)
 
 
+@pytest.mark.parametrize("option", ["target-sparsity=-0.5", "target-sparsity=-3", "momentum=-0.9",
+                                    "weight-decay=-1e-4"])
+def test_negative_train_options_are_refused(option: str) -> None:
+    import asgnas.bridge.train_pass  # noqa: F401  (registers train)
+
+    with pytest.raises(AsgnasError, match=rf"option '{option.split('=')[0]}' must be >= 0"):
+        parse_pipeline(f"train{{{option}}}")
+
+
 def test_group_json_has_every_field() -> None:
     """Group.to_json is written by hand for speed: it must still equal dataclasses.asdict, field for field."""
     import dataclasses
@@ -143,3 +152,11 @@ def test_train_options_below_their_minimum_fail_before_any_pass(onnx_path, tmp_p
                  "-o", str(out)]) == 2
     name = option.split("=")[0]
     assert f"option '{name}' must be >= 1" in capsys.readouterr().err and not out.exists()
+
+
+def test_negative_prune_target_other_than_off_is_refused(onnx_path, tmp_path, capsys) -> None:
+    out = tmp_path / "slim.onnx"
+    assert main([str(onnx_path("resnet_basic", "legacy")), "--passes",
+                 "search-space,train{kind=both,prune-target=-0.5}", "-o", str(out)]) == 2
+    assert "prune-target must be -1 (off), a fraction or a count, got -0.5" in capsys.readouterr().err
+    assert not out.exists()
