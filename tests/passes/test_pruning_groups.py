@@ -333,7 +333,7 @@ def test_unknown_op_is_pinned_with_its_name() -> None:
     first = [g for g in analysis.groups if any(p.initializer == "w1" for p in g.params)]
     assert first and not any(g.removable for g in first)
     assert all("d2s (DepthToSpace): unknown operator" in g.reason for g in first)
-    assert groups is not None
+    assert [g.id for g in groups] == [g.id for g in first] == list(range(8))  # the 8 channels of w1's space
 
 
 def test_custom_domain_op_is_pinned() -> None:
