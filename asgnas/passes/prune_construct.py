@@ -225,4 +225,4 @@ class PruneSubnetPass(Pass):
         return result
 
 
-__all__ = ["RewriteCtx", "construct_pruned"]
+__all__ = ["construct_pruned"]

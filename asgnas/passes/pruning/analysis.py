@@ -518,4 +518,4 @@ def _macs_per_root(b: Builder, order: list[Node], costs: dict[str, dict[str, int
     return per
 
 
-__all__ = ["ANALYSIS_KEY", "Fold", "PruningAnalysis", "Space", "ZeroCtx", "analyze_pruning"]
+__all__ = ["ANALYSIS_KEY", "Fold", "PruningAnalysis", "Space", "analyze_pruning"]
