@@ -170,6 +170,8 @@ def test_api_on_torch_module_and_onnx_file(cnn, tmp_path):
         "num_prune_groups": 26, "num_erase_groups": 3, "num_removable_prune_groups": 16,
         "num_removable_erase_groups": 1, "num_channel_spaces": 2}
     assert np.isfinite(summary["group_sparsity"])
+    # the one erasable block goes (target 0.5 of 1), and the 8 channel groups inside it are zero with it
+    assert summary["erased_structures"] == 1 and summary["group_sparsity"] == 9 / 17
 
 
 def _with_external_data(cnn: Path, folder: Path) -> Path:
