@@ -71,8 +71,8 @@ def test_export_checker_and_ort_match_torch(name: str, exporter: str, onnx_path:
     assert onnx_input_names(model) == list(case.input_names)
     got = ort_run(path, case_feeds(case))
     assert_close(reference_outputs(case), got, f"{name}/{exporter}")
-    if len(got) > 1:
-        assert [o.name for o in model.graph.output] == list(case.output_names)
+    assert len(got) == len(case.output_names)
+    assert [o.name for o in model.graph.output] == list(case.output_names)
 
 
 @pytest.mark.parametrize("name", case_names(all_of={"dynamic_batch"}))

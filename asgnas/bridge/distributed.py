@@ -57,7 +57,7 @@ def join(device: str) -> "torch.device":
     import torch
     import torch.distributed as dist
 
-    from asgnas.bridge.training import pick_device
+    from asgnas.bridge.device import pick_device
 
     chosen = pick_device(device)
     if world_size() <= 1:

@@ -27,14 +27,6 @@ from asgnas.progress import Progress
 DEFAULT_KIND = {"h2spg": "erase", "dhspg": "prune"}
 
 
-def pick_device(device: str = "auto") -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device == "cuda" and not torch.cuda.is_available():
-        raise AsgnasError("device=cuda asked for, but torch sees no CUDA device")
-    return torch.device(device)
-
-
 class KindQuotaOracle:
     """Per-kind targets for mixed groups (train ``kind=both`` with ``prune-target``): wraps the validity oracle
     and refuses a group once its kind's quota is selected, so that H2SPG's single greedy walk (K = the sum of

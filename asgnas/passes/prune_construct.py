@@ -33,120 +33,8 @@ from asgnas.ir import ConstTensor, Model, Node, Value
 from asgnas.passes.base import Pass, PassContext, register_pass
 from asgnas.passes.groups import group_is_zero
 from asgnas.passes.pruning.analysis import PruningAnalysis, _fill_holes, analyze_pruning
+from asgnas.passes.pruning.rewrites import RewriteCtx
 from asgnas.passes.pruning.rules import CHANNEL_RULES
-
-
-class RewriteCtx:
-    """What the rules' ``rewrite`` functions see: old and new channel counts, kept indices, IR helpers."""
-
-    def __init__(self, model: Model, analysis: PruningAnalysis, kept_root: dict[int, np.ndarray]) -> None:
-        self.model = model
-        self.graph = model.graph
-        self.analysis = analysis
-        self.b = analysis._b
-        self.shape_eval = analysis._se
-        self.root_of_key = analysis._root_of_key
-        self.kept_root = kept_root
-        self.opset = model.opset
-
-    def _root(self, value: Value, axis: int) -> int | None:
-        if value.rank is None:
-            return None
-        key = self.b.keys.get((value.name, axis % value.rank))
-        return None if key is None else self.root_of_key[key]
-
-    def kept(self, value: Value, axis: int) -> np.ndarray | None:
-        """Kept indices along the axis, or None when it does not change."""
-        root = self._root(value, axis)
-        return None if root is None else self.kept_root.get(root)
-
-    def old_dim(self, value: Value, axis: int) -> int | str | None:
-        return value.shape[axis % value.rank]
-
-    def new_dim(self, value: Value, axis: int) -> int | str | None:
-        kept = self.kept(value, axis)
-        return len(kept) if kept is not None else self.old_dim(value, axis)
-
-    def virtual_size(self, node: Node, label: str) -> int:
-        key = self.b.virtual_keys[(node.name, label)]
-        kept = self.kept_root.get(self.root_of_key[key])
-        return len(kept) if kept is not None else int(self.b.key_size[key])
-
-    def changed_key(self, key: int) -> bool:
-        return self.root_of_key[key] in self.kept_root
-
-    def depends_on_change(self, value: Value | None) -> bool:
-        sv = self.shape_eval.ev(value) if value is not None else None
-        return sv is not None and any(self.changed_key(k) for k in sv.tainted)
-
-    def const_array(self, value: Value | None) -> np.ndarray | None:
-        return self.b.const_array(value)
-
-    def set_const_input(self, node: Node, index: int, array: np.ndarray, label: str) -> None:
-        """Give ``node`` its own constant at input ``index`` (never edits a constant others may read)."""
-        value = self.graph.add_initializer(f"{node.name}_{label}", np.asarray(array))
-        while len(node.inputs) <= index:
-            node.inputs.append(None)
-        node.set_input(index, value)
-
-    def scale_output(self, node: Node, factor: float) -> None:
-        """Multiply the node's first output by ``factor`` (a Mul after it; the output keeps its name)."""
-        out = node.outputs[0]
-        inner = self.graph.add_value(f"{out.name}_unscaled", out.dtype)
-        node.outputs[0] = inner
-        inner.producer = node
-        out.producer = None
-        dtype = onnx.helper.tensor_dtype_to_np_dtype(out.dtype or TensorProto.FLOAT)
-        const = self.graph.add_initializer(f"{node.name}_rescale", np.asarray(factor, dtype=dtype))
-        self.graph.add_node("Mul", [inner, const], [out], name=f"{node.name}_rescale")
-
-    def rewrite_shape_input(self, node: Node, index: int, src: Value, dst: Value, *, copy_zero: bool = False,
-                            broadcast: bool = False) -> None:
-        """Update the target-shape input so that it yields ``dst``'s new dims.
-
-        An entry is rewritten when the output dim changes, when it was computed from a size that changes, or when
-        it is a Reshape ``0`` copying an input dim that changes. A constant target becomes a new constant; a
-        computed one goes through ``Where(mask, new values, old)`` so the symbolic entries stay computed.
-        """
-        shape_value = node.inputs[index]
-        sv = self.shape_eval.ev(shape_value)
-        length = sv.values.size if sv is not None else (shape_value.shape or [None])[0]
-        if not isinstance(length, int):
-            raise AsgnasError(f"cannot rewrite the shape input of {node.name}: unknown length", node=node.name)
-        offset = dst.rank - length
-        mask = np.zeros(length, dtype=bool)
-        vals = np.zeros(length, dtype=np.int64)
-        for e in range(length):
-            j = e + offset
-            if j < 0:
-                continue
-            new, old = self.new_dim(dst, j), self.old_dim(dst, j)
-            need = new != old
-            entry_known = sv is not None and bool(sv.known[e])
-            entry = int(sv.values[e]) if entry_known else None
-            if sv is not None and any(self.changed_key(k) for k in sv.taint[e]):
-                need = True
-            if copy_zero and entry == 0 and self.kept(src, j) is not None:
-                need = True
-            if broadcast and entry == 1:
-                need = False
-            if need:
-                if not isinstance(new, int):
-                    raise AsgnasError(f"{node.name}: new dim {j} is not static", node=node.name)
-                mask[e], vals[e] = True, new
-        if not mask.any():
-            return
-        if shape_value.const is not None or (sv is not None and sv.fully_known):
-            base = sv.values.copy() if sv is not None else shape_value.const.array.astype(np.int64).reshape(-1)
-            base[mask] = vals[mask]
-            self.set_const_input(node, index, base, "shape")
-            return
-        cond = self.graph.add_initializer(f"{node.name}_shape_mask", mask)
-        new_vals = self.graph.add_initializer(f"{node.name}_shape_new", vals)
-        where = self.graph.add_node("Where", [cond, new_vals, shape_value], 1, name=f"{node.name}_shape")
-        where.outputs[0].dtype = TensorProto.INT64
-        where.outputs[0].shape = (length,)
-        node.set_input(index, where.outputs[0])
 
 
 def _removed_masks(analysis: PruningAnalysis, ids: Iterable[int]) -> dict[int, np.ndarray]:
@@ -337,4 +225,4 @@ class PruneSubnetPass(Pass):
         return result
 
 
-__all__ = ["RewriteCtx", "construct_pruned"]
+__all__ = ["construct_pruned"]

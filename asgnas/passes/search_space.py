@@ -37,7 +37,7 @@ def _analyze_search_space(model: Model) -> SearchSpace:
     from asgnas.passes.pruning import analyze_pruning
 
     pruning = model.analyses[PRUNING_KEY] = analyze_pruning(model)
-    erasing = model.analyses[ERASING_KEY] = analyze_erasing(model, costs=pruning._costs)
+    erasing = model.analyses[ERASING_KEY] = analyze_erasing(model, costs=pruning.costs)
     model.analyses[HIERARCHY_KEY] = build_hierarchy(erasing)
     _link_channels_to_structures(pruning.groups, erasing.groups)
     space = SearchSpace(list(pruning.groups) + list(erasing.groups))

@@ -6,6 +6,10 @@ from __future__ import annotations
 import pytest
 import torch
 
+# the six erase structures of the tiny StackedUnets (seed 0), sorted, as measured when pinned (0.5 * params / 12770
+# + 0.5 * MACs / 218608 of each structure and what goes with it): a change here is a change of the cost model
+STACKEDUNETS_ERASE_COSTS = [0.048513, 0.072624, 0.287828, 0.338171, 0.468556, 0.525395]
+
 from asgnas.bridge.mapping import erase_costs, removal_costs, to_param_groups
 from asgnas.cli import _register_all_passes
 from asgnas.errors import AsgnasError
@@ -33,6 +37,7 @@ def test_erase_costs_count_what_goes_with_the_structure(stackedunets):
         assert own - 1e-12 <= costs[g.id] <= 1.0
     # the full-resolution decoder structures cost more MACs than the low-resolution ones (the reason for the option)
     assert max(costs.values()) > 5 * min(costs.values())
+    assert sorted(costs.values()) == pytest.approx(STACKEDUNETS_ERASE_COSTS, abs=1e-6)
     params = {init: torch.nn.Parameter(torch.zeros(1)) for g in groups for init in {p.initializer for p in g.params}}
     mapped = to_param_groups(groups, params, strict=False, costs=costs)
     assert [m.cost for m in mapped] == [costs.get(g.id) for g in groups]
@@ -58,6 +63,8 @@ def test_train_pass_cost_weight_erases_the_costly_structures(stackedunets):
     report = _train(stackedunets, 20.0)
     assert report["train"]["cost_weight"] == 20.0
     assert report["train"]["redundant_groups"] == sorted(expected)
+    # the costliest structure (0.525) and the costliest one valid beside it (0.338, not its 0.469 twin)
+    assert sorted(costs[g] for g in expected) == pytest.approx([0.338171, 0.525395], abs=1e-6)
     assert report["train"]["metrics"]["num_zero_groups"] == 2 and report["verify"]["ok"]
     paper = _train(stackedunets, 0.0)  # the paper's saliency order removes far fewer MACs here
     assert report["cost"]["after"]["macs"] < paper["cost"]["after"]["macs"]
@@ -85,6 +92,7 @@ def test_removal_costs_put_channels_on_the_structures_scale(stackedunets):
     costs = removal_costs(model, groups, oracle)
     erase = [g for g in groups if g.kind == "erase"]
     assert {k: v for k, v in costs.items() if k in {g.id for g in erase}} == erase_costs(model, erase, oracle)
+    assert sorted(costs[g.id] for g in erase if g.removable) == pytest.approx(STACKEDUNETS_ERASE_COSTS, abs=1e-6)
     totals = total_cost(model)
     channels = [g for g in groups if g.kind == "prune" and g.removable]
     assert channels and all(

@@ -165,8 +165,13 @@ def test_api_on_torch_module_and_onnx_file(cnn, tmp_path):
     assert summary["params_after"] < summary["params_before"] and summary["max_abs_diff"] < 1e-4
     for name in ("full_onnx", "subnet_onnx"):
         onnx.checker.check_model(onnx.load(summary[name]), full_check=True)
-    assert ASGNAS.from_onnx(str(cnn)).search_space is not None
+    # the exported file has the torch module's space: 2 prunable channel spaces, one erasable block
+    assert ASGNAS.from_onnx(str(cnn)).search_space.summary() == {
+        "num_prune_groups": 26, "num_erase_groups": 3, "num_removable_prune_groups": 16,
+        "num_removable_erase_groups": 1, "num_channel_spaces": 2}
     assert np.isfinite(summary["group_sparsity"])
+    # the one erasable block goes (target 0.5 of 1), and the 8 channel groups inside it are zero with it
+    assert summary["erased_structures"] == 1 and summary["group_sparsity"] == 9 / 17
 
 
 def _with_external_data(cnn: Path, folder: Path) -> Path:

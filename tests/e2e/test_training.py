@@ -35,7 +35,7 @@ def test_train_pass_reaches_target_and_constructs_equivalent_slim_model(superres
 
     assert trained["metrics"]["num_zero_groups"] == trained["metrics"]["target_count"]  # exactly the target
     assert trained["metrics"]["target_count"] == resolve_target_count(0.5, removable)
-    assert len(trained["epochs"]) == 3 and trained["epochs"][-1]["loss"] < trained["epochs"][0]["loss"] * 1.5
+    assert len(trained["epochs"]) == 3 and trained["epochs"][-1]["loss"] < trained["epochs"][0]["loss"] * 0.99
     assert report["verify"]["ok"] and report["verify"]["reference"] == "group-sparse"
     assert report["cost"]["after"]["params"] < report["cost"]["before"]["params"]
     assert trained["val_accuracy_slim"] == pytest.approx(trained["val_accuracy_full"], abs=0.005)  # same function

@@ -92,8 +92,6 @@ def test_try_remove_commits_only_valid_and_changes_nothing_otherwise(stacked) ->
 
 
 def test_protocol_of_the_optimizer() -> None:
-    if importlib.util.find_spec("asgnas.optim.groups") is None:
-        pytest.skip("asgnas.optim.groups not there yet")
     from asgnas.optim.groups import ValidityOracle as OracleProtocol
 
     analysis = analyze_erasing(load(zoo_onnx("demosupnet", "legacy")))

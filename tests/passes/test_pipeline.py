@@ -35,10 +35,12 @@ def test_zeroed_groups_construct_to_an_equivalent_smaller_model(onnx_path, name,
     onnx.checker.check_model(lower(model), full_check=True)
     before, after = report["cost"]["before"], report["cost"]["after"]
     built = report["construct-subnet"]
-    if built["erased_structures"] or built["pruned_channel_groups"]:
+    removed = built["erased_structures"] + built["pruned_channel_groups"]
+    if removed:
         assert after["params"] < before["params"] and after["macs"] < before["macs"]
-    if report["zero-groups"]["zeroed"]:
-        assert built["erased_structures"] + built["pruned_channel_groups"] > 0
+    else:
+        assert (after["params"], after["macs"]) == (before["params"], before["macs"])
+    assert bool(removed) == bool(report["zero-groups"]["zeroed"])  # what was zeroed goes, and nothing else
 
 
 def test_graph_interface_is_kept(onnx_path):

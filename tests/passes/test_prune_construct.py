@@ -64,6 +64,8 @@ def prune_and_check(model: Model, ids: set[int] | None = None, *, fraction: floa
     if result["removed_groups"]:
         assert after["params"] < before["params"]
         assert after["macs"] < before["macs"]
+    else:
+        assert (after["params"], after["macs"]) == (before["params"], before["macs"])
     result["before"], result["after"] = before, after
     return result
 
@@ -78,8 +80,13 @@ def test_zoo_random_subsets_construct_exactly(onnx_path, name: str, exporter: st
     for seed in (0, 1):
         prune_and_check(load_model(path), seed=seed)
     # everything removable at once: spaces that would end empty keep one (zero) group
-    result = prune_and_check(load_model(path), fraction=1.0)
-    assert set(result["kept_to_avoid_empty"]) <= set(range(10**6))
+    model = load_model(path)
+    removable = {g.id for g in analyze_pruning(model.copy()).removable()}
+    result = prune_and_check(model, fraction=1.0)
+    kept = result["kept_to_avoid_empty"]
+    assert len(set(kept)) == len(kept) and set(kept) <= removable
+    assert bool(kept) == bool(removable)  # all zero would empty every prunable space
+    assert result["removed_groups"] == len(removable) - len(kept)
 
 
 def test_every_space_keeps_a_channel(onnx_path) -> None:

@@ -1,20 +1,23 @@
 """``pruning-groups``: partition every prunable channel into zero-invariant groups (OTOv2/v3 ZIGs, pruning side).
 
 Reads: the IR (fills missing shapes first: static inference, then the onnxruntime fallback). Writes:
-``model.analyses["pruning_groups"]`` = ``PruningAnalysis`` (``analysis.py``): ``groups`` (``Group(kind="prune")``,
+``model.analyses["pruning_groups"]`` = ``PruningAnalysis`` (``result.py``): ``groups`` (``Group(kind="prune")``,
 ids 0..n-1: one per channel, GroupNorm group, or attention head), ``spaces`` and what construction needs; report
 key ``pruning-groups`` = summary counts + compact groups.
 
 How it works (one-job modules):
 - ``rules.py``: ``CHANNEL_RULES``, one entry per op type: how channels flow through it (same indexing,
   offsets, factorisation) plus, by reference, its zero rule and its construction rewrite;
-- ``zeros.py``: what a removed channel holds after each op (f(0): Sigmoid 0.5, Mul by 0 is 0, ...);
-- ``rewrites.py``: what construction updates on a node whose channel counts change;
+- ``zeros.py``: what a removed channel holds after each op (f(0): Sigmoid 0.5, Mul by 0 is 0, ...), and the
+  ``ZeroCtx`` these functions read;
+- ``rewrites.py``: what construction updates on a node whose channel counts change, and its ``RewriteCtx``;
 - ``attrs.py``: reading parameters that may be attributes or folded inputs (axes, pads, slice bounds);
 - ``builder.py``: the relation vocabulary the rules write (axis keys, ``same``/``link``/``product``/``pin``,
   parameter roles, stems, consumers) and the reshape factorisation;
 - ``shapes.py``: folding of shape computations, tracking which axes each computed size depends on;
-- ``analysis.py``: spaces (union-find over axes), units (union-find over channels), the zero pass, groups.
+- ``analysis.py``: spaces (union-find over axes), units (union-find over channels), the zero pass, groups;
+- ``result.py``: what it hands on (``PruningAnalysis``, ``Space``, ``Fold``), apart so the rules never import
+  the driver.
 Construction is ``asgnas/passes/prune_construct.py`` (``construct_pruned``, pass ``prune-subnet``).
 
 Guarantees (each has a test): an unknown op or an unhandled attribute pins everything it touches, with a reason

@@ -15,9 +15,8 @@ Steps (each linear in the graph plus the number of channels involved):
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any
 
 import numpy as np
 from onnx import helper
@@ -27,250 +26,14 @@ from asgnas.ir.model import gc_paused
 from asgnas.ir.wellformed import check_conv_fits
 from asgnas.passes.groups import Group, TensorSlice
 from asgnas.passes.pruning.builder import Builder, Consume, Unsupported
-from asgnas.passes.pruning.attrs import pad_amounts, reduce_axes
+from asgnas.passes.pruning.result import Fold, PruningAnalysis, Space
 from asgnas.passes.pruning.rules import CHANNEL_RULES
 from asgnas.passes.pruning.shapes import ShapeEval, check_shape_uses
+from asgnas.passes.pruning.zeros import ZeroCtx
 from asgnas.passes.untie import untie_before_analysis
 
 ANALYSIS_KEY = "pruning_groups"
 _FLOAT_TYPES = {1, 10, 11, 16}  # float, float16, double, bfloat16
-
-
-@dataclass
-class Space:
-    """One level-1 channel space: axes indexed identically."""
-
-    id: str
-    size: int
-    members: list[tuple[str, int, str]]  # (value name, axis, role): role is "" for activations
-    producers: list[str]  # stems whose output rows index this space
-    consumers: list[str]  # nodes whose input columns index this space
-    groups: list[int] = field(default_factory=list)
-
-    def to_json(self) -> dict[str, Any]:
-        return {"id": self.id, "size": self.size, "producers": self.producers, "consumers": self.consumers,
-                "groups": len(self.groups), "members": len(self.members)}
-
-
-@dataclass
-class Fold:
-    """A removed channel holding constant ``z`` read by ``node``: construction adds its contribution to a bias."""
-
-    node: str
-    kind: str  # conv | gemm | matmul
-    z: float
-    weight: tuple[str, int]  # (initializer, axis) along which the removed columns lie
-    value: str  # the consumed value
-
-
-@dataclass
-class PruningAnalysis:
-    """``model.analyses["pruning_groups"]``.
-
-    Public: ``groups`` (ids 0..n-1, ``kind="prune"``), ``spaces`` (id -> ``Space``), ``by_id()``,
-    ``removable()``, ``slices(group_id)`` (every slice construction removes with the group: params, consumer
-    columns, running statistics, constants), ``space_groups(space_id)``, ``summary()``, ``to_json()``.
-    Construction uses the private fields (``_b`` etc.); they are valid for the model as analysed.
-    """
-
-    groups: list[Group]
-    spaces: dict[str, Space]
-    other_slices: dict[int, list[TensorSlice]]
-    folds: list[Fold]
-    pin_reasons: dict[str, int]
-    _b: Builder | None = None
-    _se: ShapeEval | None = None
-    _root_of_key: list[int] = field(default_factory=list)
-    _root_size: dict[int, int] = field(default_factory=dict)
-    _root_members: dict[int, list[int]] = field(default_factory=dict)
-    _elements: dict[int, dict[int, np.ndarray]] = field(default_factory=dict)  # group -> root -> indices
-    _zero: dict[str, float | None] = field(default_factory=dict)
-    _space_id: dict[int, str] = field(default_factory=dict)
-    _costs: dict[str, dict[str, int]] | None = None  # node_costs of the model as analysed (None: they failed)
-
-    def by_id(self) -> dict[int, Group]:
-        return {g.id: g for g in self.groups}
-
-    def removable(self) -> list[Group]:
-        return [g for g in self.groups if g.removable]
-
-    def slices(self, group_id: int) -> list[TensorSlice]:
-        group = self.groups[group_id]
-        return list(group.params) + list(self.other_slices.get(group_id, ()))
-
-    def space_groups(self, space_id: str) -> list[int]:
-        """Every group that removes channels of the space (its own and those it shares with linked spaces)."""
-        return list(self.spaces[space_id].groups)
-
-    def group_spaces(self, group_id: int) -> list[str]:
-        """Every space a group removes channels from (``Group.space`` is the first: its producing space). More than
-        one when spaces are linked: a concat's inputs and output, a grouped conv's, a reshape's factors."""
-        ids = [self._space_id[root] for root in self._elements[group_id]]
-        return sorted(ids, key=lambda sid: sid != self.groups[group_id].space)
-
-    def summary(self) -> dict[str, Any]:
-        removable = self.removable()
-        produced = [s for s in self.spaces.values() if s.producers]
-        return {
-            "num_spaces": len(produced),
-            "num_prunable_spaces": sum(
-                any(self.groups[g].removable for g in s.groups) for s in produced),
-            "num_groups": len(self.groups),
-            "num_removable_groups": len(removable),
-            "removable_params": int(sum(g.num_params for g in removable)),
-            "removable_macs": int(sum(g.macs for g in removable)),
-            "pins": dict(sorted(self.pin_reasons.items(), key=lambda kv: -kv[1])[:20]),
-        }
-
-    def to_json(self, compact: bool = True) -> dict[str, Any]:
-        groups = []
-        for g in self.groups:
-            if compact:
-                groups.append({"id": g.id, "space": g.space, "removable": g.removable, "reason": g.reason,
-                               "num_params": g.num_params, "macs": g.macs,
-                               "channels": {s.initializer: len(s.indices or ()) for s in g.params[:1]}})
-            else:
-                groups.append(g.to_json())
-        return {"summary": self.summary(), "spaces": [s.to_json() for s in self.spaces.values()],
-                "groups": groups}
-
-
-# ==================================================================================================
-
-
-class ZeroCtx:
-    """What the zero functions of the rules see.
-
-    ``values[name][axis]`` is what a removed channel along live ``axis`` of the value holds there (``"*"``: the
-    value has no live axis). While an *aligned* rule runs, ``axis`` is the output axis being evaluated and
-    ``z(v)``/``operand`` read the input axis aligned with it (numpy broadcasting), so a slab along one axis is never
-    confused with a slab along another (a Linear over tokens passes the channels through with its bias added).
-    """
-
-    def __init__(self, b: Builder, root_of_key: list[int], root_live: set[int], opset: int,
-                 se: ShapeEval) -> None:
-        self.b = b
-        self.root_of_key = root_of_key
-        self.root_live = root_live
-        self.opset = opset
-        self.se = se
-        self.values: dict[str, dict[int | str, float | None]] = {}
-        self._scalar: dict[str, float | None] = {}
-        self.axis: int | None = None  # output axis being evaluated (aligned rules)
-        self.out: Value | None = None
-
-    def live(self, value: Value, axis: int) -> bool:
-        if value.rank is None:
-            return False
-        key = self.b.keys.get((value.name, axis % value.rank))
-        return key is not None and self.root_of_key[key] in self.root_live
-
-    def live_axes(self, value: Value | None) -> list[int]:
-        if value is None or value.rank is None:
-            return []
-        return [a for a in range(value.rank) if self.live(value, a)]
-
-    def scalar(self, value: Value | None) -> float | None:
-        """The value of a constant whose elements are all equal; None otherwise."""
-        if value is None or value.const is None:
-            return None
-        if value.name not in self._scalar:
-            array = value.const.array
-            if array.size == 0 or array.dtype.kind not in "fiub":
-                result = None
-            else:
-                first = array.reshape(-1)[0]
-                result = float(first) if np.all(array == first) else None
-            self._scalar[value.name] = result
-        return self._scalar[value.name]
-
-    def _aligned(self, value: Value) -> int | None:
-        if self.axis is None or self.out is None or value.rank is None or self.out.rank is None:
-            return None
-        axis = self.axis - (self.out.rank - value.rank)
-        return axis if 0 <= axis < value.rank else None
-
-    def z(self, value: Value | None) -> float | None:
-        """The input's removed slab along the axis aligned with the output axis being evaluated (or common to
-        all its live axes when none is)."""
-        if value is None:
-            return None
-        return self.z_at(value, self._aligned(value))
-
-    def z_at(self, value: Value | None, axis: int | None) -> float | None:
-        if value is None:
-            return None
-        if value.const is not None:
-            if value.is_initializer and self._is_live_param(value, axis):
-                return 0.0  # zeroed with the group
-            return self.scalar(value)
-        entry = self.values.get(value.name)
-        if entry is None:
-            return None
-        if axis is not None and value.rank:
-            axis %= value.rank
-            if axis in entry:
-                return entry[axis]
-        vals = list(entry.values())
-        return vals[0] if vals and all(v is not None and v == vals[0] for v in vals) else None
-
-    def _is_live_param(self, value: Value, axis: int | None) -> bool:
-        axes = range(value.rank or 0) if axis is None else [axis]
-        for a in axes:
-            key = self.b.keys.get((value.name, a))
-            if key is not None and self.b.roles.get(key, "param") == "param" \
-                    and self.root_of_key[key] in self.root_live:
-                return True
-        return False
-
-    def operand(self, node: Node, index: int) -> float | None:
-        """Input ``index`` as seen on a removed slab of the output: its own removed slab where it shares the
-        axis, its (constant) value where it broadcasts along it; None if these differ."""
-        value = node.inputs[index]
-        out = self.out if self.out is not None else node.outputs[0]
-        if value is None or value.rank is None or out.rank is None or value.shape is None:
-            return self.z(value)
-        offset = out.rank - value.rank
-        axes = [self.axis] if self.axis is not None else self.live_axes(out)
-        member = broadcast = False
-        for axis in axes:
-            dim = value.shape[axis - offset] if axis >= offset else 1
-            if dim == 1 and out.shape[axis] != 1:
-                broadcast = True
-            else:
-                member = True
-        if not broadcast:
-            return self.z(value)
-        if not member:
-            return self.scalar(value)
-        z, k = self.z(value), self.scalar(value)
-        return z if z is not None and z == k else None
-
-    def padded_axes(self, node: Node) -> list[int] | None:
-        x = node.inputs[0]
-        try:
-            amounts = pad_amounts(node, self.se, x.rank)
-        except Unsupported:
-            return None
-        return [a for a in range(x.rank) if amounts[a].any()]
-
-    def reduced_count(self, node: Node) -> int | None:
-        x = node.inputs[0]
-        try:
-            axes = reduce_axes(node, self.se, x.rank)
-        except Unsupported:
-            return None
-        dims = [x.shape[a] for a in axes]
-        return int(np.prod(dims)) if all(isinstance(d, int) for d in dims) else None
-
-    def is_linear(self, node: Node) -> bool:
-        return self.b.view(node.inputs[1]) is not None and self.b.view(node.inputs[0]) is None
-
-    def is_embedding(self, node: Node) -> bool:
-        return self.b.view(node.inputs[0]) is not None and self.b.const_array(node.inputs[1]) is None
-
-
-# ==================================================================================================
 
 
 def _ensure_shapes(model: Model) -> None:
@@ -591,7 +354,7 @@ def _analyze_pruning(model: Model) -> PruningAnalysis:
         groups=groups, spaces=spaces, other_slices=other_slices, folds=folds,
         pin_reasons=pin_counts, _b=b, _se=se, _root_of_key=root_of_key, _root_size=root_size,
         _root_members=root_members, _elements=elements, _zero=dict(zc.values), _space_id=space_ids,
-        _costs=costs,
+        costs=costs,
     )
     for group in groups:
         if not group.removable:
@@ -755,4 +518,4 @@ def _macs_per_root(b: Builder, order: list[Node], costs: dict[str, dict[str, int
     return per
 
 
-__all__ = ["ANALYSIS_KEY", "Fold", "PruningAnalysis", "Space", "ZeroCtx", "analyze_pruning"]
+__all__ = ["ANALYSIS_KEY", "Fold", "PruningAnalysis", "Space", "analyze_pruning"]

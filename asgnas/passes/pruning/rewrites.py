@@ -8,43 +8,155 @@ shape computations through ``RewriteCtx``.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import numpy as np
+import onnx
+from onnx import TensorProto
 
-from asgnas.ir import Node
+from asgnas.errors import AsgnasError
+from asgnas.ir import Model, Node, Value
 from asgnas.passes.pruning.attrs import reduce_axes, slice_params
-
-if TYPE_CHECKING:  # pragma: no cover
-    from asgnas.passes.prune_construct import RewriteCtx
+from asgnas.passes.pruning.result import PruningAnalysis
 
 
-def r_conv(node: Node, rc: "RewriteCtx") -> None:
+class RewriteCtx:
+    """What the rules' ``rewrite`` functions see: old and new channel counts, kept indices, IR helpers."""
+
+    def __init__(self, model: Model, analysis: PruningAnalysis, kept_root: dict[int, np.ndarray]) -> None:
+        self.model = model
+        self.graph = model.graph
+        self.analysis = analysis
+        self.b = analysis._b
+        self.shape_eval = analysis._se
+        self.root_of_key = analysis._root_of_key
+        self.kept_root = kept_root
+        self.opset = model.opset
+
+    def _root(self, value: Value, axis: int) -> int | None:
+        if value.rank is None:
+            return None
+        key = self.b.keys.get((value.name, axis % value.rank))
+        return None if key is None else self.root_of_key[key]
+
+    def kept(self, value: Value, axis: int) -> np.ndarray | None:
+        """Kept indices along the axis, or None when it does not change."""
+        root = self._root(value, axis)
+        return None if root is None else self.kept_root.get(root)
+
+    def old_dim(self, value: Value, axis: int) -> int | str | None:
+        return value.shape[axis % value.rank]
+
+    def new_dim(self, value: Value, axis: int) -> int | str | None:
+        kept = self.kept(value, axis)
+        return len(kept) if kept is not None else self.old_dim(value, axis)
+
+    def virtual_size(self, node: Node, label: str) -> int:
+        key = self.b.virtual_keys[(node.name, label)]
+        kept = self.kept_root.get(self.root_of_key[key])
+        return len(kept) if kept is not None else int(self.b.key_size[key])
+
+    def changed_key(self, key: int) -> bool:
+        return self.root_of_key[key] in self.kept_root
+
+    def depends_on_change(self, value: Value | None) -> bool:
+        sv = self.shape_eval.ev(value) if value is not None else None
+        return sv is not None and any(self.changed_key(k) for k in sv.tainted)
+
+    def const_array(self, value: Value | None) -> np.ndarray | None:
+        return self.b.const_array(value)
+
+    def set_const_input(self, node: Node, index: int, array: np.ndarray, label: str) -> None:
+        """Give ``node`` its own constant at input ``index`` (never edits a constant others may read)."""
+        value = self.graph.add_initializer(f"{node.name}_{label}", np.asarray(array))
+        while len(node.inputs) <= index:
+            node.inputs.append(None)
+        node.set_input(index, value)
+
+    def scale_output(self, node: Node, factor: float) -> None:
+        """Multiply the node's first output by ``factor`` (a Mul after it; the output keeps its name)."""
+        out = node.outputs[0]
+        inner = self.graph.add_value(f"{out.name}_unscaled", out.dtype)
+        node.outputs[0] = inner
+        inner.producer = node
+        out.producer = None
+        dtype = onnx.helper.tensor_dtype_to_np_dtype(out.dtype or TensorProto.FLOAT)
+        const = self.graph.add_initializer(f"{node.name}_rescale", np.asarray(factor, dtype=dtype))
+        self.graph.add_node("Mul", [inner, const], [out], name=f"{node.name}_rescale")
+
+    def rewrite_shape_input(self, node: Node, index: int, src: Value, dst: Value, *, copy_zero: bool = False,
+                            broadcast: bool = False) -> None:
+        """Update the target-shape input so that it yields ``dst``'s new dims.
+
+        An entry is rewritten when the output dim changes, when it was computed from a size that changes, or when
+        it is a Reshape ``0`` copying an input dim that changes. A constant target becomes a new constant; a
+        computed one goes through ``Where(mask, new values, old)`` so the symbolic entries stay computed.
+        """
+        shape_value = node.inputs[index]
+        sv = self.shape_eval.ev(shape_value)
+        length = sv.values.size if sv is not None else (shape_value.shape or [None])[0]
+        if not isinstance(length, int):
+            raise AsgnasError(f"cannot rewrite the shape input of {node.name}: unknown length", node=node.name)
+        offset = dst.rank - length
+        mask = np.zeros(length, dtype=bool)
+        vals = np.zeros(length, dtype=np.int64)
+        for e in range(length):
+            j = e + offset
+            if j < 0:
+                continue
+            new, old = self.new_dim(dst, j), self.old_dim(dst, j)
+            need = new != old
+            entry_known = sv is not None and bool(sv.known[e])
+            entry = int(sv.values[e]) if entry_known else None
+            if sv is not None and any(self.changed_key(k) for k in sv.taint[e]):
+                need = True
+            if copy_zero and entry == 0 and self.kept(src, j) is not None:
+                need = True
+            if broadcast and entry == 1:
+                need = False
+            if need:
+                if not isinstance(new, int):
+                    raise AsgnasError(f"{node.name}: new dim {j} is not static", node=node.name)
+                mask[e], vals[e] = True, new
+        if not mask.any():
+            return
+        if shape_value.const is not None or (sv is not None and sv.fully_known):
+            base = sv.values.copy() if sv is not None else shape_value.const.array.astype(np.int64).reshape(-1)
+            base[mask] = vals[mask]
+            self.set_const_input(node, index, base, "shape")
+            return
+        cond = self.graph.add_initializer(f"{node.name}_shape_mask", mask)
+        new_vals = self.graph.add_initializer(f"{node.name}_shape_new", vals)
+        where = self.graph.add_node("Where", [cond, new_vals, shape_value], 1, name=f"{node.name}_shape")
+        where.outputs[0].dtype = TensorProto.INT64
+        where.outputs[0].shape = (length,)
+        node.set_input(index, where.outputs[0])
+
+
+def r_conv(node: Node, rc: RewriteCtx) -> None:
     x = node.inputs[0]
     groups = node.attr("group", 1)
     if groups > 1 and groups == rc.old_dim(x, 1) and rc.old_dim(node.inputs[1], 1) == 1:
         node.set_attr("group", rc.new_dim(x, 1))  # depthwise stays depthwise
 
 
-def r_groupnorm(node: Node, rc: "RewriteCtx") -> None:
+def r_groupnorm(node: Node, rc: RewriteCtx) -> None:
     node.set_attr("num_groups", rc.virtual_size(node, "groups"))
 
 
-def r_reshape(node: Node, rc: "RewriteCtx") -> None:
+def r_reshape(node: Node, rc: RewriteCtx) -> None:
     rc.rewrite_shape_input(node, 1, node.inputs[0], node.outputs[0], copy_zero=not node.attr("allowzero", 0))
 
 
-def r_expand(node: Node, rc: "RewriteCtx") -> None:
+def r_expand(node: Node, rc: RewriteCtx) -> None:
     rc.rewrite_shape_input(node, 1, node.inputs[0], node.outputs[0], broadcast=True)
 
 
-def r_resize(node: Node, rc: "RewriteCtx") -> None:
+def r_resize(node: Node, rc: RewriteCtx) -> None:
     sizes = node.inputs[3] if len(node.inputs) > 3 else None
     if sizes is not None and sizes.shape and sizes.shape[0]:
         rc.rewrite_shape_input(node, 3, node.inputs[0], node.outputs[0])
 
 
-def r_slice(node: Node, rc: "RewriteCtx") -> None:
+def r_slice(node: Node, rc: RewriteCtx) -> None:
     x = node.inputs[0]
     params = slice_params(node, rc.shape_eval, x.rank)
     changed = False
@@ -76,7 +188,7 @@ def r_slice(node: Node, rc: "RewriteCtx") -> None:
         node.set_attr("ends", ends)
 
 
-def r_split(node: Node, rc: "RewriteCtx") -> None:
+def r_split(node: Node, rc: RewriteCtx) -> None:
     x = node.inputs[0]
     axis = node.attr("axis", 0) % x.rank
     if rc.kept(x, axis) is None:
@@ -94,7 +206,7 @@ def r_split(node: Node, rc: "RewriteCtx") -> None:
         node.set_attr("split", [int(s) for s in sizes])
 
 
-def r_gather(node: Node, rc: "RewriteCtx") -> None:
+def r_gather(node: Node, rc: RewriteCtx) -> None:
     data, indices = node.inputs
     axis = node.attr("axis", 0) % data.rank
     kept = rc.kept(data, axis)
@@ -121,7 +233,7 @@ def r_gather(node: Node, rc: "RewriteCtx") -> None:
 # ==================================================================================================
 
 
-def r_reduce_mean(node: Node, rc: "RewriteCtx") -> None:
+def r_reduce_mean(node: Node, rc: RewriteCtx) -> None:
     """A mean over channels that lost some: sum / C' -> times C'/C restores sum / C (removed channels are 0)."""
     x = node.inputs[0]
     factor = 1.0

@@ -14,14 +14,14 @@ Ops missing from the table are unknown: every axis they touch is pinned (the con
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable
+from typing import Callable
 
 import numpy as np
 
 from asgnas.ir import Node, Value
 from asgnas.passes.pruning.attrs import axis_attr, known_ints, pad_amounts, pads_zero, reduce_axes, slice_params
 from asgnas.passes.pruning.builder import Builder, Unsupported, relate_reshape
-from asgnas.passes.pruning.rewrites import (r_conv, r_expand, r_gather, r_groupnorm, r_reduce_mean, r_reshape,
+from asgnas.passes.pruning.rewrites import (RewriteCtx, r_conv, r_expand, r_gather, r_groupnorm, r_reduce_mean, r_reshape,
                                             r_resize, r_slice, r_split)
 from asgnas.passes.pruning.shapes import ShapeEval
 from asgnas.passes.pruning.zeros import (
@@ -30,11 +30,8 @@ from asgnas.passes.pruning.zeros import (
     z_stem, z_sub, z_transpose, z_unary, z_where,
 )
 
-if TYPE_CHECKING:  # pragma: no cover
-    from asgnas.passes.prune_construct import RewriteCtx
-
 Analyze = Callable[[Node, Builder, ShapeEval], None]
-Rewrite = Callable[[Node, "RewriteCtx"], None]
+Rewrite = Callable[[Node, RewriteCtx], None]
 
 
 @dataclass(frozen=True)

@@ -10,26 +10,156 @@ bias, anything else pins the space. ``None`` means "not one known constant".
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Callable
+from typing import Callable
 
 import numpy as np
 
-from asgnas.ir import Node
-from asgnas.passes.pruning.attrs import axis_attr, pads_zero
-
-if TYPE_CHECKING:  # pragma: no cover
-    from asgnas.passes.pruning.analysis import ZeroCtx
-
-Zero = Callable[[Node, "ZeroCtx"], "float | None"]
+from asgnas.ir import Node, Value
+from asgnas.passes.pruning.attrs import axis_attr, pad_amounts, pads_zero, reduce_axes
+from asgnas.passes.pruning.builder import Builder, Unsupported
+from asgnas.passes.pruning.shapes import ShapeEval
 
 
+class ZeroCtx:
+    """What the zero functions of the rules see.
+
+    ``values[name][axis]`` is what a removed channel along live ``axis`` of the value holds there (``"*"``: the
+    value has no live axis). While an *aligned* rule runs, ``axis`` is the output axis being evaluated and
+    ``z(v)``/``operand`` read the input axis aligned with it (numpy broadcasting), so a slab along one axis is never
+    confused with a slab along another (a Linear over tokens passes the channels through with its bias added).
+    """
+
+    def __init__(self, b: Builder, root_of_key: list[int], root_live: set[int], opset: int,
+                 se: ShapeEval) -> None:
+        self.b = b
+        self.root_of_key = root_of_key
+        self.root_live = root_live
+        self.opset = opset
+        self.se = se
+        self.values: dict[str, dict[int | str, float | None]] = {}
+        self._scalar: dict[str, float | None] = {}
+        self.axis: int | None = None  # output axis being evaluated (aligned rules)
+        self.out: Value | None = None
+
+    def live(self, value: Value, axis: int) -> bool:
+        if value.rank is None:
+            return False
+        key = self.b.keys.get((value.name, axis % value.rank))
+        return key is not None and self.root_of_key[key] in self.root_live
+
+    def live_axes(self, value: Value | None) -> list[int]:
+        if value is None or value.rank is None:
+            return []
+        return [a for a in range(value.rank) if self.live(value, a)]
+
+    def scalar(self, value: Value | None) -> float | None:
+        """The value of a constant whose elements are all equal; None otherwise."""
+        if value is None or value.const is None:
+            return None
+        if value.name not in self._scalar:
+            array = value.const.array
+            if array.size == 0 or array.dtype.kind not in "fiub":
+                result = None
+            else:
+                first = array.reshape(-1)[0]
+                result = float(first) if np.all(array == first) else None
+            self._scalar[value.name] = result
+        return self._scalar[value.name]
+
+    def _aligned(self, value: Value) -> int | None:
+        if self.axis is None or self.out is None or value.rank is None or self.out.rank is None:
+            return None
+        axis = self.axis - (self.out.rank - value.rank)
+        return axis if 0 <= axis < value.rank else None
+
+    def z(self, value: Value | None) -> float | None:
+        """The input's removed slab along the axis aligned with the output axis being evaluated (or common to
+        all its live axes when none is)."""
+        if value is None:
+            return None
+        return self.z_at(value, self._aligned(value))
+
+    def z_at(self, value: Value | None, axis: int | None) -> float | None:
+        if value is None:
+            return None
+        if value.const is not None:
+            if value.is_initializer and self._is_live_param(value, axis):
+                return 0.0  # zeroed with the group
+            return self.scalar(value)
+        entry = self.values.get(value.name)
+        if entry is None:
+            return None
+        if axis is not None and value.rank:
+            axis %= value.rank
+            if axis in entry:
+                return entry[axis]
+        vals = list(entry.values())
+        return vals[0] if vals and all(v is not None and v == vals[0] for v in vals) else None
+
+    def _is_live_param(self, value: Value, axis: int | None) -> bool:
+        axes = range(value.rank or 0) if axis is None else [axis]
+        for a in axes:
+            key = self.b.keys.get((value.name, a))
+            if key is not None and self.b.roles.get(key, "param") == "param" \
+                    and self.root_of_key[key] in self.root_live:
+                return True
+        return False
+
+    def operand(self, node: Node, index: int) -> float | None:
+        """Input ``index`` as seen on a removed slab of the output: its own removed slab where it shares the
+        axis, its (constant) value where it broadcasts along it; None if these differ."""
+        value = node.inputs[index]
+        out = self.out if self.out is not None else node.outputs[0]
+        if value is None or value.rank is None or out.rank is None or value.shape is None:
+            return self.z(value)
+        offset = out.rank - value.rank
+        axes = [self.axis] if self.axis is not None else self.live_axes(out)
+        member = broadcast = False
+        for axis in axes:
+            dim = value.shape[axis - offset] if axis >= offset else 1
+            if dim == 1 and out.shape[axis] != 1:
+                broadcast = True
+            else:
+                member = True
+        if not broadcast:
+            return self.z(value)
+        if not member:
+            return self.scalar(value)
+        z, k = self.z(value), self.scalar(value)
+        return z if z is not None and z == k else None
+
+    def padded_axes(self, node: Node) -> list[int] | None:
+        x = node.inputs[0]
+        try:
+            amounts = pad_amounts(node, self.se, x.rank)
+        except Unsupported:
+            return None
+        return [a for a in range(x.rank) if amounts[a].any()]
+
+    def reduced_count(self, node: Node) -> int | None:
+        x = node.inputs[0]
+        try:
+            axes = reduce_axes(node, self.se, x.rank)
+        except Unsupported:
+            return None
+        dims = [x.shape[a] for a in axes]
+        return int(np.prod(dims)) if all(isinstance(d, int) for d in dims) else None
+
+    def is_linear(self, node: Node) -> bool:
+        return self.b.view(node.inputs[1]) is not None and self.b.view(node.inputs[0]) is None
+
+    def is_embedding(self, node: Node) -> bool:
+        return self.b.view(node.inputs[0]) is not None and self.b.const_array(node.inputs[1]) is None
 
 
-def z_first(node: Node, zc: "ZeroCtx") -> float | None:
+Zero = Callable[[Node, ZeroCtx], "float | None"]
+
+
+def z_first(node: Node, zc: ZeroCtx) -> float | None:
     return zc.z(node.inputs[0])
 
 
-def z_dropout(node: Node, zc: "ZeroCtx") -> float | None:
+def z_dropout(node: Node, zc: ZeroCtx) -> float | None:
     """Inference Dropout is the identity; a training-mode one scales a random subset, so only 0 survives."""
     z = zc.z(node.inputs[0])
     training = node.inputs[2] if len(node.inputs) > 2 else None
@@ -43,7 +173,7 @@ def _finite(x: float | None) -> float | None:
 
 
 def z_unary(fn: Callable[[Node, float], float | None]) -> Zero:
-    def zero(node: Node, zc: "ZeroCtx") -> float | None:
+    def zero(node: Node, zc: ZeroCtx) -> float | None:
         z = zc.z(node.inputs[0])
         if z is None:
             return None
@@ -103,31 +233,31 @@ UNARY: dict[str, Callable[[Node, float], float | None]] = {
 }
 
 
-def z_add(node: Node, zc: "ZeroCtx") -> float | None:
+def z_add(node: Node, zc: ZeroCtx) -> float | None:
     vals = [zc.operand(node, i) for i, v in enumerate(node.inputs) if v is not None]
     return None if any(v is None for v in vals) else float(sum(vals))
 
 
-def z_sub(node: Node, zc: "ZeroCtx") -> float | None:
+def z_sub(node: Node, zc: ZeroCtx) -> float | None:
     a, b = zc.operand(node, 0), zc.operand(node, 1)
     return None if a is None or b is None else a - b
 
 
-def z_mul(node: Node, zc: "ZeroCtx") -> float | None:
+def z_mul(node: Node, zc: ZeroCtx) -> float | None:
     vals = [zc.operand(node, i) for i, v in enumerate(node.inputs) if v is not None]
     if any(v == 0 for v in vals):
         return 0.0  # a zero factor wins whatever the other side is
     return None if any(v is None for v in vals) else _finite(float(np.prod(vals)))
 
 
-def z_div(node: Node, zc: "ZeroCtx") -> float | None:
+def z_div(node: Node, zc: ZeroCtx) -> float | None:
     a, b = zc.operand(node, 0), zc.operand(node, 1)
     if a is None or b is None or b == 0:
         return None
     return a / b
 
 
-def z_pow(node: Node, zc: "ZeroCtx") -> float | None:
+def z_pow(node: Node, zc: ZeroCtx) -> float | None:
     a, b = zc.operand(node, 0), zc.operand(node, 1)
     if a is None or b is None:
         return None
@@ -138,14 +268,14 @@ def z_pow(node: Node, zc: "ZeroCtx") -> float | None:
 
 
 def z_reduce_all(fn: Callable[[list[float]], float]) -> Zero:
-    def zero(node: Node, zc: "ZeroCtx") -> float | None:
+    def zero(node: Node, zc: ZeroCtx) -> float | None:
         vals = [zc.operand(node, i) for i, v in enumerate(node.inputs) if v is not None]
         return None if any(v is None for v in vals) else float(fn(vals))
 
     return zero
 
 
-def z_where(node: Node, zc: "ZeroCtx") -> float | None:
+def z_where(node: Node, zc: ZeroCtx) -> float | None:
     cond, x, y = zc.operand(node, 0), zc.operand(node, 1), zc.operand(node, 2)
     if cond is not None:
         return x if cond else y
@@ -153,14 +283,14 @@ def z_where(node: Node, zc: "ZeroCtx") -> float | None:
 
 
 def z_compare(fn: Callable[[float, float], bool]) -> Zero:
-    def zero(node: Node, zc: "ZeroCtx") -> float | None:
+    def zero(node: Node, zc: ZeroCtx) -> float | None:
         a, b = zc.operand(node, 0), zc.operand(node, 1)
         return None if a is None or b is None else float(fn(a, b))
 
     return zero
 
 
-def z_prelu(node: Node, zc: "ZeroCtx") -> float | None:
+def z_prelu(node: Node, zc: ZeroCtx) -> float | None:
     x = zc.operand(node, 0)
     if x is None or x >= 0:
         return x
@@ -168,7 +298,7 @@ def z_prelu(node: Node, zc: "ZeroCtx") -> float | None:
     return None if slope is None else slope * x
 
 
-def z_clip(node: Node, zc: "ZeroCtx") -> float | None:
+def z_clip(node: Node, zc: ZeroCtx) -> float | None:
     z = zc.z(node.inputs[0])
     if z is None:
         return None
@@ -188,7 +318,7 @@ def z_clip(node: Node, zc: "ZeroCtx") -> float | None:
 def z_norm(scale_index: int, bias_index: int) -> Zero:
     """Batch/instance/group norm: a zero scale (or a constant input channel) leaves exactly the bias."""
 
-    def zero(node: Node, zc: "ZeroCtx") -> float | None:
+    def zero(node: Node, zc: ZeroCtx) -> float | None:
         if len(node.inputs) <= bias_index or node.inputs[bias_index] is None:
             return None
         if zc.axis is not None and zc.axis != 1:
@@ -201,7 +331,7 @@ def z_norm(scale_index: int, bias_index: int) -> Zero:
     return zero
 
 
-def z_rmsnorm(node: Node, zc: "ZeroCtx") -> float | None:
+def z_rmsnorm(node: Node, zc: ZeroCtx) -> float | None:
     """``x / sqrt(mean(x^2) + eps) * scale``: a zero input slab stays 0 (with a positive epsilon)."""
     epsilon = node.attr("epsilon", 1e-5)
     return 0.0 if epsilon > 0 and zc.z(node.inputs[0]) == 0 else None
@@ -211,7 +341,7 @@ def z_stem(own_axes: Callable[[Node], set[int]]) -> Zero:
     """A stem zeroes the slabs of its own output axis (its rows are in the group); a removed slab along an axis
     it passes through from its input would be ``bias + z * sum(W)``: only exact as 0 (input slab 0, no bias)."""
 
-    def zero(node: Node, zc: "ZeroCtx") -> float | None:
+    def zero(node: Node, zc: ZeroCtx) -> float | None:
         if zc.axis is None or zc.axis in own_axes(node):
             return 0.0
         has_bias = node.op_type != "MatMul" and len(node.inputs) > 2 and node.inputs[2] is not None
@@ -220,7 +350,7 @@ def z_stem(own_axes: Callable[[Node], set[int]]) -> Zero:
     return zero
 
 
-def z_gemm(node: Node, zc: "ZeroCtx") -> float | None:
+def z_gemm(node: Node, zc: ZeroCtx) -> float | None:
     c = node.inputs[2] if len(node.inputs) > 2 else None
     value = 0.0 if c is None else _times(node.attr("beta", 1.0), zc.operand(node, 2))
     if zc.axis is not None and zc.axis != 1:  # rows of A passed through: A's slab must be zero
@@ -233,7 +363,7 @@ def _times(a: float, b: float | None) -> float | None:
     return None if b is None else a * b
 
 
-def z_contract(node: Node, zc: "ZeroCtx") -> float | None:
+def z_contract(node: Node, zc: ZeroCtx) -> float | None:
     """A @ B of activations: a slab along A's rows is zero iff A's is; along B's columns iff B's is; along a
     batch axis iff either is."""
     a, b = node.inputs
@@ -245,7 +375,7 @@ def z_contract(node: Node, zc: "ZeroCtx") -> float | None:
     return 0.0 if zc.z(a) == 0 or zc.z(b) == 0 else None
 
 
-def z_transpose(node: Node, zc: "ZeroCtx") -> float | None:
+def z_transpose(node: Node, zc: ZeroCtx) -> float | None:
     x = node.inputs[0]
     if zc.axis is None:
         return zc.z(x)
@@ -253,29 +383,29 @@ def z_transpose(node: Node, zc: "ZeroCtx") -> float | None:
     return zc.z_at(x, perm[zc.axis])
 
 
-def z_expand(node: Node, zc: "ZeroCtx") -> float | None:
+def z_expand(node: Node, zc: ZeroCtx) -> float | None:
     return zc.operand(node, 0)
 
 
-def z_avgpool(node: Node, zc: "ZeroCtx") -> float | None:
+def z_avgpool(node: Node, zc: ZeroCtx) -> float | None:
     z = zc.z(node.inputs[0])
     if z == 0 or not node.attr("count_include_pad", 0) or pads_zero(node):
         return z
     return None
 
 
-def z_lppool(node: Node, zc: "ZeroCtx") -> float | None:
+def z_lppool(node: Node, zc: ZeroCtx) -> float | None:
     return 0.0 if zc.z(node.inputs[0]) == 0 else None
 
 
-def z_resize(node: Node, zc: "ZeroCtx") -> float | None:
+def z_resize(node: Node, zc: ZeroCtx) -> float | None:
     z = zc.z(node.inputs[0])
     if node.attr("coordinate_transformation_mode", "half_pixel") == "tf_crop_and_resize":
         return z if z == node.attr("extrapolation_value", 0.0) else None
     return z
 
 
-def z_pad(node: Node, zc: "ZeroCtx") -> float | None:
+def z_pad(node: Node, zc: ZeroCtx) -> float | None:
     z = zc.z(node.inputs[0])
     mode = node.attr("mode", "constant")
     if z is None or mode != "constant":
@@ -294,7 +424,7 @@ def z_pad(node: Node, zc: "ZeroCtx") -> float | None:
     return None
 
 
-def z_concat(node: Node, zc: "ZeroCtx") -> float | None:
+def z_concat(node: Node, zc: ZeroCtx) -> float | None:
     out = node.outputs[0]
     if out.rank is None:
         return None
@@ -307,7 +437,7 @@ def z_concat(node: Node, zc: "ZeroCtx") -> float | None:
     return vals[0] if vals and all(v is not None and v == vals[0] for v in vals) else None
 
 
-def z_softmax(node: Node, zc: "ZeroCtx") -> float | None:
+def z_softmax(node: Node, zc: ZeroCtx) -> float | None:
     z = zc.z(node.inputs[0])
     x = node.inputs[0]
     if z is None or x.shape is None:
@@ -325,7 +455,7 @@ def z_softmax(node: Node, zc: "ZeroCtx") -> float | None:
     return None
 
 
-def z_reduce(node: Node, zc: "ZeroCtx") -> float | None:
+def z_reduce(node: Node, zc: ZeroCtx) -> float | None:
     z = zc.z(node.inputs[0])
     n = zc.reduced_count(node)
     if z is None or n is None:
