@@ -133,4 +133,3 @@ class Entry:
             return
         o1.copy_((x * d).sum())
         o2.copy_(d.pow(2).sum())
-

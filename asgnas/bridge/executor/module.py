@@ -33,8 +33,6 @@ _CONFIG_SLOTS: dict[str, frozenset[int]] = {
 _BN_STAT_SLOTS = (3, 4)
 
 
-
-
 def _is_float(value: Value) -> bool:
     return value.const is not None and value.const.dtype in _FLOAT_TYPES
 

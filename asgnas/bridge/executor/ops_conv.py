@@ -279,4 +279,3 @@ def _global_pool(ctx: _Ctx) -> OpFn:
     if ctx.node.op_type == "GlobalAveragePool":
         return lambda xs, tr: xs[0].mean(dim=tuple(range(2, xs[0].dim())), keepdim=True)
     return lambda xs, tr: xs[0].amax(dim=tuple(range(2, xs[0].dim())), keepdim=True)
-

@@ -220,4 +220,3 @@ def _dropout(ctx: _Ctx) -> OpFn:
         return (x, torch.ones_like(x, dtype=torch.bool)) if want_mask else x
 
     return run
-

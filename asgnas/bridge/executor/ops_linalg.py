@@ -117,5 +117,3 @@ def _cumsum(ctx: _Ctx) -> OpFn:
         return y.flip(a) if reverse else y
 
     return run
-
-

@@ -310,5 +310,3 @@ def _pad(ctx: _Ctx) -> OpFn:
         return x
 
     return run
-
-

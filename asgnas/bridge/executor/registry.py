@@ -11,7 +11,6 @@ from onnx import TensorProto
 from asgnas.errors import AsgnasError
 from asgnas.ir import Node, Value
 
-
 OpFn = Callable[[list, bool], Any]  # (inputs, training) -> Tensor | tuple of tensors
 
 _TORCH_DTYPES: dict[int, torch.dtype] = {
@@ -30,7 +29,6 @@ for _onnx_type, _name in ((TensorProto.UINT16, "uint16"), (TensorProto.UINT32, "
                           (TensorProto.UINT64, "uint64")):
     if hasattr(torch, _name):  # torch >= 2.3
         _TORCH_DTYPES[_onnx_type] = getattr(torch, _name)
-
 
 
 def _err(node: Node, message: str) -> AsgnasError:
@@ -119,5 +117,3 @@ def _torch_pad_order(begins: Sequence[int], ends: Sequence[int]) -> list[int]:
     for b, e in zip(reversed(begins), reversed(ends)):
         order += [int(b), int(e)]
     return order
-
-
