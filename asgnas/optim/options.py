@@ -7,7 +7,9 @@ Options (beyond torch's usual ``params``/``lr``; ``groups``: all zero-invariant 
 trained but never projected):
     target_group_sparsity: float in [0, 1] = fraction of removable groups, int = exact count K.
     variant: base optimizer, ``"sgd"`` (with ``momentum``/``nesterov``), ``"adam"`` (L2 weight decay)
-        or ``"adamw"`` (decoupled weight decay); ``betas``, ``eps``, ``weight_decay`` as in torch.
+        or ``"adamw"`` (decoupled weight decay).
+    momentum, nesterov, betas, eps, weight_decay: as in torch.optim.SGD / Adam / AdamW (the defaults of a
+        param group; momentum and nesterov are SGD's).
     total_steps: the training budget N, the number of optimizer steps the caller will run.  It sets every
         step count left out (see :mod:`asgnas.optim.schedule`): ``warmup_steps`` = 1/5 of N (or
         ``warmup_fraction``), ``hard_zero_step`` = 1/2 of N (or ``hard_zero_fraction``), projection and penalty

@@ -16,7 +16,7 @@ Semantics follow the ONNX spec as onnxruntime implements it (opsets 11 to curren
 mode BatchNormalization uses batch statistics and updates the running ones (ONNX momentum m -> torch 1 - m) and
 Dropout drops; in eval mode both are inference ops, as in onnxruntime.
 
-Layout: ``registry`` (the builder table and the construction context ``_Ctx``), one ``ops_*`` module per
+Layout: ``registry`` (the builder table and the construction context ``BuildContext``), one ``ops_*`` module per
 operator family (importing it registers its builders), ``module`` (``OnnxModule`` itself).
 """
 

@@ -14,7 +14,7 @@ from asgnas.errors import AsgnasError
 from asgnas.ir import Graph, Model, Node, Value
 from asgnas.passes.untie import materialize
 
-from .registry import OpFn, _BUILDERS, _Ctx
+from .registry import BUILDERS, BuildContext, OpFn
 
 _FLOAT_TYPES = {TensorProto.FLOAT, TensorProto.DOUBLE, TensorProto.FLOAT16, TensorProto.BFLOAT16}
 
@@ -311,7 +311,7 @@ def _executed_nodes(model: Model, live: set[Node]) -> list[Node]:
     """Live nodes in topological order, less lifted Constants; an unsupported op fails here, naming it."""
     order = [n for n in model.graph.toposort() if n in live]
     executed = [n for n in order if not (n.op_type == "Constant" and n.outputs[0].const is not None)]
-    missing = [n for n in executed if n.domain not in ("", "ai.onnx") or n.op_type not in _BUILDERS]
+    missing = [n for n in executed if n.domain not in ("", "ai.onnx") or n.op_type not in BUILDERS]
     if missing:
         node = missing[0]
         where = f"domain {node.domain!r} " if node.domain not in ("", "ai.onnx") else ""
@@ -356,9 +356,9 @@ def _compile_steps(model: Model, executed: list[Node], live: set[Node], bound: d
             bound.get(bn_stat_inputs.get((node.name, slot), ""), ("",))[0] == "stats"
             or bound.get(node.inputs[slot].name, ("",))[0] == "stats"
             for slot in _BN_STAT_SLOTS)
-        ctx = _Ctx(node, model.opset, frozen, live_out, stat_buffers)
+        ctx = BuildContext(node, model.opset, frozen, live_out, stat_buffers)
         try:
-            fn = _BUILDERS[node.op_type](ctx)
+            fn = BUILDERS[node.op_type](ctx)
         except AsgnasError as err:
             raise err.with_context(file=model.source, node=node.name, op=node.op_type) from None
         except Exception as err:  # a malformed attribute: name the node

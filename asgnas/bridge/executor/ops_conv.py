@@ -10,7 +10,7 @@ from torch import Tensor
 
 from asgnas.bridge.distributed import batch_norm_train
 
-from .registry import OpFn, _Ctx, _axis, _op, _torch_pad_order
+from .registry import BuildContext, OpFn, positive_axis, register, torch_pad_order
 
 
 # --------------------------------------------------------------------------------------------------
@@ -34,7 +34,8 @@ def _same_pads(auto_pad: str, in_sizes: Sequence[int], kernel: Sequence[int], st
     return begins + ends
 
 
-def _window_pads(ctx: _Ctx) -> Callable[[Sequence[int], Sequence[int], Sequence[int], Sequence[int]], list[int]]:
+def _window_pads(ctx: BuildContext
+                 ) -> Callable[[Sequence[int], Sequence[int], Sequence[int], Sequence[int]], list[int]]:
     """A function (spatial sizes, kernel, strides, dilations) -> ONNX pads for Conv/pools."""
     auto_pad = ctx.attr("auto_pad", "NOTSET")
     if auto_pad in ("SAME_UPPER", "SAME_LOWER"):
@@ -52,11 +53,11 @@ def _apply_pads(x: Tensor, pads: Sequence[int], value: float,
     begins, ends = list(pads[:nd]), list(pads[nd:])
     if begins == ends and (limit is None or all(2 * p <= lim for p, lim in zip(begins, limit))):
         return x, begins
-    return F.pad(x, _torch_pad_order(begins, ends), value=value), [0] * nd
+    return F.pad(x, torch_pad_order(begins, ends), value=value), [0] * nd
 
 
-@_op("Conv")
-def _conv(ctx: _Ctx) -> OpFn:
+@register("Conv")
+def _conv(ctx: BuildContext) -> OpFn:
     group = int(ctx.attr("group", 1))
     strides, dilations = ctx.attr("strides"), ctx.attr("dilations")
     pads_of = _window_pads(ctx)
@@ -73,8 +74,8 @@ def _conv(ctx: _Ctx) -> OpFn:
     return run
 
 
-@_op("ConvTranspose")
-def _conv_transpose(ctx: _Ctx) -> OpFn:
+@register("ConvTranspose")
+def _conv_transpose(ctx: BuildContext) -> OpFn:
     group = int(ctx.attr("group", 1))
     strides, dilations = ctx.attr("strides"), ctx.attr("dilations")
     pads_attr, out_pad_attr = ctx.attr("pads"), ctx.attr("output_padding")
@@ -113,7 +114,7 @@ def _conv_transpose(ctx: _Ctx) -> OpFn:
         stops = [f + o - e for f, o, e in zip(full, op, ends)]
         grow = [max(0, stop - f) for stop, f in zip(stops, full)]
         if any(grow):
-            y = F.pad(y, _torch_pad_order([0] * nd, grow))
+            y = F.pad(y, torch_pad_order([0] * nd, grow))
         y = y[(slice(None), slice(None)) + tuple(slice(bg, st) for bg, st in zip(begins, stops))]
         if b is not None:
             y = y + b.reshape((1, -1) + (1,) * nd)
@@ -126,8 +127,8 @@ def _conv_transpose(ctx: _Ctx) -> OpFn:
 # normalization
 
 
-@_op("BatchNormalization")
-def _batch_norm(ctx: _Ctx) -> OpFn:
+@register("BatchNormalization")
+def _batch_norm(ctx: BuildContext) -> OpFn:
     eps = float(ctx.attr("epsilon", 1e-5))
     momentum = 1.0 - float(ctx.attr("momentum", 0.9))  # ONNX: running = running*m + batch*(1-m); torch: 1-m
     node_training = bool(ctx.attr("training_mode", 0)) if ctx.opset >= 14 else len(ctx.node.outputs) > 1
@@ -155,21 +156,21 @@ def _batch_norm(ctx: _Ctx) -> OpFn:
     return run
 
 
-@_op("InstanceNormalization")
-def _instance_norm(ctx: _Ctx) -> OpFn:
+@register("InstanceNormalization")
+def _instance_norm(ctx: BuildContext) -> OpFn:
     eps = float(ctx.attr("epsilon", 1e-5))
     return lambda xs, tr: F.instance_norm(xs[0], weight=xs[1], bias=xs[2], eps=eps)
 
 
-@_op("LayerNormalization")
-def _layer_norm(ctx: _Ctx) -> OpFn:
+@register("LayerNormalization")
+def _layer_norm(ctx: BuildContext) -> OpFn:
     axis, eps = int(ctx.attr("axis", -1)), float(ctx.attr("epsilon", 1e-5))
     extra = any(ctx.live_out[1:])
 
     def run(xs: list, tr: bool):
         x, scale = xs[0], xs[1]
         bias = xs[2] if len(xs) > 2 else None
-        a = _axis(axis, x.dim())
+        a = positive_axis(axis, x.dim())
         shape = tuple(x.shape[a:])
         if not extra:
             if scale.shape == shape and (bias is None or bias.shape == shape):
@@ -185,8 +186,8 @@ def _layer_norm(ctx: _Ctx) -> OpFn:
     return run
 
 
-@_op("GroupNormalization")
-def _group_norm(ctx: _Ctx) -> OpFn:
+@register("GroupNormalization")
+def _group_norm(ctx: BuildContext) -> OpFn:
     groups, eps = int(ctx.attr("num_groups")), float(ctx.attr("epsilon", 1e-5))
 
     def run(xs: list, tr: bool) -> Tensor:
@@ -200,8 +201,8 @@ def _group_norm(ctx: _Ctx) -> OpFn:
     return run
 
 
-@_op("LRN")
-def _lrn(ctx: _Ctx) -> OpFn:
+@register("LRN")
+def _lrn(ctx: BuildContext) -> OpFn:
     size = int(ctx.attr("size"))
     alpha, beta, bias = float(ctx.attr("alpha", 1e-4)), float(ctx.attr("beta", 0.75)), float(ctx.attr("bias", 1.0))
     before, after = (size - 1) // 2, size - 1 - (size - 1) // 2  # ONNX: floor before, ceil after
@@ -224,8 +225,8 @@ _MAX_POOL = {1: F.max_pool1d, 2: F.max_pool2d, 3: F.max_pool3d}
 _AVG_POOL = {1: F.avg_pool1d, 2: F.avg_pool2d, 3: F.avg_pool3d}
 
 
-@_op("MaxPool")
-def _max_pool(ctx: _Ctx) -> OpFn:
+@register("MaxPool")
+def _max_pool(ctx: BuildContext) -> OpFn:
     if len(ctx.live_out) > 1 and ctx.live_out[1]:
         raise ctx.error("MaxPool's Indices output is not supported")
     if int(ctx.attr("storage_order", 0)):
@@ -247,8 +248,8 @@ def _max_pool(ctx: _Ctx) -> OpFn:
     return run
 
 
-@_op("AveragePool")
-def _avg_pool(ctx: _Ctx) -> OpFn:
+@register("AveragePool")
+def _avg_pool(ctx: BuildContext) -> OpFn:
     kernel = [int(k) for k in ctx.attr("kernel_shape")]
     nd = len(kernel)
     strides = [int(s) for s in ctx.attr("strides", [1] * nd)]
@@ -268,14 +269,14 @@ def _avg_pool(ctx: _Ctx) -> OpFn:
             return y
         # explicit padding but padded cells must not count: divide by the average of a validity mask
         mask = F.pad(torch.ones((1, 1) + tuple(x.shape[2:]), dtype=x.dtype, device=x.device),
-                     _torch_pad_order(pads[:nd], pads[nd:]))
+                     torch_pad_order(pads[:nd], pads[nd:]))
         return y / _AVG_POOL[nd](mask, kernel, strides, 0, ceil_mode, True)
 
     return run
 
 
-@_op("GlobalAveragePool", "GlobalMaxPool")
-def _global_pool(ctx: _Ctx) -> OpFn:
+@register("GlobalAveragePool", "GlobalMaxPool")
+def _global_pool(ctx: BuildContext) -> OpFn:
     if ctx.node.op_type == "GlobalAveragePool":
         return lambda xs, tr: xs[0].mean(dim=tuple(range(2, xs[0].dim())), keepdim=True)
     return lambda xs, tr: xs[0].amax(dim=tuple(range(2, xs[0].dim())), keepdim=True)

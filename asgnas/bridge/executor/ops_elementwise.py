@@ -10,14 +10,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .registry import _BUILDERS, _TORCH_DTYPES, OpFn, _axis, _Ctx, _op
+from .registry import BUILDERS, BuildContext, OpFn, TORCH_DTYPES, positive_axis, register
 
 
 # --------------------------------------------------------------------------------------------------
 # elementwise
 
 
-def _unary(fn: Callable[[Tensor], Tensor]) -> Callable[[_Ctx], OpFn]:
+def _unary(fn: Callable[[Tensor], Tensor]) -> Callable[[BuildContext], OpFn]:
     return lambda ctx: (lambda xs, tr: fn(xs[0]))
 
 
@@ -48,7 +48,7 @@ for _name, _fn in {
     "Not": torch.logical_not,
     "IsNaN": torch.isnan,
 }.items():
-    _BUILDERS[_name] = _unary(_fn)
+    BUILDERS[_name] = _unary(_fn)
 
 
 def _int_div(a: Tensor, b: Tensor) -> Tensor:
@@ -78,17 +78,17 @@ for _name, _fn in {
     "Xor": torch.logical_xor,
     "MatMul": torch.matmul,
 }.items():
-    _BUILDERS[_name] = (lambda f: lambda ctx: (lambda xs, tr: f(xs[0], xs[1])))(_fn)
+    BUILDERS[_name] = (lambda f: lambda ctx: (lambda xs, tr: f(xs[0], xs[1])))(_fn)
 
 
-@_op("Mod")
-def _mod(ctx: _Ctx) -> OpFn:
+@register("Mod")
+def _mod(ctx: BuildContext) -> OpFn:
     fmod = ctx.attr("fmod", 0)
     return lambda xs, tr: torch.fmod(xs[0], xs[1]) if fmod else torch.remainder(xs[0], xs[1])
 
 
-@_op("Sum", "Max", "Min", "Mean")
-def _variadic(ctx: _Ctx) -> OpFn:
+@register("Sum", "Max", "Min", "Mean")
+def _variadic(ctx: BuildContext) -> OpFn:
     fn = {"Sum": torch.add, "Mean": torch.add, "Max": torch.maximum, "Min": torch.minimum}[ctx.node.op_type]
     mean = ctx.node.op_type == "Mean"
 
@@ -99,62 +99,62 @@ def _variadic(ctx: _Ctx) -> OpFn:
     return run
 
 
-@_op("Where")
-def _where(ctx: _Ctx) -> OpFn:
+@register("Where")
+def _where(ctx: BuildContext) -> OpFn:
     return lambda xs, tr: torch.where(xs[0], xs[1], xs[2])
 
 
-@_op("LeakyRelu")
-def _leaky_relu(ctx: _Ctx) -> OpFn:
+@register("LeakyRelu")
+def _leaky_relu(ctx: BuildContext) -> OpFn:
     alpha = float(ctx.attr("alpha", 0.01))
     return lambda xs, tr: F.leaky_relu(xs[0], alpha)
 
 
-@_op("Elu")
-def _elu(ctx: _Ctx) -> OpFn:
+@register("Elu")
+def _elu(ctx: BuildContext) -> OpFn:
     alpha = float(ctx.attr("alpha", 1.0))
     return lambda xs, tr: F.elu(xs[0], alpha)
 
 
-@_op("Celu")
-def _celu(ctx: _Ctx) -> OpFn:
+@register("Celu")
+def _celu(ctx: BuildContext) -> OpFn:
     alpha = float(ctx.attr("alpha", 1.0))
     return lambda xs, tr: F.celu(xs[0], alpha)
 
 
-@_op("Selu")
-def _selu(ctx: _Ctx) -> OpFn:
+@register("Selu")
+def _selu(ctx: BuildContext) -> OpFn:
     alpha = float(ctx.attr("alpha", 1.67326319217681884765625))
     gamma = float(ctx.attr("gamma", 1.05070102214813232421875))
     return lambda xs, tr: gamma * torch.where(xs[0] > 0, xs[0], alpha * torch.expm1(xs[0]))
 
 
-@_op("ThresholdedRelu")
-def _thresholded_relu(ctx: _Ctx) -> OpFn:
+@register("ThresholdedRelu")
+def _thresholded_relu(ctx: BuildContext) -> OpFn:
     alpha = float(ctx.attr("alpha", 1.0))
     return lambda xs, tr: torch.where(xs[0] > alpha, xs[0], torch.zeros_like(xs[0]))
 
 
-@_op("PRelu")
-def _prelu(ctx: _Ctx) -> OpFn:
+@register("PRelu")
+def _prelu(ctx: BuildContext) -> OpFn:
     # ONNX slopes broadcast unidirectionally (e.g. shape (C, 1, 1)); F.prelu wants a 1-D weight.
     return lambda xs, tr: torch.where(xs[0] >= 0, xs[0], xs[0] * xs[1])
 
 
-@_op("HardSigmoid")
-def _hard_sigmoid(ctx: _Ctx) -> OpFn:
+@register("HardSigmoid")
+def _hard_sigmoid(ctx: BuildContext) -> OpFn:
     alpha, beta = float(ctx.attr("alpha", 0.2)), float(ctx.attr("beta", 0.5))
     return lambda xs, tr: torch.clamp(xs[0] * alpha + beta, 0.0, 1.0)
 
 
-@_op("Gelu")
-def _gelu(ctx: _Ctx) -> OpFn:
+@register("Gelu")
+def _gelu(ctx: BuildContext) -> OpFn:
     approximate = ctx.attr("approximate", "none")
     return lambda xs, tr: F.gelu(xs[0], approximate=approximate)
 
 
-@_op("Clip")
-def _clip(ctx: _Ctx) -> OpFn:
+@register("Clip")
+def _clip(ctx: BuildContext) -> OpFn:
     if ctx.opset < 11:
         lo, hi = ctx.attr("min"), ctx.attr("max")
         lo_of, hi_of = (lambda xs: lo), (lambda xs: hi)
@@ -170,8 +170,8 @@ def _clip(ctx: _Ctx) -> OpFn:
     return run
 
 
-@_op("Softmax", "LogSoftmax")
-def _softmax(ctx: _Ctx) -> OpFn:
+@register("Softmax", "LogSoftmax")
+def _softmax(ctx: BuildContext) -> OpFn:
     fn = F.softmax if ctx.node.op_type == "Softmax" else F.log_softmax
     if ctx.opset >= 13:
         axis = int(ctx.attr("axis", -1))
@@ -180,28 +180,28 @@ def _softmax(ctx: _Ctx) -> OpFn:
 
     def coerced(xs: list, tr: bool) -> Tensor:  # opset < 13: over the 2-D coercion [prod(:axis), prod(axis:)]
         x = xs[0]
-        a = _axis(axis, x.dim())
+        a = positive_axis(axis, x.dim())
         return fn(x.reshape(math.prod(x.shape[:a]), math.prod(x.shape[a:])), dim=1).reshape(x.shape)
 
     return coerced
 
 
-@_op("Cast")
-def _cast(ctx: _Ctx) -> OpFn:
+@register("Cast")
+def _cast(ctx: BuildContext) -> OpFn:
     to = int(ctx.attr("to"))
-    if to not in _TORCH_DTYPES:
+    if to not in TORCH_DTYPES:
         raise ctx.error(f"Cast to ONNX type {to} is not supported in torch")
-    dtype = _TORCH_DTYPES[to]
+    dtype = TORCH_DTYPES[to]
     return lambda xs, tr: xs[0].to(dtype)
 
 
-@_op("CastLike")
-def _cast_like(ctx: _Ctx) -> OpFn:
+@register("CastLike")
+def _cast_like(ctx: BuildContext) -> OpFn:
     return lambda xs, tr: xs[0].to(xs[1].dtype)
 
 
-@_op("Dropout")
-def _dropout(ctx: _Ctx) -> OpFn:
+@register("Dropout")
+def _dropout(ctx: BuildContext) -> OpFn:
     if ctx.opset < 12:
         ratio_attr = float(ctx.attr("ratio", 0.5))
         ratio_of: Callable[[list], Any] = lambda xs: ratio_attr

@@ -9,15 +9,15 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .registry import OpFn, _axis, _Ctx, _op
+from .registry import BuildContext, OpFn, positive_axis, register
 
 
 # --------------------------------------------------------------------------------------------------
 # matrix products
 
 
-@_op("Gemm")
-def _gemm(ctx: _Ctx) -> OpFn:
+@register("Gemm")
+def _gemm(ctx: BuildContext) -> OpFn:
     alpha, beta = float(ctx.attr("alpha", 1.0)), float(ctx.attr("beta", 1.0))
     trans_a, trans_b = int(ctx.attr("transA", 0)), int(ctx.attr("transB", 0))
 
@@ -38,8 +38,8 @@ def _gemm(ctx: _Ctx) -> OpFn:
     return run
 
 
-@_op("Einsum")
-def _einsum(ctx: _Ctx) -> OpFn:
+@register("Einsum")
+def _einsum(ctx: BuildContext) -> OpFn:
     equation = ctx.attr("equation")
     return lambda xs, tr: torch.einsum(equation, *xs)
 
@@ -63,8 +63,8 @@ _REDUCE: dict[str, Callable[[Tensor, tuple[int, ...], bool], Tensor]] = {
 }
 
 
-@_op(*_REDUCE)
-def _reduce(ctx: _Ctx) -> OpFn:
+@register(*_REDUCE)
+def _reduce(ctx: BuildContext) -> OpFn:
     fn = _REDUCE[ctx.node.op_type]
     keep = bool(ctx.attr("keepdims", 1))
     noop = bool(ctx.attr("noop_with_empty_axes", 0))
@@ -77,7 +77,7 @@ def _reduce(ctx: _Ctx) -> OpFn:
             if noop:
                 return x
             axes = range(x.dim())
-        dims = tuple(sorted({_axis(a, x.dim()) for a in axes}))
+        dims = tuple(sorted({positive_axis(a, x.dim()) for a in axes}))
         if not dims:
             return x
         return fn(x, dims, keep)
@@ -85,15 +85,15 @@ def _reduce(ctx: _Ctx) -> OpFn:
     return run
 
 
-@_op("ArgMax", "ArgMin")
-def _arg_reduce(ctx: _Ctx) -> OpFn:
+@register("ArgMax", "ArgMin")
+def _arg_reduce(ctx: BuildContext) -> OpFn:
     fn = torch.argmax if ctx.node.op_type == "ArgMax" else torch.argmin
     axis, keep = int(ctx.attr("axis", 0)), bool(ctx.attr("keepdims", 1))
     last = bool(ctx.attr("select_last_index", 0))
 
     def run(xs: list, tr: bool) -> Tensor:
         x = xs[0]
-        a = _axis(axis, x.dim())
+        a = positive_axis(axis, x.dim())
         if not last:
             return fn(x, a, keepdim=keep)
         return x.shape[a] - 1 - fn(x.flip(a), a, keepdim=keep)
@@ -101,14 +101,14 @@ def _arg_reduce(ctx: _Ctx) -> OpFn:
     return run
 
 
-@_op("CumSum")
-def _cumsum(ctx: _Ctx) -> OpFn:
+@register("CumSum")
+def _cumsum(ctx: BuildContext) -> OpFn:
     exclusive, reverse = bool(ctx.attr("exclusive", 0)), bool(ctx.attr("reverse", 0))
     axis_of = ctx.ints(1)
 
     def run(xs: list, tr: bool) -> Tensor:
         x = xs[0]
-        a = _axis(axis_of(xs)[0], x.dim())
+        a = positive_axis(axis_of(xs)[0], x.dim())
         if reverse:
             x = x.flip(a)
         y = torch.cumsum(x, a)

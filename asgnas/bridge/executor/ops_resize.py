@@ -10,7 +10,7 @@ from torch import Tensor
 
 from asgnas.errors import AsgnasError
 
-from .registry import _BUILDERS, OpFn, _axis, _Ctx
+from .registry import BUILDERS, BuildContext, OpFn, positive_axis
 
 
 # --------------------------------------------------------------------------------------------------
@@ -97,7 +97,7 @@ def _resize_axis(x: Tensor, axis: int, out_size: int, scale: float, cfg: dict,
     return y
 
 
-def _resize_builder(ctx: _Ctx, *, upsample: bool) -> OpFn:
+def _resize_builder(ctx: BuildContext, *, upsample: bool) -> OpFn:
     mode = ctx.attr("mode", "nearest")
     if mode not in ("nearest", "linear", "cubic", "bilinear", "trilinear"):
         raise ctx.error(f"Resize mode {mode!r} is not supported")
@@ -142,7 +142,7 @@ def _resize_builder(ctx: _Ctx, *, upsample: bool) -> OpFn:
     def run(xs: list, tr: bool) -> Tensor:
         x = xs[0]
         rank = x.dim()
-        axes = list(range(rank)) if axes_attr is None else [_axis(int(a), rank) for a in axes_attr]
+        axes = list(range(rank)) if axes_attr is None else [positive_axis(int(a), rank) for a in axes_attr]
         in_sizes = [x.shape[a] for a in axes]
         sizes = sizes_of(xs) if sizes_index < 99 else None
         sizes = sizes if sizes else None
@@ -171,5 +171,5 @@ def _resize_builder(ctx: _Ctx, *, upsample: bool) -> OpFn:
     return run
 
 
-_BUILDERS["Resize"] = lambda ctx: _resize_builder(ctx, upsample=False)
-_BUILDERS["Upsample"] = lambda ctx: _resize_builder(ctx, upsample=True)
+BUILDERS["Resize"] = lambda ctx: _resize_builder(ctx, upsample=False)
+BUILDERS["Upsample"] = lambda ctx: _resize_builder(ctx, upsample=True)

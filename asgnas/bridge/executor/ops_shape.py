@@ -9,21 +9,21 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .registry import OpFn, _axis, _Ctx, _op, _torch_pad_order
+from .registry import BuildContext, OpFn, positive_axis, register, torch_pad_order
 
 
 # --------------------------------------------------------------------------------------------------
 # shape and data movement
 
 
-@_op("Constant")
-def _constant(ctx: _Ctx) -> OpFn:
+@register("Constant")
+def _constant(ctx: BuildContext) -> OpFn:
     # lifted Constants are bound as buffers and never executed; reaching here means an unreadable value
     raise ctx.error("Constant without a readable value (sparse or string tensors are not supported)")
 
 
-@_op("Shape")
-def _shape(ctx: _Ctx) -> OpFn:
+@register("Shape")
+def _shape(ctx: BuildContext) -> OpFn:
     start, end = int(ctx.attr("start", 0)), ctx.attr("end")
 
     def run(xs: list, tr: bool) -> Tensor:
@@ -34,13 +34,13 @@ def _shape(ctx: _Ctx) -> OpFn:
     return run
 
 
-@_op("Size")
-def _size(ctx: _Ctx) -> OpFn:
+@register("Size")
+def _size(ctx: BuildContext) -> OpFn:
     return lambda xs, tr: torch.tensor(xs[0].numel(), dtype=torch.int64, device=xs[0].device)
 
 
-@_op("Reshape")
-def _reshape(ctx: _Ctx) -> OpFn:
+@register("Reshape")
+def _reshape(ctx: BuildContext) -> OpFn:
     allowzero = bool(ctx.attr("allowzero", 0))
     shape_of = ctx.ints(1, attr="shape")
 
@@ -53,20 +53,20 @@ def _reshape(ctx: _Ctx) -> OpFn:
     return run
 
 
-@_op("Flatten")
-def _flatten(ctx: _Ctx) -> OpFn:
+@register("Flatten")
+def _flatten(ctx: BuildContext) -> OpFn:
     axis = int(ctx.attr("axis", 1))
 
     def run(xs: list, tr: bool) -> Tensor:
         x = xs[0]
-        a = _axis(axis, x.dim())
+        a = positive_axis(axis, x.dim())
         return x.reshape(math.prod(x.shape[:a]), math.prod(x.shape[a:]))
 
     return run
 
 
-@_op("Transpose")
-def _transpose(ctx: _Ctx) -> OpFn:
+@register("Transpose")
+def _transpose(ctx: BuildContext) -> OpFn:
     perm = ctx.attr("perm")
     if perm is None:
         return lambda xs, tr: xs[0].permute(tuple(reversed(range(xs[0].dim()))))
@@ -74,42 +74,42 @@ def _transpose(ctx: _Ctx) -> OpFn:
     return lambda xs, tr: xs[0].permute(perm)
 
 
-@_op("Squeeze")
-def _squeeze(ctx: _Ctx) -> OpFn:
+@register("Squeeze")
+def _squeeze(ctx: BuildContext) -> OpFn:
     axes_of = ctx.ints(1, attr="axes")
 
     def run(xs: list, tr: bool) -> Tensor:
         x, axes = xs[0], axes_of(xs)
         if axes is None:
             return x.squeeze()
-        return x.squeeze(tuple(_axis(a, x.dim()) for a in axes)) if axes else x
+        return x.squeeze(tuple(positive_axis(a, x.dim()) for a in axes)) if axes else x
 
     return run
 
 
-@_op("Unsqueeze")
-def _unsqueeze(ctx: _Ctx) -> OpFn:
+@register("Unsqueeze")
+def _unsqueeze(ctx: BuildContext) -> OpFn:
     axes_of = ctx.ints(1, attr="axes")
 
     def run(xs: list, tr: bool) -> Tensor:
         x, axes = xs[0], axes_of(xs)
         rank = x.dim() + len(axes)
         shape = list(x.shape)
-        for a in sorted(_axis(a, rank) for a in axes):
+        for a in sorted(positive_axis(a, rank) for a in axes):
             shape.insert(a, 1)
         return x.reshape(shape)
 
     return run
 
 
-@_op("Concat")
-def _concat(ctx: _Ctx) -> OpFn:
+@register("Concat")
+def _concat(ctx: BuildContext) -> OpFn:
     axis = int(ctx.attr("axis"))
     return lambda xs, tr: torch.cat([x for x in xs if x is not None], dim=axis)
 
 
-@_op("Split")
-def _split(ctx: _Ctx) -> OpFn:
+@register("Split")
+def _split(ctx: BuildContext) -> OpFn:
     axis = int(ctx.attr("axis", 0))
     sizes_of = ctx.ints(1, attr="split")
     num_outputs = ctx.attr("num_outputs")
@@ -117,7 +117,7 @@ def _split(ctx: _Ctx) -> OpFn:
 
     def run(xs: list, tr: bool):
         x = xs[0]
-        a = _axis(axis, x.dim())
+        a = positive_axis(axis, x.dim())
         sizes = sizes_of(xs)
         if not sizes:
             dim = x.shape[a]
@@ -128,8 +128,8 @@ def _split(ctx: _Ctx) -> OpFn:
     return run
 
 
-@_op("Slice")
-def _slice(ctx: _Ctx) -> OpFn:
+@register("Slice")
+def _slice(ctx: BuildContext) -> OpFn:
     if ctx.opset < 10:
         starts_of, ends_of = ctx.ints(99, attr="starts"), ctx.ints(99, attr="ends")
         axes_of, steps_of = ctx.ints(99, attr="axes"), (lambda xs: None)
@@ -144,7 +144,7 @@ def _slice(ctx: _Ctx) -> OpFn:
         index: list[slice] = [slice(None)] * x.dim()
         backwards = []
         for start, end, axis, step in zip(starts, ends, axes, steps):
-            a = _axis(axis, x.dim())
+            a = positive_axis(axis, x.dim())
             dim = x.shape[a]
             start = start + dim if start < 0 else start
             end = end + dim if end < 0 else end
@@ -160,13 +160,13 @@ def _slice(ctx: _Ctx) -> OpFn:
     return run
 
 
-@_op("Gather")
-def _gather(ctx: _Ctx) -> OpFn:
+@register("Gather")
+def _gather(ctx: BuildContext) -> OpFn:
     axis = int(ctx.attr("axis", 0))
 
     def run(xs: list, tr: bool) -> Tensor:
         x, idx = xs[0], xs[1].long()
-        a = _axis(axis, x.dim())
+        a = positive_axis(axis, x.dim())
         idx = torch.where(idx < 0, idx + x.shape[a], idx)
         out = x.index_select(a, idx.reshape(-1))
         return out.reshape(tuple(x.shape[:a]) + tuple(idx.shape) + tuple(x.shape[a + 1:]))
@@ -174,20 +174,20 @@ def _gather(ctx: _Ctx) -> OpFn:
     return run
 
 
-@_op("GatherElements")
-def _gather_elements(ctx: _Ctx) -> OpFn:
+@register("GatherElements")
+def _gather_elements(ctx: BuildContext) -> OpFn:
     axis = int(ctx.attr("axis", 0))
 
     def run(xs: list, tr: bool) -> Tensor:
         x, idx = xs[0], xs[1].long()
-        a = _axis(axis, x.dim())
+        a = positive_axis(axis, x.dim())
         return torch.gather(x, a, torch.where(idx < 0, idx + x.shape[a], idx))
 
     return run
 
 
-@_op("ConstantOfShape")
-def _constant_of_shape(ctx: _Ctx) -> OpFn:
+@register("ConstantOfShape")
+def _constant_of_shape(ctx: BuildContext) -> OpFn:
     value = ctx.attr("value")
     arr = np.zeros(1, np.float32) if value is None else np.asarray(value).reshape(-1)
     fill = arr[0].item()
@@ -196,20 +196,20 @@ def _constant_of_shape(ctx: _Ctx) -> OpFn:
     return lambda xs, tr: torch.full(shape_of(xs), fill, dtype=dtype, device=xs[0].device)
 
 
-@_op("Expand")
-def _expand(ctx: _Ctx) -> OpFn:
+@register("Expand")
+def _expand(ctx: BuildContext) -> OpFn:
     shape_of = ctx.ints(1)
     return lambda xs, tr: xs[0].expand(torch.broadcast_shapes(tuple(xs[0].shape), tuple(shape_of(xs))))
 
 
-@_op("Tile")
-def _tile(ctx: _Ctx) -> OpFn:
+@register("Tile")
+def _tile(ctx: BuildContext) -> OpFn:
     repeats_of = ctx.ints(1)
     return lambda xs, tr: xs[0].repeat(repeats_of(xs))
 
 
-@_op("Range")
-def _range(ctx: _Ctx) -> OpFn:
+@register("Range")
+def _range(ctx: BuildContext) -> OpFn:
     def run(xs: list, tr: bool) -> Tensor:
         start, limit, delta = xs[0], xs[1], xs[2]
         return torch.arange(start.item(), limit.item(), delta.item(), dtype=start.dtype, device=start.device)
@@ -217,8 +217,8 @@ def _range(ctx: _Ctx) -> OpFn:
     return run
 
 
-@_op("Trilu")
-def _trilu(ctx: _Ctx) -> OpFn:
+@register("Trilu")
+def _trilu(ctx: BuildContext) -> OpFn:
     upper = bool(ctx.attr("upper", 1))
     k_of = ctx.scalar(1)
 
@@ -230,13 +230,13 @@ def _trilu(ctx: _Ctx) -> OpFn:
     return run
 
 
-@_op("NonZero")
-def _nonzero(ctx: _Ctx) -> OpFn:
+@register("NonZero")
+def _nonzero(ctx: BuildContext) -> OpFn:
     return lambda xs, tr: torch.nonzero(xs[0]).t().contiguous()
 
 
-@_op("DepthToSpace")
-def _depth_to_space(ctx: _Ctx) -> OpFn:
+@register("DepthToSpace")
+def _depth_to_space(ctx: BuildContext) -> OpFn:
     bs, mode = int(ctx.attr("blocksize")), ctx.attr("mode", "DCR")
 
     def run(xs: list, tr: bool) -> Tensor:
@@ -251,8 +251,8 @@ def _depth_to_space(ctx: _Ctx) -> OpFn:
     return run
 
 
-@_op("SpaceToDepth")
-def _space_to_depth(ctx: _Ctx) -> OpFn:
+@register("SpaceToDepth")
+def _space_to_depth(ctx: BuildContext) -> OpFn:
     bs = int(ctx.attr("blocksize"))
 
     def run(xs: list, tr: bool) -> Tensor:
@@ -264,8 +264,8 @@ def _space_to_depth(ctx: _Ctx) -> OpFn:
     return run
 
 
-@_op("Pad")
-def _pad(ctx: _Ctx) -> OpFn:
+@register("Pad")
+def _pad(ctx: BuildContext) -> OpFn:
     mode = ctx.attr("mode", "constant")
     if mode not in ("constant", "reflect", "edge", "wrap"):
         raise ctx.error(f"Pad mode {mode!r} is not supported")
@@ -280,7 +280,7 @@ def _pad(ctx: _Ctx) -> OpFn:
         pads = pads_of(xs)
         axes = axes_of(xs)
         rank = x.dim()
-        axes = list(range(rank)) if axes is None else [_axis(a, rank) for a in axes]
+        axes = list(range(rank)) if axes is None else [positive_axis(a, rank) for a in axes]
         n = len(axes)
         begins, ends = [0] * rank, [0] * rank
         for i, a in enumerate(axes):
@@ -288,7 +288,7 @@ def _pad(ctx: _Ctx) -> OpFn:
         if mode == "constant":
             value = value_of(xs)
             value = 0 if value is None else (value.item() if isinstance(value, Tensor) else value)
-            order = _torch_pad_order(begins, ends)
+            order = torch_pad_order(begins, ends)
             while order and order[-1] == 0 and order[-2] == 0:  # drop untouched leading axes
                 order = order[:-2]
             return F.pad(x, order, value=value) if order else x

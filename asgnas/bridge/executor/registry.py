@@ -11,9 +11,12 @@ from onnx import TensorProto
 from asgnas.errors import AsgnasError
 from asgnas.ir import Node, Value
 
+__all__ = ["BUILDERS", "TORCH_DTYPES", "BuildContext", "OpFn", "positive_axis", "register", "supported_ops",
+           "torch_pad_order"]
+
 OpFn = Callable[[list, bool], Any]  # (inputs, training) -> Tensor | tuple of tensors
 
-_TORCH_DTYPES: dict[int, torch.dtype] = {
+TORCH_DTYPES: dict[int, torch.dtype] = {
     TensorProto.FLOAT: torch.float32,
     TensorProto.DOUBLE: torch.float64,
     TensorProto.FLOAT16: torch.float16,
@@ -28,7 +31,7 @@ _TORCH_DTYPES: dict[int, torch.dtype] = {
 for _onnx_type, _name in ((TensorProto.UINT16, "uint16"), (TensorProto.UINT32, "uint32"),
                           (TensorProto.UINT64, "uint64")):
     if hasattr(torch, _name):  # torch >= 2.3
-        _TORCH_DTYPES[_onnx_type] = getattr(torch, _name)
+        TORCH_DTYPES[_onnx_type] = getattr(torch, _name)
 
 
 def _err(node: Node, message: str) -> AsgnasError:
@@ -39,7 +42,7 @@ def _err(node: Node, message: str) -> AsgnasError:
 # construction context
 
 
-class _Ctx:
+class BuildContext:
     """What an op builder may know at construction: attributes, opset, and the constant inputs."""
 
     def __init__(self, node: Node, opset: int, frozen: Callable[[Value], np.ndarray | None], live_out: list[bool],
@@ -90,28 +93,30 @@ class _Ctx:
         return lambda xs: xs[index].reshape(())
 
 
-_BUILDERS: dict[str, Callable[[_Ctx], OpFn]] = {}
+BUILDERS: dict[str, Callable[[BuildContext], OpFn]] = {}
 
 
-def _op(*names: str):
-    def register(builder: Callable[[_Ctx], OpFn]) -> Callable[[_Ctx], OpFn]:
+def register(*names: str) -> Callable[[Callable[[BuildContext], OpFn]], Callable[[BuildContext], OpFn]]:
+    """Decorator: the builder compiles nodes of the op types ``names``."""
+    def add(builder: Callable[[BuildContext], OpFn]) -> Callable[[BuildContext], OpFn]:
         for name in names:
-            _BUILDERS[name] = builder
+            BUILDERS[name] = builder
         return builder
 
-    return register
+    return add
 
 
 def supported_ops() -> list[str]:
     """The ONNX op types (default domain) the executor runs."""
-    return sorted(_BUILDERS)
+    return sorted(BUILDERS)
 
 
-def _axis(axis: int, rank: int) -> int:
+def positive_axis(axis: int, rank: int) -> int:
+    """ONNX's negative axes count from the end."""
     return axis + rank if axis < 0 else axis
 
 
-def _torch_pad_order(begins: Sequence[int], ends: Sequence[int]) -> list[int]:
+def torch_pad_order(begins: Sequence[int], ends: Sequence[int]) -> list[int]:
     """ONNX (begins, ends) over axes 0..n-1 -> F.pad's (last axis first) flat list."""
     order: list[int] = []
     for b, e in zip(reversed(begins), reversed(ends)):
