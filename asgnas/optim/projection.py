@@ -13,8 +13,9 @@ __all__ = ["HalfSpaceProjection", "group_lambda"]
 def group_lambda(XX: torch.Tensor, XD: torch.Tensor, DD: torch.Tensor, nx: torch.Tensor, safe_nx: torch.Tensor,
                  lmbda: float, lmbda_amplify: float, hat_lmbda_coeff: float, steady_shrink: bool,
                  adaptive: bool) -> torch.Tensor:
-    """lambda_g per group from its sums |x|^2, <x,d>, |d|^2 (and |x|, |x| or 1): the fixed ``lmbda`` before
-    ``penalty_start`` (``adaptive`` False), then DHSPG's adaptive rule, lifted by ``steady_shrink``."""
+    """lambda_g per group from its sums |x|^2, <x,d>, |d|^2, its norm ``nx`` and ``safe_nx`` (the norm, 1 where it
+    is 0): the fixed ``lmbda`` before ``penalty_start`` (``adaptive`` False), then DHSPG's adaptive rule, lifted by
+    ``steady_shrink``."""
     lam = torch.full_like(XX, lmbda)
     if adaptive:
         # DHSPG rule: for <x,d> < 0 keep the step a descent direction of f while shrinking |x|
