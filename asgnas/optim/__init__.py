@@ -16,6 +16,7 @@ from .dhspg import DHSPG
 from .groups import GroupLayout, ParamGroup, ParamSlice, ValidityOracle, resolve_target_count
 from .h2spg import H2SPG, greedy_valid_selection
 from .hybrid import GLOBAL_STATE_KEY, LAMBDA_DEFAULTS, HybridSparseOptimizer
+from .options import SparseOptions
 from .schedule import SparseSchedule, budget_lambda
 from .scores import saliency_score
 
@@ -28,6 +29,7 @@ __all__ = [
     "LAMBDA_DEFAULTS",
     "ParamGroup",
     "ParamSlice",
+    "SparseOptions",
     "SparseSchedule",
     "ValidityOracle",
     "budget_lambda",

@@ -39,184 +39,76 @@ tensors the step is launch-bound.
 
 The global bookkeeping (step, scores, redundant/zero masks, counters) lives in the standard optimizer state
 under the key ``"asgnas"``, so ``state_dict()`` / ``load_state_dict()`` resume a run bit-for-bit.
+
+Layout: this module is the engine (setup, slot plans, the passes, the step, checkpointing); the base step per
+variant is in :mod:`.base_step`, the per-tensor plan in :mod:`.entry`, the selection in :mod:`.selection`, lambda
+and the half-space decisions in :mod:`.projection`, the read-only reports in :mod:`.report`, and the options
+H2SPG and DHSPG share in :mod:`.options`.
 """
 from __future__ import annotations
 
-import warnings
 from typing import Any, Callable, Iterable, Optional, Sequence
 
 import numpy as np
 import torch
 
-from .groups import Binding, GroupLayout, ParamGroup, resolve_target_count
+from .base_step import BASE_STEPS, LAMBDA_DEFAULTS
+from .entry import FLAT, SLOT, Entry
+from .groups import GroupLayout, ParamGroup, resolve_target_count
+from .options import SparseOptions
+from .projection import HalfSpaceProjection
+from .report import EngineReport
 from .schedule import resolve_schedule
-from .scores import ScoreFn, cost_aware_key, saliency_score
+from .scores import saliency_score
+from .selection import GroupSelection
 
 __all__ = ["HybridSparseOptimizer", "GLOBAL_STATE_KEY", "LAMBDA_DEFAULTS"]
 
 GLOBAL_STATE_KEY = "asgnas"
-# (lmbda, lmbda_amplify, hat_lmbda_coeff) per base variant: DHSPG code defaults (PAPER_SPEC 3.5)
-LAMBDA_DEFAULTS = {"sgd": (1e-3, 2.0, 10.0), "adam": (1e-2, 20.0, 1e3), "adamw": (1e-2, 20.0, 1e3)}
-_FLAT, _SLOT, _WHOLE = 0, 1, 2  # chunking modes of a parameter
 
 
-class _Entry:
-    """Per-parameter plan: chunking, cached views, where its per-slot stats go, redundant/zero flags."""
-
-    __slots__ = (
-        "param", "group", "binding", "mode", "axis", "chunks", "other_dims", "n_chunk_max", "pviews", "sids",
-        "sviews", "col", "ncols", "statviews", "partial", "scrviews", "removable", "has_redundant", "has_active",
-        "all_zero", "keep", "keepviews", "key", "ptr", "mcols", "mgids", "rows", "scaleviews", "gviews",
-    )
-
-    def __init__(self, param: torch.Tensor, group: dict, binding: Optional[Binding], chunk_numel: int) -> None:
-        self.param = param
-        self.group = group
-        self.binding = binding
-        self.key = (param.device, param.dtype)
-        self.ptr = param.data_ptr()  # cached views die if the caller swaps param.data (e.g. model.to())
-        n = param.numel()
-        self.rows = False
-        if binding is not None and not binding.flat:
-            self.mode = _SLOT
-            self.axis = binding.axis
-            per_slot = max(1, binding.slot_numel())
-            step = max(1, chunk_numel // per_slot)
-            ns = binding.n_slots
-            self.chunks = [(s, min(step, ns - s)) for s in range(0, ns, step)]
-            # slots along dim 0 of a contiguous tensor are contiguous rows: work on 2-D [slots, rest] views, whose
-            # per-row reductions are cheaper than reductions over several trailing dims
-            self.rows = self.axis == 0 and param.dim() > 2 and param.is_contiguous()
-            self.other_dims = (1,) if self.rows else tuple(d for d in range(param.dim()) if d != self.axis)
-            self.n_chunk_max = min(step, ns) * per_slot
-        elif param.is_contiguous():
-            self.mode = _FLAT
-            self.axis = 0
-            self.chunks = [(s, min(chunk_numel, n - s)) for s in range(0, max(n, 1), chunk_numel)]
-            self.other_dims = ()
-            self.n_chunk_max = min(chunk_numel, max(n, 1))
-        else:  # unusual memory layout: one piece, no flattening
-            self.mode = _WHOLE
-            self.axis = 0
-            self.chunks = [(0, n)]
-            self.other_dims = ()
-            self.n_chunk_max = max(n, 1)
-        self.pviews = [self.view(param, c) for c in self.chunks]
-        self.sids: tuple = ()
-        self.sviews: list[list[torch.Tensor]] = [[] for _ in self.chunks]
-        self.col = 0
-        self.ncols = 0 if binding is None else (binding.n_slots if self.mode == _SLOT else 1)
-        self.statviews: list = []
-        self.partial: Optional[torch.Tensor] = None
-        self.scrviews: list = []
-        self.removable = False
-        self.has_redundant = False
-        self.has_active = False
-        self.all_zero = False
-        self.keep: Optional[torch.Tensor] = None  # 1.0/0.0 per slot, only when some slot is zero
-        self.keepviews: list = []
-        self.mcols: Optional[torch.Tensor] = None  # memberships: stat-buffer column, group (home device)
-        self.mgids: Optional[torch.Tensor] = None
-        self.scaleviews: list = []  # per-chunk views of this tensor's slot factors (persistent buffer)
-        self.gviews: Optional[tuple] = None  # (grad, its chunk views) within one step, dropped at its end
-
-    def view(self, t: torch.Tensor, c: tuple[int, int]) -> torch.Tensor:
-        """Chunk ``c`` of ``t`` (the parameter, its gradient, a state tensor: same shape and layout)."""
-        if self.rows:
-            t = t.view(t.shape[0], -1)
-        if len(self.chunks) == 1:
-            return t.view(-1) if self.mode == _FLAT else t
-        if self.mode == _SLOT:
-            return t.narrow(self.axis, c[0], c[1])
-        return t.view(-1).narrow(0, c[0], c[1])
-
-    def slot_views(self, v: torch.Tensor) -> list[torch.Tensor]:
-        """Per-slot vector ``v`` cut per chunk and shaped to broadcast against the chunk."""
-        if self.mode != _SLOT:
-            return [v] * len(self.chunks)  # one slot: shape [1] broadcasts against anything
-        out = []
-        for (s0, n), pv in zip(self.chunks, self.pviews):
-            shape = [1] * pv.dim()
-            shape[self.axis] = n
-            out.append(v.narrow(0, s0, n).view(shape))
-        return out
-
-
-class HybridSparseOptimizer(torch.optim.Optimizer):
+class HybridSparseOptimizer(HalfSpaceProjection, GroupSelection, EngineReport, torch.optim.Optimizer):
     """Base class; use :class:`asgnas.optim.H2SPG` or :class:`asgnas.optim.DHSPG`."""
 
     #: elements per chunk; ~1 MiB of float32, so that a chunk's operands stay in L2 between operations
     chunk_numel: int = 1 << 18
 
-    def __init__(
-        self,
-        params: Iterable[Any],
-        groups: Sequence[ParamGroup],
-        lr: float,
-        target_group_sparsity: float | int = 0.5,
-        variant: str = "sgd",
-        momentum: float = 0.0,
-        nesterov: bool = False,
-        betas: tuple[float, float] = (0.9, 0.999),
-        eps: float = 1e-8,
-        weight_decay: float = 0.0,
-        warmup_steps: Optional[int] = None,
-        score_momentum: float = 0.9,
-        lmbda: Optional[float] = None,
-        lmbda_amplify: Optional[float] = None,
-        hat_lmbda_coeff: Optional[float] = None,
-        epsilon: Optional[float] = None,
-        projection_start: Optional[int] = None,
-        penalty_start: Optional[int] = None,
-        hard_zero_step: Optional[int] = None,
-        score_normalization: str = "count",
-        score_fn: Optional[ScoreFn] = None,
-        cost_weight: float = 0.0,
-        selection_filter: Optional[Callable[[list[int]], Sequence[int]]] = None,
-        total_steps: Optional[int] = None,
-        warmup_fraction: Optional[float] = None,
-        hard_zero_fraction: Optional[float] = None,
-        steady_shrink: Optional[bool] = None,
-    ) -> None:
-        variant = variant.lower()
-        if variant not in LAMBDA_DEFAULTS:
-            raise ValueError(f"variant must be one of {sorted(LAMBDA_DEFAULTS)}, got {variant!r}")
-        if lr < 0:
-            raise ValueError(f"invalid lr {lr}")
-        if nesterov and (variant != "sgd" or momentum <= 0):
-            raise ValueError("nesterov needs variant='sgd' and momentum > 0")
-        if not 0.0 <= score_momentum < 1.0:
-            raise ValueError("score_momentum must lie in [0, 1)")
-        if score_normalization not in ("count", "sqrt"):
-            raise ValueError("score_normalization must be 'count' or 'sqrt'")
-        if not cost_weight >= 0.0:
-            raise ValueError("cost_weight must be >= 0")
-        defaults = dict(lr=lr, momentum=momentum, nesterov=nesterov, betas=tuple(betas), eps=eps,
-                        weight_decay=weight_decay)
+    #: option defaults of this optimizer over :class:`SparseOptions`'s, and the options it does not take
+    option_defaults: dict[str, Any] = {}
+    refused_options: frozenset[str] = frozenset()
+
+    def __init__(self, params: Iterable[Any], groups: Sequence[ParamGroup], lr: float, **options: Any) -> None:
+        """``options``: the keyword arguments of :class:`asgnas.optim.options.SparseOptions` (listed there)."""
+        opts = SparseOptions.from_keywords(type(self).__name__, lr, options, self.option_defaults,
+                                           self.refused_options)
+        defaults = dict(lr=lr, momentum=opts.momentum, nesterov=opts.nesterov, betas=tuple(opts.betas),
+                        eps=opts.eps, weight_decay=opts.weight_decay)
         super().__init__(params, defaults)
 
-        d_l, d_a, d_c = LAMBDA_DEFAULTS[variant]
-        self.variant = variant
-        self.lmbda_amplify = d_a if lmbda_amplify is None else float(lmbda_amplify)
-        self.hat_lmbda_coeff = d_c if hat_lmbda_coeff is None else float(hat_lmbda_coeff)
-        self.score_momentum = float(score_momentum)
-        self.score_normalization = score_normalization
-        self.score_fn = score_fn
-        self.cost_weight = float(cost_weight)
-        self.selection_filter = selection_filter
+        d_l, d_a, d_c = LAMBDA_DEFAULTS[opts.variant]
+        self.variant = opts.variant
+        self._base = BASE_STEPS[opts.variant]
+        self.lmbda_amplify = d_a if opts.lmbda_amplify is None else float(opts.lmbda_amplify)
+        self.hat_lmbda_coeff = d_c if opts.hat_lmbda_coeff is None else float(opts.hat_lmbda_coeff)
+        self.score_momentum = float(opts.score_momentum)
+        self.score_normalization = opts.score_normalization
+        self.score_fn = opts.score_fn
+        self.cost_weight = float(opts.cost_weight)
+        self.selection_filter = opts.selection_filter
 
         all_params = [p for g in self.param_groups for p in g["params"]]
         self.layout = GroupLayout(groups, all_params)
-        self.target_count = resolve_target_count(target_group_sparsity, self.layout.n_removable)
+        self.target_count = resolve_target_count(opts.target_group_sparsity, self.layout.n_removable)
         sizes = self.layout.sizes.numpy()
         self._costs = np.array([sizes[i] if g.cost is None else float(g.cost)
                                 for i, g in enumerate(self.layout.groups)])
         if (self._costs < 0).any():
             raise ValueError("group costs must be >= 0")
         self.schedule = resolve_schedule(
-            self.layout.groups, lr, total_steps=total_steps, warmup_steps=warmup_steps, hard_zero_step=hard_zero_step,
-            projection_start=projection_start, penalty_start=penalty_start, lmbda=lmbda, epsilon=epsilon,
-            warmup_fraction=warmup_fraction, hard_zero_fraction=hard_zero_fraction)
+            self.layout.groups, lr, total_steps=opts.total_steps, warmup_steps=opts.warmup_steps,
+            hard_zero_step=opts.hard_zero_step, projection_start=opts.projection_start,
+            penalty_start=opts.penalty_start, lmbda=opts.lmbda, epsilon=opts.epsilon,
+            warmup_fraction=opts.warmup_fraction, hard_zero_fraction=opts.hard_zero_fraction)
         if not 0.0 <= self.schedule.epsilon < 1.0:
             raise ValueError("epsilon must lie in [0, 1)")
         self.total_steps = self.schedule.total_steps
@@ -226,7 +118,7 @@ class HybridSparseOptimizer(torch.optim.Optimizer):
         self.penalty_start = self.schedule.penalty_start
         self.lmbda = d_l if self.schedule.lmbda is None else self.schedule.lmbda
         self.epsilon = self.schedule.epsilon
-        self.steady_shrink = self.total_steps is not None if steady_shrink is None else bool(steady_shrink)
+        self.steady_shrink = self.total_steps is not None if opts.steady_shrink is None else bool(opts.steady_shrink)
         grouped = [b.param for b in self.layout.bindings.values()]
         ref = grouped[0] if grouped else (all_params[0] if all_params else torch.empty(0))
         self._home = ref.device
@@ -270,11 +162,11 @@ class HybridSparseOptimizer(torch.optim.Optimizer):
             self._sizes = self.layout.sizes.to(self._home, self._acc_dtype)
             self._removable_dev = self.layout.removable.to(self._home)
             self._rem_index = torch.nonzero(self.layout.removable).flatten().to(self._home)
-        self._entries: list[_Entry] = []
+        self._entries: list[Entry] = []
         for group in self.param_groups:
             for p in group["params"]:
                 b = self.layout.bindings.get(id(p))
-                e = _Entry(p, group, b, self.chunk_numel)
+                e = Entry(p, group, b, self.chunk_numel)
                 if b is not None:
                     e.removable = bool(self.layout.removable.numpy()[b.mem_group].any())
                 self._entries.append(e)
@@ -295,7 +187,7 @@ class HybridSparseOptimizer(torch.optim.Optimizer):
         grouped = [e for e in self._entries if e.binding is not None]
         for key in {e.key for e in grouped}:
             mine = [e for e in grouped if e.key == key]
-            ordered = [e for e in mine if e.mode == _SLOT] + [e for e in mine if e.mode != _SLOT]
+            ordered = [e for e in mine if e.mode == SLOT] + [e for e in mine if e.mode != SLOT]
             col, mcols, mgids = 0, [], []
             for e in ordered:
                 e.col = col
@@ -304,13 +196,13 @@ class HybridSparseOptimizer(torch.optim.Optimizer):
                 mgids.append(e.binding.mem_group)
                 e.mcols = torch.from_numpy(mcols[-1]).to(self._home)
                 e.mgids = torch.from_numpy(mgids[-1]).to(self._home)
-            n_slot_cols = sum(e.ncols for e in mine if e.mode == _SLOT)
+            n_slot_cols = sum(e.ncols for e in mine if e.mode == SLOT)
             buf = torch.zeros(3, col, device=key[0], dtype=key[1])
             self._stat[key] = {"buf": buf, "n_slot": n_slot_cols, "ncols": col,
                                "mcols": torch.from_numpy(np.concatenate(mcols)).to(self._home),
                                "mgids": torch.from_numpy(np.concatenate(mgids)).to(self._home)}
             for e in mine:
-                if e.mode == _SLOT:
+                if e.mode == SLOT:
                     e.statviews = [tuple(buf[r, e.col + s0:e.col + s0 + n] for r in range(3)) for s0, n in e.chunks]
                 elif len(e.chunks) == 1:
                     e.statviews = [tuple(buf[r, e.col] for r in range(3))]
@@ -409,14 +301,10 @@ class HybridSparseOptimizer(torch.optim.Optimizer):
             z = zero_col[plan["cols"]]
             plan["keep"] = torch.from_numpy((~z).astype(np.float32)).to(key[0], key[1]) if z.any() else None
 
-    def _state_tensors(self, e: _Entry) -> list[torch.Tensor]:
-        st = self.state[e.param]
-        if self.variant == "sgd":
-            b = st.get("momentum_buffer")
-            return [] if b is None else [b]
-        return [st["exp_avg"], st["exp_avg_sq"]] if "exp_avg" in st else []
+    def _state_tensors(self, e: Entry) -> list[torch.Tensor]:
+        return self._base.state_tensors(self.state[e.param])
 
-    def _state_views(self, e: _Entry) -> list[list[torch.Tensor]]:
+    def _state_views(self, e: Entry) -> list[list[torch.Tensor]]:
         """Per-chunk views of the state tensors, cached until the tensors are replaced (load_state_dict)."""
         ts = self._state_tensors(e)
         if e.rows and not all(t.is_contiguous() for t in ts):  # e.g. loaded from another layout: views need rows
@@ -431,181 +319,71 @@ class HybridSparseOptimizer(torch.optim.Optimizer):
             e.sviews = [[e.view(t, c) for t in ts] for c in e.chunks]
         return e.sviews
 
-    def _grad_views(self, e: _Entry) -> list[torch.Tensor]:
+    def _grad_views(self, e: Entry) -> list[torch.Tensor]:
         """Per-chunk views of the gradient, cut once per step (pass 2 reuses pass 1's; dropped by step())."""
         g = e.param.grad
         if e.gviews is not None and e.gviews[0] is g:
             return e.gviews[1]
         if g.is_sparse:
             raise RuntimeError("sparse gradients are not supported")
-        gc = g.contiguous() if (e.mode == _FLAT or e.rows) and not g.is_contiguous() else g
+        gc = g.contiguous() if (e.mode == FLAT or e.rows) and not g.is_contiguous() else g
         views = [e.view(gc, c) for c in e.chunks]
         e.gviews = (g, views)
         return views
 
-    def _group_hp(self, g: dict) -> dict[str, Any]:
-        lr, wd = float(g["lr"]), float(g["weight_decay"])
-        wdd = wd if self.variant == "adamw" else 0.0  # decoupled decay also enters the trial point
-        b1, b2 = (float(b) for b in g["betas"])
-        m, nesterov, eps = float(g["momentum"]), bool(g["nesterov"]), float(g["eps"])
-        # d is exactly 0 wherever the optimizer state is 0 (momentum buffer, or Adam's m with eps > 0)
-        d_from_state = (m != 0.0 and not nesterov) if self.variant == "sgd" else eps > 0.0
-        return {"lr": lr, "wd": wd, "m": m, "nesterov": nesterov, "b1": b1, "b2": b2, "eps": eps, "wdd": wdd,
-                "pre": 1.0 - lr * wdd, "d_from_state": d_from_state}
-
-    def _prepare(self, e: _Entry, hp: dict[str, Any]) -> tuple[float, float, bool]:
-        """Create missing state and advance the per-tensor step; returns (bias corr. 1, sqrt bias corr. 2,
-        first momentum step)."""
-        st = self.state[e.param]
-        if self.variant == "sgd":
-            if hp["m"] != 0.0 and "momentum_buffer" not in st:
-                st["momentum_buffer"] = torch.empty_like(e.param, memory_format=torch.preserve_format)
-                return 1.0, 1.0, True
-            return 1.0, 1.0, False
-        if "exp_avg" not in st:
-            st["step"] = 0
-            st["exp_avg"] = torch.zeros_like(e.param, memory_format=torch.preserve_format)
-            st["exp_avg_sq"] = torch.zeros_like(e.param, memory_format=torch.preserve_format)
-        st["step"] += 1
-        k = st["step"]
-        return 1.0 - hp["b1"] ** k, (1.0 - hp["b2"] ** k) ** 0.5, False
-
-    # ------------------------------------------------------------------ base-optimizer kernels (one chunk)
-    # Same formulas as torch.optim.SGD / Adam / AdamW, except that the momentum update is one fused
-    # ``buf = g + m * buf`` (one pass instead of two; equal up to rounding).
-    def _update_state(self, hp: dict, first: bool, pc: torch.Tensor, gc: torch.Tensor, sc: list[torch.Tensor],
-                      s1: torch.Tensor) -> None:
-        if self.variant == "sgd":
-            if hp["m"] == 0.0:
-                return
-            g1 = gc if hp["wd"] == 0.0 else torch.add(gc, pc, alpha=hp["wd"], out=s1)
-            if first:
-                sc[0].copy_(g1)
-            else:
-                torch.add(g1, sc[0], alpha=hp["m"], out=sc[0])
-            return
-        g1 = gc if (hp["wd"] == 0.0 or self.variant == "adamw") else torch.add(gc, pc, alpha=hp["wd"], out=s1)
-        sc[0].lerp_(g1, 1.0 - hp["b1"])
-        sc[1].mul_(hp["b2"]).addcmul_(g1, g1, value=1.0 - hp["b2"])
-
-    def _direction(self, hp: dict, bc2s: float, pc: torch.Tensor, gc: torch.Tensor, sc: list[torch.Tensor],
-                   s2: torch.Tensor) -> torch.Tensor:
-        """SGD: the direction d (x -= lr d).  Adam: the denominator (x -= lr/bc1 * m / denom)."""
-        if self.variant == "sgd":
-            if hp["m"] == 0.0:
-                return gc if hp["wd"] == 0.0 else torch.add(gc, pc, alpha=hp["wd"], out=s2)
-            if hp["nesterov"]:
-                g1 = gc if hp["wd"] == 0.0 else torch.add(gc, pc, alpha=hp["wd"], out=s2)
-                return torch.add(g1, sc[0], alpha=hp["m"], out=s2)
-            return sc[0]
-        return torch.sqrt(sc[1], out=s2).div_(bc2s).add_(hp["eps"])
-
-    def _apply(self, hp: dict, bc1: float, pc: torch.Tensor, d: torch.Tensor, sc: list[torch.Tensor]) -> None:
-        if self.variant == "sgd":
-            pc.add_(d, alpha=-hp["lr"])
-        else:
-            pc.addcdiv_(sc[0], d, value=-hp["lr"] / bc1)
-
-    def _stat_direction(self, bc1: float, d: torch.Tensor, sc: list[torch.Tensor], s3: torch.Tensor
-                        ) -> torch.Tensor:
-        """Direction for scores and lambda; for Adam the bias-corrected m_hat / (sqrt(v_hat) + eps)."""
-        if self.variant == "sgd":
-            return d
-        return torch.div(sc[0], d, out=s3).div_(bc1)
-
-    def _chunk_stats(self, e: _Entry, x: torch.Tensor, d: Optional[torch.Tensor], out: tuple,
-                     s1: torch.Tensor) -> None:
-        """Per-slot |x| (slot mode) or |x|^2 (flat), <x,d>, |d| or |d|^2 of one chunk into ``out``."""
-        o0, o1, o2 = out
-        if e.mode == _SLOT:
-            if x.dim() == 1:  # one element per slot
-                torch.abs(x, out=o0)
-                if d is None:
-                    o1.zero_()
-                    o2.zero_()
-                    return
-                torch.mul(x, d, out=o1)
-                torch.abs(d, out=o2)
-                return
-            torch.linalg.vector_norm(x, dim=e.other_dims, out=o0)
-            if d is None:
-                o1.zero_()
-                o2.zero_()
-                return
-            torch.sum(torch.mul(x, d, out=s1), dim=e.other_dims, out=o1)
-            torch.linalg.vector_norm(d, dim=e.other_dims, out=o2)
-            return
-        if e.mode == _FLAT:
-            # contiguous 1-D chunk: BLAS dot reads each operand once and needs no temporary
-            torch.dot(x, x, out=o0)
-            if d is None:
-                o1.zero_()
-                o2.zero_()
-                return
-            torch.dot(x, d, out=o1)
-            torch.dot(d, d, out=o2)
-            return
-        o0.copy_(x.pow(2).sum())
-        if d is None:
-            o1.zero_()
-            o2.zero_()
-            return
-        o1.copy_((x * d).sum())
-        o2.copy_(d.pow(2).sum())
-
     # ------------------------------------------------------------------ passes over one parameter
-    def _fused(self, e: _Entry, hp: dict, stats: bool) -> None:
+    def _fused(self, e: Entry, hp: dict, stats: bool) -> None:
         """State update + base step in one chunked pass (optionally recording stats of x_t, d_t first)."""
         gvs = self._grad_views(e)
-        bc1, bc2s, first = self._prepare(e, hp)
+        bc1, bc2s, first = self._base.prepare(self.state[e.param], e.param, hp)
         svs = self._state_views(e)
         keepviews = e.keepviews
         pre = hp["pre"]
         for i in range(len(e.chunks)):
             pc, gc, sc = e.pviews[i], gvs[i], svs[i]
             s1, s2, s3 = e.scrviews[i]
-            self._update_state(hp, first, pc, gc, sc, s1)
+            self._base.update_state(hp, first, pc, gc, sc, s1)
             if keepviews:  # zero groups: reset their optimizer state every step
                 for s in sc:
                     s.mul_(keepviews[i])
-            d = self._direction(hp, bc2s, pc, gc, sc, s2)
+            d = self._base.direction(hp, bc2s, pc, gc, sc, s2)
             if stats:
-                self._chunk_stats(e, pc, self._stat_direction(bc1, d, sc, s3), e.statviews[i], s1)
+                e.chunk_stats(pc, self._base.stat_direction(bc1, d, sc, s3), e.statviews[i], s1)
             if pre != 1.0:
                 pc.mul_(pre)
-            self._apply(hp, bc1, pc, d, sc)
+            self._base.apply(hp, bc1, pc, d, sc)
             if keepviews and not hp["d_from_state"]:
                 pc.mul_(keepviews[i])
         if stats and e.partial is not None:
             self._reduce_partial(e)
 
-    def _reduce_partial(self, e: _Entry) -> None:
+    def _reduce_partial(self, e: Entry) -> None:
         buf = self._stat[e.key]["buf"]
         torch.sum(e.partial, dim=1, out=buf[:, e.col])
 
-    def _pass1(self, e: _Entry, hp: dict) -> tuple[float, float]:
+    def _pass1(self, e: Entry, hp: dict) -> tuple[float, float]:
         """State update and stats of (x_t, d_t); the parameter itself is left for pass 2."""
         g = e.param.grad
         if g is None:
             for i in range(len(e.chunks)):
-                self._chunk_stats(e, e.pviews[i], None, e.statviews[i], e.scrviews[i][0])
+                e.chunk_stats(e.pviews[i], None, e.statviews[i], e.scrviews[i][0])
             if e.partial is not None:
                 self._reduce_partial(e)
             return 1.0, 1.0
         gvs = self._grad_views(e)
-        bc1, bc2s, first = self._prepare(e, hp)
+        bc1, bc2s, first = self._base.prepare(self.state[e.param], e.param, hp)
         svs = self._state_views(e)
         for i in range(len(e.chunks)):
             pc, gc, sc = e.pviews[i], gvs[i], svs[i]
             s1, s2, s3 = e.scrviews[i]
-            self._update_state(hp, first, pc, gc, sc, s1)
-            d = self._direction(hp, bc2s, pc, gc, sc, s2)
-            self._chunk_stats(e, pc, self._stat_direction(bc1, d, sc, s3), e.statviews[i], s1)
+            self._base.update_state(hp, first, pc, gc, sc, s1)
+            d = self._base.direction(hp, bc2s, pc, gc, sc, s2)
+            e.chunk_stats(pc, self._base.stat_direction(bc1, d, sc, s3), e.statviews[i], s1)
         if e.partial is not None:
             self._reduce_partial(e)
         return bc1, bc2s
 
-    def _pass2(self, e: _Entry, hp: dict, bc: tuple[float, float], scales: Optional[list]) -> None:
+    def _pass2(self, e: Entry, hp: dict, bc: tuple[float, float], scales: Optional[list]) -> None:
         """x <- scale * x - lr * d per slot (scale = 1 - lr*wd_dec - lr*lambda/|x|, 0 for zero groups, or the
         plain AdamW decay factor), then reset zero slots of x and of the state."""
         p, g = e.param, e.param.grad
@@ -629,12 +407,12 @@ class HybridSparseOptimizer(torch.optim.Optimizer):
             if keepviews:  # reset the state of zero slots first: then d is 0 there for most variants
                 for s in sc:
                     s.mul_(keepviews[i])
-            d = self._direction(hp, bc2s, pc, gc, sc, e.scrviews[i][1])  # before x changes (coupled decay)
+            d = self._base.direction(hp, bc2s, pc, gc, sc, e.scrviews[i][1])  # before x changes (coupled decay)
             if scales is not None:
                 pc.mul_(scales[i])  # 0 on zero slots
             elif pre != 1.0:
                 pc.mul_(pre)
-            self._apply(hp, bc1, pc, d, sc)
+            self._base.apply(hp, bc1, pc, d, sc)
             if keepviews and not hp["d_from_state"]:  # d also depends on the raw gradient
                 pc.mul_(keepviews[i])
 
@@ -654,8 +432,8 @@ class HybridSparseOptimizer(torch.optim.Optimizer):
         hybrid = gs["selected"] and self._n_active > 0
         two_pass = selecting or hybrid
 
-        hps = {id(g): self._group_hp(g) for g in self.param_groups}
-        stat_entries: list[tuple[_Entry, dict, tuple[float, float]]] = []
+        hps = {id(g): self._base.hyperparams(g) for g in self.param_groups}
+        stat_entries: list[tuple[Entry, dict, tuple[float, float]]] = []
         for e in self._entries:
             if e.all_zero:  # erased tensors: nothing to update (pass 2 handles those zeroed in this step)
                 continue
@@ -743,169 +521,6 @@ class HybridSparseOptimizer(torch.optim.Optimizer):
         gs["score_steps"] += 1
 
     # ------------------------------------------------------------------ selection
-    def _select_groups(self, order: list[int], k: int) -> list[int]:
-        """Choose up to k compact group indices from ``order`` (most redundant first)."""
-        raise NotImplementedError
-
-    def _sync_selection(self, chosen: list[int]) -> list[int]:
-        """Under torch.distributed every rank adopts rank 0's choice (public API only)."""
-        dist = torch.distributed
-        if not (dist.is_available() and dist.is_initialized()):
-            return chosen
-        box: list[Any] = [chosen if dist.get_rank() == 0 else None]
-        dist.broadcast_object_list(box, src=0)
-        theirs = [int(i) for i in box[0]]
-        if theirs != chosen:
-            self._on_selection_overridden(theirs)
-        return theirs
-
-    def _on_selection_overridden(self, chosen: list[int]) -> None:
-        """Hook: the selection is not the walk's own (rank 0's differed, or the selection filter trimmed it);
-        H2SPG re-syncs its oracle."""
-
-    def _select(self, gs: dict[str, Any]) -> None:
-        rem_idx = torch.nonzero(self.layout.removable).flatten().tolist()
-        k = self.target_count
-        if gs["scores"] is None:
-            scores = np.zeros(len(rem_idx))
-        else:
-            scores = gs["scores"].detach().to("cpu", torch.float64).numpy()[rem_idx]
-        scores = np.where(np.isnan(scores), -np.inf, scores)
-        scores = cost_aware_key(scores, self._costs[rem_idx], self.cost_weight)
-        # stable sort: equal scores keep the caller's group order, identical on every rank
-        order = [rem_idx[i] for i in np.argsort(-scores, kind="stable")]
-        chosen = self._select_groups(order, k) if k > 0 else []
-        chosen = self._sync_selection(chosen)
-        shortfall = k - len(chosen)
-        if shortfall > 0:
-            warnings.warn(
-                f"{type(self).__name__}: only {len(chosen)} of the {k} requested groups could be selected "
-                f"without breaking validity; training continues with {len(chosen)}",
-                RuntimeWarning,
-                stacklevel=3,
-            )
-        selected = len(chosen)
-        if self.selection_filter is not None and chosen:
-            chosen = self._apply_selection_filter(chosen)
-        red = torch.zeros(self.layout.n_groups, dtype=torch.bool)
-        if chosen:
-            red[torch.tensor(chosen, dtype=torch.long)] = True
-        gs["redundant"] = red
-        gs["selected"] = True
-        gs["shortfall"] = shortfall
-        gs["filtered_out"] = selected - len(chosen)
-        self._refresh()
-
-    def _apply_selection_filter(self, chosen: list[int]) -> list[int]:
-        """The caller's ``selection_filter`` sees group ids (most redundant first) and returns the ones to keep,
-        a subset (e.g. so that kept channel counts are multiples of a block size); the oracle follows it."""
-        ids = self.layout.ids
-        keep = {int(i) for i in self.selection_filter([ids[gi] for gi in chosen])}
-        unknown = keep - {ids[gi] for gi in chosen}
-        if unknown:
-            raise ValueError(f"selection_filter returned groups that were not selected: {sorted(unknown)[:10]}")
-        kept = [gi for gi in chosen if ids[gi] in keep]
-        if len(kept) < len(chosen):
-            self._on_selection_overridden(kept)
-        return kept
-
-    # ------------------------------------------------------------------ hybrid decisions
-    def _hybrid_decisions(self, gs: dict[str, Any], t: int, acc: torch.Tensor, accw: Optional[torch.Tensor],
-                          uniform: bool) -> torch.Tensor:
-        """Adaptive lambda, half-space test and forced zeros, vectorised over groups.
-
-        Returns ``coef`` = lambda_g / |x_g| for groups that stay active (0 elsewhere); marks the newly zero
-        groups in the state.
-        """
-        XX, XD, DD = acc[0], acc[1], acc[2]
-        if uniform:
-            hp = self._uniform_hp
-            XXl, XDl, XXa = hp["lr"] * XX, hp["lr"] * XD, (1.0 - hp["lr"] * hp["wdd"]) * XX
-        else:
-            XXl, XDl, XXa = accw[0], accw[1], XX - accw[2]
-        active = self._active_dev
-        nx = XX.clamp_min(0).sqrt()
-        pos = nx > 0
-        safe_nx = torch.where(pos, nx, torch.ones_like(nx))
-        lam = torch.full_like(XX, self.lmbda)
-        if t >= self.penalty_start:
-            # DHSPG rule: for <x,d> < 0 keep the step a descent direction of f while shrinking |x|
-            neg = XD < 0
-            lam_min = -XD / safe_nx
-            lam_max = -DD * nx / torch.where(neg, XD, -torch.ones_like(XD))
-            lam_ad = (self.lmbda_amplify * lam_min).clamp(self.lmbda, self.lmbda * self.hat_lmbda_coeff)
-            lam_ad = torch.where(lam_ad >= lam_max, 0.5 * (lam_min + lam_max), lam_ad)
-            lam = torch.where(neg, lam_ad, lam)
-            if self.steady_shrink:
-                # ours (budget mode): however hard the gradient pulls a chosen group outward, it still shrinks by
-                # lr * lmbda a step, so it reaches zero by projection within the window that budget_lambda sized,
-                # not abruptly at the forced step; DHSPG's descent safeguard would stall it (lambda_max cap)
-                lam = torch.maximum(lam, torch.where(neg, lam_min, torch.zeros_like(lam)) + self.lmbda)
-        coef = torch.where(active & pos, lam / safe_nx, torch.zeros_like(lam))
-        project = active & ~pos  # a redundant group that is exactly zero already joins the zero set
-        if t >= self.projection_start:
-            # <x_trial, x> from group sums, no extra pass over the tensors
-            cross = self._overlap_cross(coef, uniform) if self.layout.has_overlap else coef * XXl
-            inner = XXa - cross - XDl
-            project = project | (active & (inner < self.epsilon * XX))
-        forced = torch.zeros_like(project)
-        if self.hard_zero_step is not None and t + 1 >= self.hard_zero_step:
-            forced = active & ~project
-            project = project | forced
-        keep_active = active & ~project
-        coef = torch.where(keep_active, coef, torch.zeros_like(coef))
-        self._last = {"lambda": lam, "lambda_mask": keep_active}
-
-        # the one host sync of a hybrid step: which groups became zero (re-plans the parameter passes)
-        newly = torch.nonzero(project).flatten().cpu()
-        if newly.numel():
-            n_forced = int(forced.sum())
-            gs["zero"][newly] = True
-            gs["forced"] += n_forced
-            gs["projected"] += int(newly.numel()) - n_forced
-            self._refresh()
-        return coef
-
-    def _overlap_cross(self, coef: torch.Tensor, uniform: bool) -> torch.Tensor:
-        """sum over the slots of g of lr * |x_slot|^2 * (sum of lambda_h/|x_h| over the active groups h holding
-        the slot): the group-lasso part of <x_trial, x> when groups overlap (penalties of nested groups add)."""
-        cross = torch.zeros_like(coef)
-        for key, sb in self._stat.items():
-            vals = self._vals[key]
-            cs = torch.zeros(sb["ncols"], device=self._home, dtype=coef.dtype)
-            cs.index_add_(0, sb["mcols"], coef.index_select(0, sb["mgids"]))
-            term = cs * vals[0]
-            if uniform:
-                cross.index_add_(0, sb["mgids"], term.index_select(0, sb["mcols"]), alpha=self._uniform_hp["lr"])
-            else:
-                for e, hp, _ in self._stat_entries:
-                    if e.key == key:
-                        cross.index_add_(0, e.mgids, term.index_select(0, e.mcols), alpha=hp["lr"])
-        return cross
-
-    def _slot_scales(self, coef: torch.Tensor, hps: dict[int, dict]) -> dict[int, list]:
-        """Per-slot factor on x for every redundant-bearing tensor: 1 - lr*wd_dec - lr * (sum of lambda_g/|x_g|
-        over the slot's active groups), 0 on zero slots; one gather + one scatter per (device, dtype).  Returns
-        each tensor's per-chunk broadcast views of the factors."""
-        out: dict[int, list] = {}
-        for key, plan in self._scale_plan.items():
-            c = coef.to(device=key[0], dtype=key[1])
-            s = plan["buf"].zero_()
-            s.index_add_(0, plan["mcol"], c.index_select(0, plan["mgid"]))
-            ents = plan["entries"]
-            hp0 = hps[id(ents[0].group)]
-            if len({(hps[id(e.group)]["lr"], hps[id(e.group)]["pre"]) for e in ents}) == 1:
-                s.mul_(-hp0["lr"]).add_(hp0["pre"])
-            else:
-                for e, part in zip(ents, s.split(plan["sizes"])):
-                    hp = hps[id(e.group)]
-                    part.mul_(-hp["lr"]).add_(hp["pre"])
-            if plan["keep"] is not None:
-                s.mul_(plan["keep"])
-            for e in ents:
-                out[id(e)] = e.scaleviews
-        return out
-
     # ------------------------------------------------------------------ public helpers
     def force_zero_redundant(self) -> int:
         """Set every redundant group that is not zero yet to exactly zero now (parameters and optimizer state
@@ -937,84 +552,6 @@ class HybridSparseOptimizer(torch.optim.Optimizer):
                 for s in states:
                     s.mul_(k)
         return n
-
-    @property
-    def redundant_group_ids(self) -> list[int]:
-        """Caller ids of the selected redundant groups (empty before selection)."""
-        gs = self._gstate()
-        return [self.layout.ids[i] for i in torch.nonzero(gs["redundant"]).flatten().tolist()]
-
-    @property
-    def zero_group_ids(self) -> list[int]:
-        """Caller ids of the redundant groups this optimizer has set to zero so far."""
-        gs = self._gstate()
-        return [self.layout.ids[i] for i in torch.nonzero(gs["zero"]).flatten().tolist()]
-
-    @property
-    def scores(self) -> Optional[torch.Tensor]:
-        """Current saliency scores (compact group order; NaN for non-removable groups)."""
-        s = self._gstate()["scores"]
-        return None if s is None else s.detach().clone()
-
-    @torch.no_grad()
-    def group_norms(self) -> torch.Tensor:
-        """L2 norm of every group's current values (compact group order); one pass over grouped tensors."""
-        acc = torch.zeros(self.layout.n_groups, device=self._home, dtype=self._acc_dtype)
-        for e in self._entries:
-            if e.binding is None:
-                continue
-            p = e.param
-            if e.mode == _SLOT:
-                q = p.view(p.shape[0], -1) if e.rows else p
-                v = p.pow(2) if p.dim() == 1 else torch.linalg.vector_norm(q, dim=e.other_dims).square()
-            else:
-                v = torch.linalg.vector_norm(p).square().reshape(1)
-            v = v.reshape(-1).to(self._home, self._acc_dtype)
-            acc.index_add_(0, e.mgids, v.index_select(0, torch.from_numpy(e.binding.mem_slot).to(self._home)))
-        return acc.sqrt()
-
-    def metrics(self) -> dict[str, Any]:
-        """Progress report (costs one read pass over the grouped tensors).
-
-        Keys: ``step`` (completed steps), ``phase`` ('warmup' | 'hybrid'), ``variant``, ``num_groups``,
-        ``num_removable``, ``target_count`` (K), ``num_redundant`` (selected), ``selection_shortfall``,
-        ``selection_filtered_out`` (selected groups the ``selection_filter`` gave back),
-        ``num_zero_groups`` / ``group_sparsity`` (removable groups that are exactly zero now, measured),
-        ``num_redundant_zero``, ``redundant_norm_sum``, ``important_norm_sum`` (all non-redundant groups),
-        ``forced_zero_groups``, ``projected_groups``, ``target_reached``, ``lambda_mean`` (last step, active
-        redundant groups), ``score_steps``.
-        """
-        gs = self._gstate()
-        norms = self.group_norms()
-        rem = self._removable_dev
-        red = gs["redundant"].to(self._home)
-        is_zero = norms == 0
-        n_rem = self.layout.n_removable
-        n_zero = int((is_zero & rem).sum())
-        n_red_zero = int((is_zero & red).sum())
-        lam, lam_mask = self._last.get("lambda"), self._last.get("lambda_mask")
-        lam = None if lam is None else lam[lam_mask]
-        return {
-            "step": gs["step"],
-            "phase": "hybrid" if gs["selected"] else "warmup",
-            "variant": self.variant,
-            "num_groups": self.layout.n_groups,
-            "num_removable": n_rem,
-            "target_count": self.target_count,
-            "num_redundant": int(gs["redundant"].sum()),
-            "selection_shortfall": gs["shortfall"],
-            "selection_filtered_out": gs.get("filtered_out", 0),
-            "num_zero_groups": n_zero,
-            "group_sparsity": n_zero / n_rem if n_rem else 0.0,
-            "num_redundant_zero": n_red_zero,
-            "redundant_norm_sum": float(norms[red].sum()),
-            "important_norm_sum": float(norms[~red].sum()),
-            "forced_zero_groups": gs["forced"],
-            "projected_groups": gs["projected"],
-            "target_reached": bool(gs["selected"]) and n_red_zero == int(gs["redundant"].sum()),
-            "lambda_mean": float(lam.mean()) if lam is not None and lam.numel() else float("nan"),
-            "score_steps": gs["score_steps"],
-        }
 
     # ------------------------------------------------------------------ checkpointing
     def state_dict(self) -> dict[str, Any]:
