@@ -16,7 +16,6 @@ import math
 import os
 import signal
 import sys
-import tempfile
 import threading
 import warnings
 from pathlib import Path
@@ -198,14 +197,9 @@ def _strict_json(value: Any) -> Any:
 
 
 def _write_json_atomically(data: dict, path: Path) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as handle:
-            json.dump(_strict_json(data), handle, indent=2, default=str, allow_nan=False)
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
+    from asgnas.ir.io import write_text_atomically
+
+    write_text_atomically(path, json.dumps(_strict_json(data), indent=2, default=str, allow_nan=False))
 
 
 def _write_error(path: str, err: OSError) -> AsgnasError:

@@ -119,6 +119,7 @@ class TrainPass(Pass):
         from asgnas.bridge.model_io import fitted_dataset, logits_head, pick_output
         from asgnas.bridge.scoring import random_score
         from asgnas.bridge.training import DEFAULT_KIND, build_optimizer, channel_rounding, train
+        from asgnas.ir.io import write_text_atomically
         from asgnas.passes.hierarchy import build_oracle
         from asgnas.passes.search_space import SEARCH_SPACE_KEY, analyze_search_space
         from asgnas.passes.untie import untie_initializer_aliases
@@ -200,7 +201,7 @@ class TrainPass(Pass):
         model.metadata_props[PREPROCESSING_KEY] = json.dumps(data.preprocessing, sort_keys=True)
         if curve is not None and ctx.writes_files:
             title = f"{cfg['optimizer']} on {cfg['data']}, target sparsity {cfg['target-sparsity']:g}"
-            curve.write_text(training_curve_svg(history.epochs, schedule, title))
+            write_text_atomically(curve, training_curve_svg(history.epochs, schedule, title))
             if log is not None:
                 log(f"train: training curve -> {curve}")
         ctx.checkpoint(CHECKPOINT, model, as_reference=True)

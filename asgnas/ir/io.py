@@ -138,6 +138,20 @@ def check_model_ops(model: Model) -> None:
             )
 
 
+def write_text_atomically(path: str | os.PathLike, text: str) -> None:
+    """Write a side file (report, DOT, SVG) the way models are written: a temporary file in the same folder, then
+    ``os.replace``, so a fault or a signal never leaves a partial file."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as handle:
+            handle.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise
+
+
 def save_model(
     model: Model | onnx.ModelProto,
     path: str | os.PathLike,

@@ -27,6 +27,7 @@ from typing import Any
 
 from asgnas.errors import AsgnasError
 from asgnas.ir import Model
+from asgnas.ir.io import write_text_atomically
 from asgnas.passes.base import Option, Pass, PassContext, register_pass
 from asgnas.passes.draw_marks import ChannelSpace, Marks, segment_marks
 from asgnas.passes.groups import Group, SearchSpace
@@ -204,7 +205,7 @@ class DrawGroupsPass(Pass):
         if marks.gone and len(marks.gone) == len(erasing.graph.segments):
             raise AsgnasError(f"the slim model {self.config['after'] or '(current)'} shares no node with the drawn "
                               "model: was it made from it?")
-        dot_path.write_text(to_dot(space, erasing, marks))
+        write_text_atomically(dot_path, to_dot(space, erasing, marks))
         written: dict[str, Any] = {"dot": str(dot_path), "after_construction": slim is not None}
         dot_program = shutil.which("dot")
         if self.config["format"] == "auto" and dot_program is None:

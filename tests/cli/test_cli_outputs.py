@@ -71,3 +71,14 @@ def test_external_data_outside_the_folder_gives_one_message(tmp_path, capsys, ou
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1
     assert err[0].endswith("external data location '../secret.bin' (tensor w) is not a file inside the model's folder")
+
+
+def test_side_files_are_written_atomically(tmp_path):
+    from asgnas.ir.io import write_text_atomically
+
+    target = tmp_path / "r.train.svg"
+    write_text_atomically(target, "<svg/>")
+    assert target.read_text() == "<svg/>"
+    with pytest.raises(TypeError):
+        write_text_atomically(target, b"not text")  # fails mid-write: the old file stays, no temporary is left
+    assert target.read_text() == "<svg/>" and sorted(p.name for p in tmp_path.iterdir()) == ["r.train.svg"]
