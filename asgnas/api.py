@@ -33,7 +33,7 @@ from asgnas.ir import Model, load_model, save_model
 from asgnas.optim import DHSPG, H2SPG
 from asgnas.passes.groups import SearchSpace, group_is_zero
 from asgnas.passes.search_space import analyze_search_space
-from asgnas.passes.untie import untie_initializer_aliases
+from asgnas.passes.untie_aliases import untie_initializer_aliases
 
 
 class ASGNAS:
@@ -135,7 +135,7 @@ class ASGNAS:
     # --- construction -------------------------------------------------------------------------------------------
     def construct_subnet(self, out_dir: str | os.PathLike) -> dict[str, Any]:
         """Write the trained full model and the slim model as ONNX, prove them equal in onnxruntime."""
-        from asgnas.passes.construct import construct_subnet
+        from asgnas.passes.construct_subnet import construct_subnet
         from asgnas.passes.verify import compare_models
 
         out = Path(out_dir)

@@ -25,7 +25,7 @@ import archs  # noqa: E402
 
 from asgnas.ir import load_model  # noqa: E402
 from asgnas.passes import PassContext, PassManager, parse_pipeline  # noqa: E402
-from asgnas.passes.construct import construct_subnet  # noqa: E402
+from asgnas.passes.construct_subnet import construct_subnet  # noqa: E402
 from asgnas.passes.verify import compare_models  # noqa: E402
 from asgnas.runtime import session  # noqa: E402
 

@@ -4,7 +4,7 @@
   ``nn.Parameter``s; ``write_back`` puts the trained values back into the IR.
 - ``export_torch_model`` (export): legacy-export a user's module with one initializer per torch parameter and a
   verified ``torch name -> initializer`` map.
-- ``to_param_groups`` (mapping): ``asgnas.passes.groups.Group`` -> ``asgnas.optim.groups.ParamGroup``.
+- ``to_param_groups`` (mapping): ``asgnas.passes.groups.Group`` -> ``asgnas.optim.param_groups.ParamGroup``.
 
 Depends on torch; nothing in ``asgnas.ir`` / ``asgnas.passes`` imports this package.
 """
@@ -12,7 +12,7 @@ Depends on torch; nothing in ``asgnas.ir`` / ``asgnas.passes`` imports this pack
 import importlib
 
 _EXPORTS = {
-    "untie_initializer_aliases": "asgnas.passes.untie",
+    "untie_initializer_aliases": "asgnas.passes.untie_aliases",
     "OnnxModule": "asgnas.bridge.executor",
     "default_trainable": "asgnas.bridge.executor",
     "supported_ops": "asgnas.bridge.executor",

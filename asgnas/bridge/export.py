@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from asgnas.passes.untie import untie_initializer_aliases
+from asgnas.passes.untie_aliases import untie_initializer_aliases
 from asgnas.errors import AsgnasError
 from asgnas.ir import Model, Value, load_model, save_model
 

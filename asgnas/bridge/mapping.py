@@ -1,6 +1,6 @@
 """Translate analysis groups (ONNX initializer slices) into optimizer groups (torch parameter slices).
 
-``asgnas.passes.groups.TensorSlice(initializer, axis, indices)`` -> ``asgnas.optim.groups.ParamSlice(param,
+``asgnas.passes.groups.TensorSlice(initializer, axis, indices)`` -> ``asgnas.optim.param_groups.ParamSlice(param,
 axis, indices)``. The initializer -> parameter map comes from ``OnnxModule.param_for_initializer`` (training the
 IR itself) or from ``params_by_initializer(module, param_map)`` (training the user's torch module exported by
 ``export_torch_model``); the layouts agree because both keep the initializer's shape.
@@ -13,7 +13,7 @@ from typing import Any, Mapping
 from torch import nn
 
 from asgnas.errors import AsgnasError
-from asgnas.optim.groups import ParamGroup, ParamSlice
+from asgnas.optim.param_groups import ParamGroup, ParamSlice
 from asgnas.ir import Model
 from asgnas.passes.groups import Group
 

@@ -122,7 +122,7 @@ class TrainPass(Pass):
         from asgnas.ir.io import write_text_atomically
         from asgnas.passes.hierarchy import build_oracle
         from asgnas.passes.search_space import SEARCH_SPACE_KEY, analyze_search_space
-        from asgnas.passes.untie import untie_initializer_aliases
+        from asgnas.passes.untie_aliases import untie_initializer_aliases
         from asgnas.runtime import onnx_accuracy
 
         cfg = self.config
@@ -260,7 +260,7 @@ class TrainPass(Pass):
         """K_erase from target-sparsity, K_prune from prune-target (each a fraction or a count of its kind's
         removable groups); returns the total K and the oracle that enforces the split."""
         from asgnas.bridge.training import KindQuotaOracle
-        from asgnas.optim.groups import resolve_target_count
+        from asgnas.optim.param_groups import resolve_target_count
 
         if kind != "both" or optimizer != "h2spg":
             raise AsgnasError("prune-target needs kind=both and optimizer=h2spg")

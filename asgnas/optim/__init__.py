@@ -13,7 +13,7 @@ them with all trainable parameters to :class:`H2SPG` or :class:`DHSPG`, train as
     opt.metrics()["group_sparsity"], opt.zero_group_ids
 """
 from .dhspg import DHSPG
-from .groups import GroupLayout, ParamGroup, ParamSlice, ValidityOracle, resolve_target_count
+from .param_groups import GroupLayout, ParamGroup, ParamSlice, ValidityOracle, resolve_target_count
 from .h2spg import H2SPG, greedy_valid_selection
 from .hybrid import GLOBAL_STATE_KEY, LAMBDA_DEFAULTS, HybridSparseOptimizer
 from .options import SparseOptions

@@ -6,7 +6,7 @@ from typing import Optional
 
 import torch
 
-from .groups import Binding
+from .param_groups import Binding
 
 __all__ = ["Entry", "FLAT", "SLOT", "WHOLE"]
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import warnings
 from typing import Any, Iterable, Optional, Sequence
 
-from .groups import ParamGroup, ValidityOracle
+from .param_groups import ParamGroup, ValidityOracle
 from .hybrid import HybridSparseOptimizer
 
 __all__ = ["H2SPG", "greedy_valid_selection"]

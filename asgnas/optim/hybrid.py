@@ -54,7 +54,7 @@ import torch
 
 from .base_step import BASE_STEPS, LAMBDA_DEFAULTS
 from .entry import FLAT, SLOT, Entry
-from .groups import GroupLayout, ParamGroup, resolve_target_count
+from .param_groups import GroupLayout, ParamGroup, resolve_target_count
 from .options import SparseOptions
 from .projection import HalfSpaceProjection
 from .report import EngineReport

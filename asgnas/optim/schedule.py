@@ -16,7 +16,7 @@ from typing import Optional, Sequence
 import numpy as np
 import torch
 
-from .groups import ParamGroup
+from .param_groups import ParamGroup
 
 __all__ = ["BUDGET_EPSILON", "DEFAULT_HARD_ZERO_FRACTION", "DEFAULT_WARMUP_FRACTION", "MISSING_SCHEDULE",
            "SparseSchedule", "budget_lambda", "resolve_schedule"]

@@ -2,9 +2,9 @@
 at module level, so listing passes stays fast)."""
 
 from asgnas.passes import cost, dce, shape_infer, verify  # noqa: F401  (registration side effect)
-from asgnas.passes import construct, draw, search_space, untie, zero_groups  # noqa: F401
-from asgnas.passes import erasing, hierarchy, erase_construct  # noqa: F401
-from asgnas.passes import pruning, prune_construct  # noqa: F401
+from asgnas.passes import construct_subnet, draw_groups, search_space, untie_aliases, zero_groups  # noqa: F401
+from asgnas.passes import erasing, hierarchy, erase_subnet  # noqa: F401
+from asgnas.passes import pruning, prune_subnet  # noqa: F401
 from asgnas.passes import gates  # noqa: F401
 from asgnas.passes.base import PASS_REGISTRY, Option, Pass, PassContext, register_pass
 from asgnas.passes.manager import PassManager, parse_pipeline

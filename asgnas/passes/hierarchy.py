@@ -4,7 +4,7 @@ Reads: ``model.analyses["erasing_groups"]`` (runs ``erasing-groups`` first when 
 channel groups of ``model.analyses["search_space"]`` / ``["pruning_groups"]``.
 Writes: ``Group.parents`` / ``Group.children`` of the erase groups (B is a child of A when erasing A alone removes
 B: B's segment starves or becomes dead code; transitive reduction), and ``model.analyses["hierarchy"]`` =
-``Hierarchy`` (``kills``: every group removed with A; ``oracle()``: a fresh ``ValidityOracle``). Report key
+``Hierarchy`` (``kills``: every group removed with A; ``oracle()``: a fresh ``HierarchyOracle``). Report key
 ``hierarchy``: edge counts and depth.
 
 Validity of a removal set Z (spec 2.6, made exact so that construction reproduces the zeroed model):
@@ -75,12 +75,13 @@ class _Static:
                 self.aux_joint[seg.index] = plan is not None and any(t.aux for t in plan.touches)
 
 
-class ValidityOracle:
+class HierarchyOracle:
     """Incremental validity checks over erase groups (segments) and channel groups (spaces).
 
-    Implements the optimizer's oracle protocol: ``reset()``, ``try_remove(group_id) -> bool`` (commit when the
-    removal, together with everything committed so far, keeps the network valid; otherwise change nothing), and
-    ``is_valid(ids)`` (absolute: does removing exactly ``ids`` keep it valid; the committed state is untouched).
+    Implements the optimizer's protocol ``asgnas.optim.ValidityOracle``: ``reset()``, ``try_remove(group_id) ->
+    bool`` (commit when the removal, together with everything committed so far, keeps the network valid; otherwise
+    change nothing), and ``is_valid(ids)`` (absolute: does removing exactly ``ids`` keep it valid; the committed
+    state is untouched).
     Group ids are the given groups' ids; an erase group is found by its ``space`` (segment id), so renumbered
     copies of the groups work as long as their ``space`` is kept.
     """
@@ -117,7 +118,7 @@ class ValidityOracle:
         self._log: list[tuple[list, Any, Any]] = []
         self._committed: list[int] = []
         self._committed_set: set[int] = set()
-        self._scratch: ValidityOracle | None = None
+        self._scratch: HierarchyOracle | None = None
         self.last_reason = ""
 
     # --- protocol ---------------------------------------------------------------------------------------------
@@ -191,9 +192,9 @@ class ValidityOracle:
             scratch._rollback(0)
 
     # --- engine -----------------------------------------------------------------------------------------------
-    def _scratch_oracle(self) -> "ValidityOracle":
+    def _scratch_oracle(self) -> "HierarchyOracle":
         if self._scratch is None:
-            scratch = ValidityOracle.__new__(ValidityOracle)
+            scratch = HierarchyOracle.__new__(HierarchyOracle)
             scratch.__dict__.update(self.__dict__)
             n = self._s.n
             scratch._state = [_NONE] * n
@@ -347,10 +348,10 @@ class Hierarchy:
     parents: dict[int, list[int]]
     _static: _Static | None = field(default=None, repr=False)
 
-    def oracle(self, groups: Iterable[Group] | None = None) -> ValidityOracle:
+    def oracle(self, groups: Iterable[Group] | None = None) -> HierarchyOracle:
         """A fresh oracle over ``groups`` (default: the erase groups; pass the whole search space to include
         channel groups)."""
-        return ValidityOracle(self.analysis, groups, self._static)
+        return HierarchyOracle(self.analysis, groups, self._static)
 
     def summary(self) -> dict[str, Any]:
         removable = [g.id for g in self.analysis.removable()]
@@ -381,7 +382,7 @@ class Hierarchy:
 
 def build_hierarchy(analysis: ErasingAnalysis) -> Hierarchy:
     static = _Static(analysis)
-    oracle = ValidityOracle(analysis, analysis.groups, static)
+    oracle = HierarchyOracle(analysis, analysis.groups, static)
     seg_group = {s.index: s.group for s in analysis.graph.segments if s.group is not None}
     removable = {g.id for g in analysis.removable()}
     kills: dict[int, list[int]] = {}
@@ -449,7 +450,7 @@ class HierarchyPass(Pass):
         return hierarchy.summary()
 
 
-def build_oracle(model: Model, groups: Iterable[Group] | None = None) -> ValidityOracle:
+def build_oracle(model: Model, groups: Iterable[Group] | None = None) -> HierarchyOracle:
     """Convenience: the oracle for ``model`` (running the analyses it needs), over ``groups`` or every group of
     the search space / the erase groups."""
     hierarchy = model.analyses.get(HIERARCHY_KEY)

@@ -12,7 +12,7 @@ from asgnas import AsgnasError
 from asgnas.bridge import OnnxModule, export_torch_model, params_by_initializer, to_param_groups
 from asgnas.bridge.export import PARAM_MAP_KEY
 from asgnas.ir import load_model
-from asgnas.optim.groups import GroupLayout, ParamGroup, ParamSlice
+from asgnas.optim.param_groups import GroupLayout, ParamGroup, ParamSlice
 from asgnas.passes.groups import Group, TensorSlice, group_is_zero
 from models import ZOO
 

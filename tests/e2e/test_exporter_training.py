@@ -14,7 +14,7 @@ from asgnas.bridge.model_io import image_layout, logits_head, pick_output
 from asgnas.cli import main
 from asgnas.data import fit_to_layout, load_dataset
 from asgnas.ir import lift, lower
-from asgnas.passes.construct import construct_subnet
+from asgnas.passes.construct_subnet import construct_subnet
 from tests.exporter_models import caffe2_style, token_data, token_model
 from tools.keras_like import keras_like_cnn
 

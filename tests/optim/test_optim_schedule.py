@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from asgnas.optim import DHSPG, H2SPG, LAMBDA_DEFAULTS, budget_lambda
-from asgnas.optim.groups import ParamGroup, ParamSlice
+from asgnas.optim.param_groups import ParamGroup, ParamSlice
 from optim_testlib import ConvNet, batches, train
 
 

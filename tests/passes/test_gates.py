@@ -20,7 +20,7 @@ from asgnas.bridge.export import export_torch_model  # noqa: E402
 from asgnas.errors import AsgnasError  # noqa: E402
 from asgnas.ir import Model, load_model, lower  # noqa: E402
 from asgnas.passes import PassContext, PassManager, parse_pipeline  # noqa: E402
-from asgnas.passes.construct import construct_subnet  # noqa: E402
+from asgnas.passes.construct_subnet import construct_subnet  # noqa: E402
 from asgnas.passes.erasing import analyze_erasing  # noqa: E402
 from asgnas.passes.gates import fold_gates, gate_branches, gate_initializers, is_gate  # noqa: E402
 from asgnas.passes.search_space import analyze_search_space  # noqa: E402

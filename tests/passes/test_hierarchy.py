@@ -17,7 +17,7 @@ from asgnas.ir import lift  # noqa: E402
 from asgnas.passes import PassManager, parse_pipeline  # noqa: E402
 from asgnas.passes.erasing import analyze_erasing  # noqa: E402
 from asgnas.passes.groups import Group  # noqa: E402
-from asgnas.passes.hierarchy import HIERARCHY_KEY, ValidityOracle, build_hierarchy, build_oracle  # noqa: E402
+from asgnas.passes.hierarchy import HIERARCHY_KEY, HierarchyOracle, build_hierarchy, build_oracle  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -92,7 +92,7 @@ def test_try_remove_commits_only_valid_and_changes_nothing_otherwise(stacked) ->
 
 
 def test_protocol_of_the_optimizer() -> None:
-    from asgnas.optim.groups import ValidityOracle as OracleProtocol
+    from asgnas.optim.param_groups import ValidityOracle as OracleProtocol
 
     analysis = analyze_erasing(load(zoo_onnx("demosupnet", "legacy")))
     assert isinstance(build_hierarchy(analysis).oracle(), OracleProtocol)
@@ -138,7 +138,7 @@ def test_channel_groups_of_one_space_cannot_all_go() -> None:
     offset = 1000
     prune = [Group(id=offset + i, kind="prune", nodes=["x"], params=[], space="conv1.out") for i in range(3)]
     prune += [Group(id=offset + 3 + i, kind="prune", nodes=["y"], params=[], space="conv8.out") for i in range(2)]
-    oracle = ValidityOracle(analysis, list(analysis.groups) + prune)
+    oracle = HierarchyOracle(analysis, list(analysis.groups) + prune)
     assert oracle.try_remove(offset) and oracle.try_remove(offset + 1)
     assert not oracle.try_remove(offset + 2) and "zero-width" in oracle.last_reason
     assert oracle.try_remove(offset + 3)

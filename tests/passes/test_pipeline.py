@@ -12,7 +12,7 @@ from asgnas.cli import main
 from asgnas.errors import AsgnasError
 from asgnas.ir import load_model, lower
 from asgnas.passes import PassManager, parse_pipeline
-from asgnas.passes.draw import to_text
+from asgnas.passes.draw_groups import to_text
 from tests.models import ZOO, case_names
 
 CASES = [(n, "legacy") for n in sorted(ZOO)] + [(n, "dynamo") for n in case_names(all_of={"dynamo_ok"})]

@@ -12,7 +12,7 @@ from torch import Tensor, nn
 
 from asgnas.errors import AsgnasError
 from asgnas.ir import Graph, Model, Node, Value
-from asgnas.passes.untie import materialize
+from asgnas.passes.untie_aliases import materialize
 
 from .registry import BUILDERS, BuildContext, OpFn
 

@@ -30,7 +30,7 @@ from asgnas.passes.erasing.ops import OP_TABLE, OpInfo, op_info
 from asgnas.passes.erasing.segments import Segment, SegmentGraph, build_segment_graph
 from asgnas.passes.erasing.structures import build_groups
 from asgnas.passes.groups import Group
-from asgnas.passes.untie import untie_before_analysis
+from asgnas.passes.untie_aliases import untie_before_analysis
 
 ANALYSIS_KEY = "erasing_groups"
 

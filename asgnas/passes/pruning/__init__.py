@@ -18,7 +18,7 @@ How it works (one-job modules):
 - ``analysis.py``: spaces (union-find over axes), units (union-find over channels), the zero pass, groups;
 - ``result.py``: what it hands on (``PruningAnalysis``, ``Space``, ``Fold``), apart so the rules never import
   the driver.
-Construction is ``asgnas/passes/prune_construct.py`` (``construct_pruned``, pass ``prune-subnet``).
+Construction is ``asgnas/passes/prune_subnet.py`` (``construct_pruned``, pass ``prune-subnet``).
 
 Guarantees (each has a test): an unknown op or an unhandled attribute pins everything it touches, with a reason
 naming node and op; channels reaching graph inputs/outputs are pinned; a removed channel must be exactly zero

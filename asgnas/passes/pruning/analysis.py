@@ -30,7 +30,7 @@ from asgnas.passes.pruning.result import Fold, PruningAnalysis, Space
 from asgnas.passes.pruning.rules import CHANNEL_RULES
 from asgnas.passes.pruning.shapes import ShapeEval, check_shape_uses
 from asgnas.passes.pruning.zeros import ZeroCtx
-from asgnas.passes.untie import untie_before_analysis
+from asgnas.passes.untie_aliases import untie_before_analysis
 
 ANALYSIS_KEY = "pruning_groups"
 _FLOAT_TYPES = {1, 10, 11, 16}  # float, float16, double, bfloat16

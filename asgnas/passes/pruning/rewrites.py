@@ -1,6 +1,6 @@
 """Construction rewrites: what changes on a node itself when its channel counts change.
 
-Constants are sliced generically by ``prune_construct``; these functions update the rest: depthwise Conv
+Constants are sliced generically by ``prune_subnet``; these functions update the rest: depthwise Conv
 ``group``, GroupNormalization ``num_groups``, Reshape/Expand/Resize targets, Slice bounds, Split sizes, Gather
 indices, the C'/C rescaling of a ReduceMean over channels. They read the original static shapes and folded
 shape computations through ``RewriteCtx``.

@@ -35,7 +35,7 @@ from asgnas.passes.erasing.channels import ChannelPlan, trace_channels
 from asgnas.passes.erasing.dataflow import DataFlow
 from asgnas.passes.erasing.ops import op_info
 from asgnas.passes.groups import group_is_zero
-from asgnas.passes.hierarchy import HIERARCHY_KEY, ValidityOracle
+from asgnas.passes.hierarchy import HIERARCHY_KEY, HierarchyOracle
 
 
 class _Rewriter:
@@ -202,7 +202,7 @@ def construct_erased(
     analysis: ErasingAnalysis,
     zero_ids: Collection[int],
     *,
-    oracle: ValidityOracle | None = None,
+    oracle: HierarchyOracle | None = None,
 ) -> dict[str, Any]:
     """Erase the structures ``zero_ids`` (erase-group ids of ``analysis``) from ``model``, in place.
 
@@ -214,7 +214,7 @@ def construct_erased(
         group = groups.get(gid)
         if group is None or group.kind != "erase":
             raise AsgnasError(f"erase construction: {gid} is not an erase group of this analysis")
-    oracle = oracle or ValidityOracle(analysis)
+    oracle = oracle or HierarchyOracle(analysis)
     reason = oracle.why_invalid(ids)
     if reason:
         raise AsgnasError(f"erase construction: the set is not valid: {reason}")
@@ -252,10 +252,10 @@ def zero_erase_groups(model: Model, analysis: ErasingAnalysis) -> list[int]:
 
 
 def select_erasable(analysis: ErasingAnalysis, ids: Collection[int],
-                    oracle: ValidityOracle | None = None) -> tuple[list[int], list[int]]:
+                    oracle: HierarchyOracle | None = None) -> tuple[list[int], list[int]]:
     """(erasable, skipped): all of ``ids`` when they are valid together, else a greedy valid subset in the given
     order (a skipped zero structure simply stays in the network: it contributes zero anyway)."""
-    oracle = oracle or ValidityOracle(analysis)
+    oracle = oracle or HierarchyOracle(analysis)
     ids = list(dict.fromkeys(ids))
     oracle.reset()
     if oracle.is_valid(ids):
@@ -279,7 +279,7 @@ class EraseSubnetPass(Pass):
     def run(self, model: Model, ctx: PassContext) -> dict[str, Any]:
         analysis = model.analyses.get(ANALYSIS_KEY) or analyze_erasing(model)
         zero = zero_erase_groups(model, analysis)
-        oracle = ValidityOracle(analysis)
+        oracle = HierarchyOracle(analysis)
         if self.config["strict"] and not oracle.is_valid(zero):
             raise AsgnasError(f"zero structures are not erasable together: {oracle.why_invalid(zero)}")
         chosen, skipped = select_erasable(analysis, zero, oracle)

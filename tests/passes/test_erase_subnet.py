@@ -23,10 +23,10 @@ from test_erasing_support import (  # noqa: E402
 from asgnas.errors import AsgnasError  # noqa: E402
 from asgnas.ir import Model, lower  # noqa: E402
 from asgnas.passes import PassManager, parse_pipeline  # noqa: E402
-from asgnas.passes.erase_construct import construct_erased  # noqa: E402
+from asgnas.passes.erase_subnet import construct_erased  # noqa: E402
 from asgnas.passes.erasing import analyze_erasing  # noqa: E402
 from asgnas.passes.groups import group_is_zero, zero_group  # noqa: E402
-from asgnas.passes.hierarchy import ValidityOracle  # noqa: E402
+from asgnas.passes.hierarchy import HierarchyOracle  # noqa: E402
 from asgnas.passes.verify import compare_models  # noqa: E402
 
 EXPORTERS = ["legacy"] + (["dynamo"] if dynamo_available() else [])
@@ -93,7 +93,7 @@ def test_random_valid_subsets_construct_exactly(name: str, exporter: str) -> Non
     path = zoo_onnx(name, exporter)
     rng = np.random.default_rng(hash((name, exporter)) % 2**32)
     base = analyze_erasing(load(path))
-    oracle = ValidityOracle(base)
+    oracle = HierarchyOracle(base)
     ids = [g.id for g in base.removable()]
     for _ in range(2):
         subset = random_valid_subset(oracle, ids, rng)
@@ -106,7 +106,7 @@ def test_test_zoo_cases_construct_exactly(onnx_path, case: str) -> None:
     """The shared zoo's Concat variants (BN after the Concat, nested Concats, Slice/Split) and residual nets."""
     path = onnx_path(case, "legacy")
     base = analyze_erasing(load(path))
-    oracle = ValidityOracle(base)
+    oracle = HierarchyOracle(base)
     ids = [g.id for g in base.removable()]
     assert ids
     rng = np.random.default_rng(0)

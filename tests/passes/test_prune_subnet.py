@@ -38,7 +38,7 @@ from asgnas.ir import Model, load_model, lower  # noqa: E402
 from asgnas.passes import PassManager  # noqa: E402
 from asgnas.passes.cost import total_cost  # noqa: E402
 from asgnas.passes.groups import group_is_zero, zero_group  # noqa: E402
-from asgnas.passes.prune_construct import PruneSubnetPass, construct_pruned  # noqa: E402
+from asgnas.passes.prune_subnet import PruneSubnetPass, construct_pruned  # noqa: E402
 from asgnas.passes.pruning import analyze_pruning  # noqa: E402
 from asgnas.passes.verify import compare_models  # noqa: E402
 

@@ -22,10 +22,10 @@ from asgnas.passes.groups import group_is_zero
 
 def construct_subnet(model: Model) -> dict[str, Any]:
     """Remove the zero groups of ``model`` in place; returns what was removed and the cost before/after."""
-    from asgnas.passes.erase_construct import construct_erased, select_erasable
+    from asgnas.passes.erase_subnet import construct_erased, select_erasable
     from asgnas.passes.erasing import analyze_erasing
     from asgnas.passes.gates import check_gates, fold_gates
-    from asgnas.passes.prune_construct import construct_pruned
+    from asgnas.passes.prune_subnet import construct_pruned
     from asgnas.passes.pruning import analyze_pruning
 
     check_gates(model)  # a gate neither 0 nor 1 fails before anything is rewritten
