@@ -231,9 +231,10 @@ def construct_erased(
     model.analyses.pop(ANALYSIS_KEY, None)
     model.analyses.pop(HIERARCHY_KEY, None)
     after = total_cost(model)
+    removed = oracle.removed_segments(ids)
     return {
         "erased_groups": ids,
-        "removed_segments": sorted(oracle.removed_segments(ids), key=lambda s: int(s[1:])),
+        "removed_segments": [s.id for s in oracle.analysis.graph.segments if s.id in removed],
         "nodes_before": nodes_before,
         "nodes_after": len(model.graph),
         "dead_code_nodes": dead_nodes,

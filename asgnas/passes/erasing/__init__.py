@@ -11,8 +11,9 @@ exclusively, non-erase-joint multi-input ops are boundaries), then check each pa
 (``structures``). Op knowledge lives in the data tables of ``ops``. Linear in nodes + edges.
 
 Group ids start at ``id_offset`` (default: after the largest channel-group id of an analysis already in
-``model.analyses``, i.e. when the pruning analysis ran first, else 0); ``Group.space`` is the segment id, which is
-how the oracle and the construction find a group's segment, so a later renumbering of ids is harmless.
+``model.analyses``, i.e. when the pruning analysis ran first, else 0); ``Group.space`` is the segment id and
+``Group.segment`` its index, which is how the oracle and the construction find a group's segment, so a later
+renumbering of ids is harmless.
 """
 
 from __future__ import annotations
@@ -53,7 +54,7 @@ class ErasingAnalysis:
         return [g for g in self.groups if g.removable]
 
     def segment_of(self, group: Group) -> Segment:
-        return self.graph.segments[int(group.space[1:])]
+        return self.graph.segments[group.segment]
 
     def summary(self) -> dict[str, Any]:
         removable = self.removable()

@@ -83,7 +83,8 @@ def build_groups(
             if shared:
                 seg.note = f"only shared parameters: {next(iter(shared.values()))}"
             continue
-        group = Group(id=id_offset + len(groups), kind="erase", nodes=list(seg.nodes), params=[], space=seg.id)
+        group = Group(id=id_offset + len(groups), kind="erase", nodes=list(seg.nodes), params=[], space=seg.id,
+                      segment=seg.index)
         seg.group = group.id
         reason = _check(flow, sg, seg, seg_nodes, list(owned), shared)
         aux, extra_params, extra_macs = _concat_consequences(flow, sg, seg, nodes, node_costs)
