@@ -1,6 +1,6 @@
 """``pruning-groups``: channel spaces and channel groups on the zoo, the reference architectures, and corner cases.
 
-Construction (exactness against the zeroed model) is tested in ``test_prune_construct.py``; here: the groups are
+Construction (exactness against the zeroed model) is tested in ``test_prune_subnet.py``; here: the groups are
 well formed, the refusals carry reasons naming node and op, and the counts match what OTO / Torch-Pruning report.
 The reference-net builders live here and are imported by the construction tests.
 """
