@@ -60,7 +60,7 @@ class Group:
         return {"id": self.id, "kind": self.kind, "nodes": list(self.nodes), "params": params,
                 "removable": self.removable, "reason": self.reason, "num_params": self.num_params,
                 "macs": self.macs, "parents": list(self.parents), "children": list(self.children),
-                "space": self.space}
+                "space": self.space, "segment": self.segment}
 
 
 def group_is_zero(model: Model, group: Group) -> bool:
