@@ -92,20 +92,23 @@ MAC_RULES: dict[str, Callable[[Node], int]] = {
     "MaxPool": _pool,
     "AveragePool": _pool,
     "LpPool": _pool,
-    "GlobalAveragePool": _global_pool,
-    "GlobalMaxPool": _global_pool,
-    "ReduceMean": _global_pool,
-    "ReduceSum": _global_pool,
 }
+for _op in (  # one operation per input element
+    "GlobalAveragePool GlobalMaxPool GlobalLpPool ReduceMean ReduceSum ReduceMax ReduceMin ReduceProd ReduceL1 "
+    "ReduceL2 ReduceSumSquare ReduceLogSum ReduceLogSumExp ArgMax ArgMin"
+).split():
+    MAC_RULES[_op] = _global_pool
 for _op in (
     "Add Sub Mul Div Relu LeakyRelu PRelu Sigmoid HardSigmoid HardSwish Tanh Gelu Elu Selu Softplus Softsign Erf Exp "
     "Log Sqrt Pow Neg Abs Clip Max Min Mish Softmax LogSoftmax BatchNormalization InstanceNormalization "
-    "LayerNormalization GroupNormalization RMSNormalization Resize Upsample Where"
+    "LayerNormalization GroupNormalization RMSNormalization Resize Upsample Where "
+    "Sum Mean Mod Celu ThresholdedRelu Reciprocal Sign Sin Cos Floor Ceil Round Shrink Hardmax IsNaN IsInf "
+    "Equal Less Greater LessOrEqual GreaterOrEqual And Or Xor Not"
 ).split():
     MAC_RULES[_op] = _elementwise
-for _op in (
+for _op in (  # data movement and tensor generators: no arithmetic on the input's elements
     "Reshape Flatten Transpose Squeeze Unsqueeze Identity Dropout Concat Split Slice Gather Shape Constant Pad Cast "
-    "ConstantOfShape Expand Tile Range"
+    "ConstantOfShape Expand Tile Range Size EyeLike RandomNormal RandomUniform RandomNormalLike RandomUniformLike"
 ).split():
     MAC_RULES[_op] = _free
 

@@ -1,0 +1,83 @@
+"""The operator tables agree: an op that can carry a removable channel group can also be trained, costed and
+zero-checked.
+
+The sets are read off the tables themselves (``CHANNEL_RULES``, the executor's ``BUILDERS``, ``MAC_RULES``,
+``zeros.UNARY``, ``OP_TABLE``); the only hand-written lists are the exceptions below, each with its reason, and
+each compared for equality so that a stale exception fails too.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+import asgnas.bridge.executor  # noqa: F401  (importing the package registers every builder)
+from asgnas.bridge.executor.registry import BUILDERS
+from asgnas.ir import lift
+from asgnas.passes.cost import MAC_RULES
+from asgnas.passes.erasing.ops import OP_TABLE
+from asgnas.passes.pruning import analyze_pruning
+from asgnas.passes.pruning.rules import CHANNEL_RULES
+from asgnas.passes.pruning.zeros import UNARY
+
+#: ops the analysis refuses (``carries_channels=False``: every output axis pinned) and the executor cannot run:
+#: their values are random, so a trained model could never be checked equal to onnxruntime's
+RANDOM_OPS = {"RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike"}
+
+#: channel-carrying ops whose output value for a removed channel is not a known constant (``zero=None``), so
+#: nothing downstream may assume it: safe, only less prunable after them
+ZERO_UNKNOWN = {
+    "ArgMax", "ArgMin",  # an index: which position wins depends on the kept channels' values
+    "LayerNormalization",  # normalizes over the channel axis too: a removed channel's output depends on the rest
+    "Mod",  # Mod(x, 0) for a removed divisor channel is undefined in ONNX
+    "Constant",  # no input: its channels are sliced like an initializer's, there is no f(removed input)
+}
+
+#: channel-carrying ops absent from the erasing table: erasing treats them by other means
+NOT_IN_OP_TABLE = {"Constant"}  # erasing's dataflow folds Constant outputs like initializers
+
+CARRIERS = {op for op, rule in CHANNEL_RULES.items() if rule.carries_channels}
+REFUSED = set(CHANNEL_RULES) - CARRIERS
+
+
+def test_channel_carriers_run_in_the_executor() -> None:
+    assert CARRIERS - set(BUILDERS) == set()
+    assert set(CHANNEL_RULES) - set(BUILDERS) == RANDOM_OPS
+
+
+def test_random_ops_are_refused_by_the_analysis() -> None:
+    assert RANDOM_OPS <= REFUSED
+
+
+def test_channel_ops_are_costed() -> None:
+    assert set(CHANNEL_RULES) - set(MAC_RULES) == set()
+    # and no cost rule names an op nothing else knows
+    assert set(MAC_RULES) - set(CHANNEL_RULES) - set(BUILDERS) == set()
+
+
+def test_channel_carriers_have_zero_rules() -> None:
+    assert {op for op in CARRIERS if CHANNEL_RULES[op].zero is None} == ZERO_UNKNOWN
+
+
+def test_unary_zero_functions_belong_to_executable_channel_ops() -> None:
+    assert set(UNARY) - CARRIERS == set()
+    assert set(UNARY) - set(BUILDERS) == set()
+
+
+def test_channel_carriers_are_known_to_erasing() -> None:
+    assert CARRIERS - set(OP_TABLE) == NOT_IN_OP_TABLE
+
+
+@pytest.mark.parametrize("op", sorted(op for op in REFUSED if op.endswith("Like")))
+def test_shaped_like_ops_pin_their_input(op: str) -> None:
+    """Gemm -> op: the op's output has the Gemm's shape but is no slice of it, so the Gemm's channels stay."""
+    weight = numpy_helper.from_array(np.ones((4, 3), np.float32), "w")
+    nodes = [helper.make_node("Gemm", ["x", "w"], ["c"], name="gemm", transB=1),
+             helper.make_node(op, ["c"], ["y"], name="like")]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], [weight])
+    analysis = analyze_pruning(lift(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])))
+    assert len(analysis.groups) == 4
+    assert analysis.removable() == []
+    assert all(g.reason.startswith(f"like ({op})") for g in analysis.groups)
