@@ -8,7 +8,10 @@ each compared for equality so that a stale exception fails too.
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
+import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
@@ -81,3 +84,43 @@ def test_shaped_like_ops_pin_their_input(op: str) -> None:
     assert len(analysis.groups) == 4
     assert analysis.removable() == []
     assert all(g.reason.startswith(f"like ({op})") for g in analysis.groups)
+
+
+def test_newly_executable_ops_train_and_construct(tmp_path) -> None:
+    """Conv -> Shrink -> LpPool -> Conv -> RMSNormalization -> GlobalAveragePool -> Gemm: prune groups run through every
+    one of them; train zeroes some and construct-subnet removes them, verified equal in onnxruntime."""
+    from asgnas.cli import main
+
+    rng = np.random.default_rng(0)
+
+    def init(name: str, *shape: int) -> object:
+        return numpy_helper.from_array((rng.standard_normal(shape) * 0.3).astype(np.float32), name)
+
+    nodes = [
+        helper.make_node("Conv", ["x", "w1", "b1"], ["c1"], name="conv1", pads=[1, 1, 1, 1]),
+        helper.make_node("Shrink", ["c1"], ["s"], name="shrink", lambd=0.1, bias=0.05),
+        helper.make_node("LpPool", ["s"], ["p"], name="lp_pool", kernel_shape=[2, 2], strides=[2, 2]),
+        helper.make_node("Conv", ["p", "w2", "b2"], ["c2"], name="conv2"),
+        helper.make_node("RMSNormalization", ["c2", "scale"], ["n"], name="rms", axis=-1),
+        helper.make_node("GlobalAveragePool", ["n"], ["g"], name="global_pool"),  # no GlobalLpPool-22 in ort
+        helper.make_node("Flatten", ["g"], ["f"], name="flatten"),
+        helper.make_node("Gemm", ["f", "w3", "b3"], ["y"], name="head", transB=1),
+    ]
+    graph = helper.make_graph(
+        nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 2, 6, 6])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 3])],
+        [init("w1", 8, 2, 3, 3), init("b1", 8), init("w2", 8, 8, 1, 1), init("b2", 8), init("scale", 3),
+         init("w3", 3, 8), init("b3", 3)])
+    path, out, report_path = tmp_path / "net.onnx", tmp_path / "slim.onnx", tmp_path / "r.json"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 23)], ir_version=11), str(path))
+    status = main([str(path), "--passes", "train{data=synthetic,epochs=6,kind=prune,optimizer=dhspg,"
+                   "target-sparsity=0.25,quiet=true},construct-subnet,verify", "-o", str(out),
+                   "--report", str(report_path), "-q"])
+    assert status == 0
+    report = json.loads(report_path.read_text())
+    assert report["train"]["metrics"]["num_zero_groups"] == 4  # 25% of the 16 channel groups
+    assert report["verify"]["ok"]
+    assert report["cost"]["after"]["params"] < report["cost"]["before"]["params"]
+    dims = {t.name: list(t.dims) for t in onnx.load(str(out)).graph.initializer}
+    assert dims["w1"][0] + dims["w2"][0] == 16 - 4  # the 4 zeroed channels are gone, from either Conv
+    assert dims["w2"][1] == dims["w1"][0] and dims["w3"][1] == dims["w2"][0] and dims["scale"] == [3]
