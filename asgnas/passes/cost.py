@@ -5,7 +5,8 @@ Reads: the IR and its shapes (runs static shape inference first if a value lacks
 model, ``after`` the current one. Symbolic dims (the batch) count as 1, so MACs are per sample.
 Parameters are the floating-point initializer elements; a shared initializer counts once, at its first consumer.
 Conventions: one MAC per multiply-add of a Conv/Gemm/MatMul; element-wise ops, norms and pooling count one
-operation per output element (per kernel tap for pooling), as thop/fvcore-style counters do.
+operation per output element (per kernel tap for pooling), reductions and global pools one per input element, as
+thop/fvcore-style counters do; data movement and tensor generators (Shape, EyeLike, Random*) count none.
 """
 
 from __future__ import annotations

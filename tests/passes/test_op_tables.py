@@ -18,7 +18,7 @@ from onnx import TensorProto, helper, numpy_helper
 import asgnas.bridge.executor  # noqa: F401  (importing the package registers every builder)
 from asgnas.bridge.executor.registry import BUILDERS
 from asgnas.ir import lift
-from asgnas.passes.cost import MAC_RULES
+from asgnas.passes.cost import MAC_RULES, ensure_shapes, node_costs
 from asgnas.passes.erasing.ops import OP_TABLE
 from asgnas.passes.pruning import analyze_pruning
 from asgnas.passes.pruning.rules import CHANNEL_RULES
@@ -124,3 +124,16 @@ def test_newly_executable_ops_train_and_construct(tmp_path) -> None:
     dims = {t.name: list(t.dims) for t in onnx.load(str(out)).graph.initializer}
     assert dims["w1"][0] + dims["w2"][0] == 16 - 4  # the 4 zeroed channels are gone, from either Conv
     assert dims["w2"][1] == dims["w1"][0] and dims["w3"][1] == dims["w2"][0] and dims["scale"] == [3]
+
+
+@pytest.mark.parametrize("op, attrs, macs", [("ReduceMax", {}, 24), ("ArgMax", {"axis": 1}, 24),
+                                             ("Hardmax", {"axis": 1}, 24), ("EyeLike", {}, 0)])
+def test_cost_of_ops_once_left_to_the_default_rule(op: str, attrs: dict, macs: int) -> None:
+    """x[4, 6]: reductions read every input element (the default counted their 1 or 4 outputs); generators
+    compute nothing from their input's values."""
+    graph = helper.make_graph([helper.make_node(op, ["x"], ["y"], name="n", **attrs)], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [4, 6])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)])
+    model = lift(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]))
+    ensure_shapes(model)
+    assert node_costs(model).get("n", {"macs": 0})["macs"] == macs
