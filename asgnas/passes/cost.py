@@ -5,7 +5,8 @@ Reads: the IR and its shapes (runs static shape inference first if a value lacks
 model, ``after`` the current one. Symbolic dims (the batch) count as 1, so MACs are per sample.
 Parameters are the floating-point initializer elements; a shared initializer counts once, at its first consumer.
 Conventions: one MAC per multiply-add of a Conv/Gemm/MatMul; element-wise ops, norms and pooling count one
-operation per output element (per kernel tap for pooling), as thop/fvcore-style counters do.
+operation per output element (per kernel tap for pooling), reductions and global pools one per input element, as
+thop/fvcore-style counters do; data movement and tensor generators (Shape, EyeLike, Random*) count none.
 """
 
 from __future__ import annotations
@@ -92,20 +93,23 @@ MAC_RULES: dict[str, Callable[[Node], int]] = {
     "MaxPool": _pool,
     "AveragePool": _pool,
     "LpPool": _pool,
-    "GlobalAveragePool": _global_pool,
-    "GlobalMaxPool": _global_pool,
-    "ReduceMean": _global_pool,
-    "ReduceSum": _global_pool,
 }
+for _op in (  # one operation per input element
+    "GlobalAveragePool GlobalMaxPool GlobalLpPool ReduceMean ReduceSum ReduceMax ReduceMin ReduceProd ReduceL1 "
+    "ReduceL2 ReduceSumSquare ReduceLogSum ReduceLogSumExp ArgMax ArgMin"
+).split():
+    MAC_RULES[_op] = _global_pool
 for _op in (
     "Add Sub Mul Div Relu LeakyRelu PRelu Sigmoid HardSigmoid HardSwish Tanh Gelu Elu Selu Softplus Softsign Erf Exp "
     "Log Sqrt Pow Neg Abs Clip Max Min Mish Softmax LogSoftmax BatchNormalization InstanceNormalization "
-    "LayerNormalization GroupNormalization RMSNormalization Resize Upsample Where"
+    "LayerNormalization GroupNormalization RMSNormalization Resize Upsample Where "
+    "Sum Mean Mod Celu ThresholdedRelu Reciprocal Sign Sin Cos Floor Ceil Round Shrink Hardmax IsNaN IsInf "
+    "Equal Less Greater LessOrEqual GreaterOrEqual And Or Xor Not"
 ).split():
     MAC_RULES[_op] = _elementwise
-for _op in (
+for _op in (  # data movement and tensor generators: no arithmetic on the input's elements
     "Reshape Flatten Transpose Squeeze Unsqueeze Identity Dropout Concat Split Slice Gather Shape Constant Pad Cast "
-    "ConstantOfShape Expand Tile Range"
+    "ConstantOfShape Expand Tile Range Size EyeLike RandomNormal RandomUniform RandomNormalLike RandomUniformLike"
 ).split():
     MAC_RULES[_op] = _free
 

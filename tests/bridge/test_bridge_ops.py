@@ -215,6 +215,15 @@ CASES: list[tuple[str, str, dict, dict, dict, int]] = [
     ("dropout_eval", "Dropout", {"x": X4}, {"r": np.float32(0.4)}, {}, 13),
     ("erf", "Erf", {"x": X4}, {}, {}, 13),
     ("mish", "Mish", {"x": X4}, {}, {}, 18),
+    ("shrink", "Shrink", {"x": X4}, {}, {"bias": 0.3, "lambd": 0.6}, 13),
+    ("hardmax", "Hardmax", {"x": np.round(X4)}, {}, {"axis": 1}, 13),
+    ("hardmax_coerced_11", "Hardmax", {"x": X4}, {}, {"axis": 2}, 11),
+    ("eye_like_k", "EyeLike", {"x": _rand(4, 6)}, {}, {"k": -1}, 13),
+    ("lp_pool_p1_asym", "LpPool", {"x": X4}, {}, {"kernel_shape": [2, 3], "p": 1, "pads": [0, 1, 1, 0],
+                                                  "strides": [2, 1]}, 18),
+    ("lp_pool_p2_same", "LpPool", {"x": X4}, {}, {"kernel_shape": [3, 3], "auto_pad": "SAME_UPPER"}, 11),
+    ("global_lp_pool", "GlobalLpPool", {"x": X4}, {}, {"p": 3}, 13),
+    ("rms_norm", "RMSNormalization", {"x": X4}, {"s": _rand(7, 9)}, {"axis": 2, "epsilon": 1e-3}, 23),
 ]
 
 
@@ -240,6 +249,12 @@ INT_CASES: list[tuple[str, str, dict, dict, dict, int, int, int]] = [
      {}, 13, 1, TensorProto.INT64),
     ("const_of_shape", "ConstantOfShape", {"s": _i64(2, 3)}, {},
      {"value": numpy_helper.from_array(np.asarray([4], np.int32))}, 13, 1, TensorProto.INT32),
+    ("is_inf", "IsInf", {"x": np.asarray([1.0, np.inf, -np.inf, np.nan, 0.0], np.float32)}, {}, {}, 13, 1,
+     TensorProto.BOOL),
+    ("is_inf_negative", "IsInf", {"x": np.asarray([1.0, np.inf, -np.inf, 0.0], np.float32)}, {},
+     {"detect_positive": 0}, 13, 1, TensorProto.BOOL),
+    ("eye_like_int", "EyeLike", {"x": _rand(3, 5)}, {}, {"dtype": TensorProto.INT32, "k": 2}, 13, 1,
+     TensorProto.INT32),
 ]
 
 
@@ -333,6 +348,14 @@ def test_supported_ops_cover_the_brief() -> None:
     Constant ConstantOfShape Expand Tile Cast Identity Dropout ReduceMean ReduceSum ReduceMax Where Equal Less
     Greater Range Einsum""".split()
     assert set(wanted) <= set(supported_ops())
+
+
+@pytest.mark.parametrize("op, attrs", [("LpPool", {"kernel_shape": [2, 2], "p": 2}), ("GlobalLpPool", {"p": 2})])
+def test_lp_pool_of_zeroed_channels_has_zero_gradient(op: str, attrs: dict) -> None:
+    """Channels the optimizer zeroed must not turn the gradient into NaN through (sum |x|^p)^(1/p) at 0."""
+    x = torch.zeros(1, 2, 4, 4, requires_grad=True)
+    OnnxModule(lift(_model(op, {"x": X4[:1, :2, :4, :4]}, {}, attrs, 18)))(x).sum().backward()
+    np.testing.assert_array_equal(x.grad.numpy(), np.zeros((1, 2, 4, 4), np.float32))
 
 
 def test_dropout_follows_the_module_mode() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Callable, Sequence
 
 import torch
@@ -201,6 +202,18 @@ def _group_norm(ctx: BuildContext) -> OpFn:
     return run
 
 
+@register("RMSNormalization")
+def _rms_norm(ctx: BuildContext) -> OpFn:
+    axis, eps = int(ctx.attr("axis", -1)), float(ctx.attr("epsilon", 1e-5))
+
+    def run(xs: list, tr: bool) -> Tensor:
+        x, scale = xs[0], xs[1]
+        dims = tuple(range(positive_axis(axis, x.dim()), x.dim()))
+        return x * torch.rsqrt(x.square().mean(dims, keepdim=True) + eps) * scale
+
+    return run
+
+
 @register("LRN")
 def _lrn(ctx: BuildContext) -> OpFn:
     size = int(ctx.attr("size"))
@@ -280,3 +293,37 @@ def _global_pool(ctx: BuildContext) -> OpFn:
     if ctx.node.op_type == "GlobalAveragePool":
         return lambda xs, tr: xs[0].mean(dim=tuple(range(2, xs[0].dim())), keepdim=True)
     return lambda xs, tr: xs[0].amax(dim=tuple(range(2, xs[0].dim())), keepdim=True)
+
+
+@register("LpPool")
+def _lp_pool(ctx: BuildContext) -> OpFn:
+    kernel = [int(k) for k in ctx.attr("kernel_shape")]
+    nd = len(kernel)
+    strides = [int(s) for s in ctx.attr("strides", [1] * nd)]
+    if any(int(d) != 1 for d in ctx.attr("dilations", [1] * nd)) or int(ctx.attr("ceil_mode", 0)):
+        raise ctx.error("LpPool with dilations or ceil_mode is not supported")
+    p = float(ctx.attr("p", 2))
+    pads_of = _window_pads(ctx)
+    ones, taps = [1] * nd, math.prod(kernel)
+
+    def run(xs: list, tr: bool) -> Tensor:
+        x = xs[0]
+        pads = pads_of(x.shape[2:], kernel, strides, ones)
+        # (sum |x|^p)^(1/p); padded cells add 0, so a window mean that counts them times the window size is the sum
+        padded, pad = _apply_pads(x.abs().pow(p), pads, 0.0, kernel)
+        window_sum = _AVG_POOL[nd](padded, kernel, strides, pad, False, True) * taps
+        return _root(window_sum, p)
+
+    return run
+
+
+@register("GlobalLpPool")
+def _global_lp_pool(ctx: BuildContext) -> OpFn:
+    p = float(ctx.attr("p", 2))
+    return lambda xs, tr: _root(xs[0].abs().pow(p).sum(dim=tuple(range(2, xs[0].dim())), keepdim=True), p)
+
+
+def _root(total: Tensor, p: float) -> Tensor:
+    """total^(1/p) with gradient 0, not NaN, where total is 0 (a window of channels the optimizer zeroed)."""
+    positive = total > 0
+    return torch.where(positive, torch.where(positive, total, torch.ones_like(total)).pow(1.0 / p), total)

@@ -87,6 +87,33 @@ def _mod(ctx: BuildContext) -> OpFn:
     return lambda xs, tr: torch.fmod(xs[0], xs[1]) if fmod else torch.remainder(xs[0], xs[1])
 
 
+@register("Shrink")
+def _shrink(ctx: BuildContext) -> OpFn:
+    bias, lambd = float(ctx.attr("bias", 0.0)), float(ctx.attr("lambd", 0.5))
+
+    def run(xs: list, tr: bool) -> Tensor:
+        x = xs[0]
+        zero = torch.zeros((), dtype=x.dtype, device=x.device)
+        return torch.where(x < -lambd, x + bias, torch.where(x > lambd, x - bias, zero))
+
+    return run
+
+
+@register("IsInf")
+def _is_inf(ctx: BuildContext) -> OpFn:
+    negative, positive = bool(ctx.attr("detect_negative", 1)), bool(ctx.attr("detect_positive", 1))
+
+    def run(xs: list, tr: bool) -> Tensor:
+        x = xs[0]
+        if negative and positive:
+            return torch.isinf(x)
+        if negative:
+            return torch.isneginf(x)
+        return torch.isposinf(x) if positive else torch.zeros_like(x, dtype=torch.bool)
+
+    return run
+
+
 @register("Sum", "Max", "Min", "Mean")
 def _variadic(ctx: BuildContext) -> OpFn:
     fn = {"Sum": torch.add, "Mean": torch.add, "Max": torch.maximum, "Min": torch.minimum}[ctx.node.op_type]
@@ -170,9 +197,14 @@ def _clip(ctx: BuildContext) -> OpFn:
     return run
 
 
-@register("Softmax", "LogSoftmax")
+def _hardmax(x: Tensor, dim: int) -> Tensor:
+    """1 at the first maximum along ``dim``, 0 elsewhere (torch's argmax also picks the first)."""
+    return torch.zeros_like(x).scatter_(dim, x.argmax(dim=dim, keepdim=True), 1)
+
+
+@register("Softmax", "LogSoftmax", "Hardmax")
 def _softmax(ctx: BuildContext) -> OpFn:
-    fn = F.softmax if ctx.node.op_type == "Softmax" else F.log_softmax
+    fn = {"Softmax": F.softmax, "LogSoftmax": F.log_softmax, "Hardmax": _hardmax}[ctx.node.op_type]
     if ctx.opset >= 13:
         axis = int(ctx.attr("axis", -1))
         return lambda xs, tr: fn(xs[0], dim=axis)

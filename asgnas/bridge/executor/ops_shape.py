@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .registry import BuildContext, OpFn, positive_axis, register, torch_pad_order
+from .registry import TORCH_DTYPES, BuildContext, OpFn, positive_axis, register, torch_pad_order
 
 
 # --------------------------------------------------------------------------------------------------
@@ -226,6 +226,21 @@ def _trilu(ctx: BuildContext) -> OpFn:
         k = k_of(xs)
         k = 0 if k is None else int(k)
         return torch.triu(xs[0], k) if upper else torch.tril(xs[0], k)
+
+    return run
+
+
+@register("EyeLike")
+def _eye_like(ctx: BuildContext) -> OpFn:
+    to, k = ctx.attr("dtype"), int(ctx.attr("k", 0))
+    if to is not None and int(to) not in TORCH_DTYPES:
+        raise ctx.error(f"EyeLike dtype {to} is not supported in torch")
+    dtype = None if to is None else TORCH_DTYPES[int(to)]
+
+    def run(xs: list, tr: bool) -> Tensor:
+        x = xs[0]
+        ones = torch.ones(x.shape, dtype=torch.bool, device=x.device)
+        return (ones.triu(k) & ones.tril(k)).to(dtype or x.dtype)  # ones on diagonal k only
 
     return run
 

@@ -42,15 +42,17 @@ class OpRule:
     #: output axis i lines up with input axis i (numpy broadcasting from the right): ``zero`` runs once per live
     #: output axis with ``zc.axis`` set; otherwise once, on values common to all live axes
     aligned: bool = False
+    #: False: ``analyze`` pins every output axis, so no removable channel group runs through the op
+    carries_channels: bool = True
 
 
 CHANNEL_RULES: dict[str, OpRule] = {}
 
 
 def _register(ops: str, analyze: Analyze, zero: Zero | None = None, rewrite: Rewrite | None = None,
-              aligned: bool = True) -> None:
+              aligned: bool = True, carries_channels: bool = True) -> None:
     for op in ops.split():
-        CHANNEL_RULES[op] = OpRule(analyze, zero, rewrite, aligned)
+        CHANNEL_RULES[op] = OpRule(analyze, zero, rewrite, aligned, carries_channels)
 
 
 # ==================================================================================================
@@ -601,6 +603,12 @@ def a_fresh(node: Node, b: Builder, se: ShapeEval) -> None:
         b.pin_value(out, f"{node.name} ({node.op_type}) makes a tensor of fixed size")
 
 
+def a_shaped_like(node: Node, b: Builder, se: ShapeEval) -> None:
+    """EyeLike, Random*Like: the output takes the input's shape but its entries depend on the position (or are
+    random), so removing a channel of either side is no slice of the other: neither may shrink."""
+    b.pin_node(node, f"{node.name} ({node.op_type}) fills a tensor of its input's shape by position or at random")
+
+
 # ==================================================================================================
 
 
@@ -634,7 +642,8 @@ _register("And", a_elementwise, z_compare(lambda a, b: bool(a) and bool(b)))
 _register("Or", a_elementwise, z_compare(lambda a, b: bool(a) or bool(b)))
 _register("Xor", a_elementwise, z_compare(lambda a, b: bool(a) != bool(b)))
 _register("Not", a_unary, z_unary(lambda n, z: float(not z)))
-_register("IsNaN IsInf Mod", a_elementwise)
+_register("IsNaN IsInf", a_elementwise, z_unary(lambda n, z: 0.0))  # a removed channel's value is finite
+_register("Mod", a_elementwise)
 _register("BatchNormalization", a_batchnorm, z_norm(1, 2))
 _register("InstanceNormalization", a_instancenorm, z_norm(1, 2))
 _register("GroupNormalization", a_groupnorm, z_norm(1, 2), r_groupnorm)
@@ -667,8 +676,9 @@ _register("ReduceSum ReduceMax ReduceMin ReduceProd ReduceL1 ReduceL2 ReduceSumS
 _register("ReduceMean", a_reduce, z_reduce, r_reduce_mean, aligned=False)
 _register("ArgMax ArgMin", a_argreduce, aligned=False)
 _register("Constant", a_none, aligned=False)
-_register("Shape Size ConstantOfShape Range EyeLike RandomNormal RandomUniform RandomNormalLike "
-          "RandomUniformLike", a_fresh, aligned=False)
+_register("Shape Size ConstantOfShape Range RandomNormal RandomUniform", a_fresh, aligned=False,
+          carries_channels=False)
+_register("EyeLike RandomNormalLike RandomUniformLike", a_shaped_like, aligned=False, carries_channels=False)
 
 
 def coverage() -> dict[str, list[str]]:
