@@ -228,15 +228,15 @@ def _load_named_inputs(spec: str, inputs: Sequence[InputSpec], num_classes: int 
                               f"{', '.join(names)}, and labels 'y')")
 
         def read(suffix: str) -> tuple[NamedInputs, np.ndarray]:
-            x = {}
+            x, y = {}, arrays["y" + suffix]  # an npz array is read from the zip on every index: once here
             for spec_ in inputs:
                 array = arrays[spec_.name + suffix]
                 if tuple(array.shape[1:]) != spec_.shape:
                     raise AsgnasError(f"{path}: '{spec_.name}{suffix}' holds samples of shape {array.shape[1:]}, "
                                       f"the graph input takes {spec_.shape}")
                 x[spec_.name] = array.astype(spec_.dtype, copy=False)
-                _check_pairs(path, spec_.name + suffix, array, "y" + suffix, arrays["y" + suffix])
-            return NamedInputs(x), arrays["y" + suffix].astype(np.int64).reshape(-1)
+                _check_pairs(path, spec_.name + suffix, array, "y" + suffix, y)
+            return NamedInputs(x), y.astype(np.int64).reshape(-1)
 
         x_tr, y_tr = read("")
         if all(f"{n}_val" in arrays for n in [*names, "y"]):

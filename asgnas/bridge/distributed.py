@@ -137,10 +137,10 @@ class RankShards(Shards):
 
 
 def data_parallel(module: "nn.Module", device: "torch.device",
-                  fixed_batch: int | None) -> tuple["nn.Module", Shards | None]:
-    """In a process group: ``module`` wrapped in DDP and this rank's shards; else ``(module, None)``."""
+                  fixed_batch: int | None) -> tuple["nn.Module", Shards]:
+    """In a process group: ``module`` wrapped in DDP and this rank's shards; else ``module`` and whole batches."""
     if world_size() <= 1 or not _group_active():
-        return module, None
+        return module, Shards()
     if fixed_batch is not None:
         raise AsgnasError(f"train: the graph computes with its fixed batch {fixed_batch}, so a batch cannot be split "
                           "across processes; export it with a dynamic batch or train in one process")

@@ -219,7 +219,7 @@ class TrainPass(Pass):
             "data": cfg["data"],
             "device": str(device),
             "batch_size": batch,
-            "processes": shards.world if shards else 1,
+            "processes": shards.world,
             "epochs": history.epochs,
             "seconds": round(history.seconds, 2),
             "schedule": schedule,

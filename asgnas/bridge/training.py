@@ -152,7 +152,7 @@ def train(
     step = 0
     for epoch in range(epochs):
         module.train()
-        losses, correct = [], 0
+        losses, correct, loss_sum = [], 0, 0.0
         bar = Progress(steps_per_epoch, f"epoch {epoch + 1}/{epochs}", log)
         for index in _batches(len(data.x_train), batch_size, rng):
             if lr_schedule == "cosine":
@@ -166,13 +166,14 @@ def train(
             logits = forward(xb)
             loss = loss_fn(logits, yb) * weight
             losses.append(float(loss.detach()))
+            loss_sum += losses[-1]  # the bar's running mean, without re-averaging the epoch every step
             if not shards.all_finite(losses[-1]):  # stop at once: nothing trained from here on is worth writing
                 raise TrainingDiverged(diverged_message(losses[-1], epoch + 1, epochs, step + 1, base_lrs[0]))
             loss.backward()
             optimizer.step()
             step += 1
             correct += int((logits.argmax(-1) == yb).sum()) if weight else 0
-            bar.update(loss=float(np.mean(losses)))
+            bar.update(loss=loss_sum / len(losses))
         bar.close()
         module.eval()
         metrics = optimizer.metrics()

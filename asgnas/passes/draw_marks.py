@@ -38,7 +38,7 @@ def _size_in(model: Model, members: list[tuple[str, int, str]]) -> int | None:
     values = model.graph.values
     present = [(values[name], axis) for name, axis, _ in members if name in values]
     for value, axis in sorted(present, key=lambda item: item[0].const is None):
-        shape = value.const.array.shape if value.const is not None else value.shape
+        shape = value.const.shape if value.const is not None else value.shape  # dims only, no decoding
         if shape is not None and axis < len(shape) and isinstance(shape[axis], int):
             return int(shape[axis])
     return None
