@@ -49,10 +49,17 @@ class EngineReport:
             acc.index_add_(0, e.mgids, v.index_select(0, torch.from_numpy(e.binding.mem_slot).to(self._home)))
         return acc.sqrt()
 
+    def _phase(self, gs: dict[str, Any]) -> str:
+        if not gs["selected"]:
+            return "warmup"
+        forced_done = self.hard_zero_step is not None and gs["step"] >= self.hard_zero_step
+        return "tail" if forced_done else "hybrid"
+
     def metrics(self) -> dict[str, Any]:
         """Progress report (costs one read pass over the grouped tensors).
 
-        Keys: ``step`` (completed steps), ``phase`` ('warmup' | 'hybrid'), ``variant``, ``num_groups``,
+        Keys: ``step`` (completed steps), ``phase`` ('warmup' | 'hybrid' | 'tail': after the forced-zero step, the
+        redundant groups held at zero while the rest train), ``variant``, ``num_groups``,
         ``num_removable``, ``target_count`` (K), ``num_redundant`` (selected), ``selection_shortfall``,
         ``selection_filtered_out`` (selected groups the ``selection_filter`` gave back),
         ``num_zero_groups`` / ``group_sparsity`` (removable groups that are exactly zero now, measured),
@@ -72,7 +79,7 @@ class EngineReport:
         lam = None if lam is None else lam[lam_mask]
         return {
             "step": gs["step"],
-            "phase": "hybrid" if gs["selected"] else "warmup",
+            "phase": self._phase(gs),
             "variant": self.variant,
             "num_groups": self.layout.n_groups,
             "num_removable": n_rem,

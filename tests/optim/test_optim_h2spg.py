@@ -347,3 +347,13 @@ def test_hard_zero_before_search_forces_at_selection():
     train(model, opt, batches(4))
     m = opt.metrics()
     assert m["num_zero_groups"] == 2 and m["forced_zero_groups"] == 2 and m["step"] == 4
+
+
+def test_phase_is_tail_after_the_forced_step():
+    torch.manual_seed(5)
+    model = ConvNet()
+    groups = model.channel_groups()
+    opt = H2SPG(model.parameters(), groups, lr=0.05, target_group_sparsity=5, warmup_steps=2, hard_zero_step=4)
+    phases: list[str] = []
+    train(model, opt, batches(6), hook=lambda t: phases.append(opt.metrics()["phase"]))
+    assert phases == ["warmup", "warmup", "hybrid", "tail", "tail", "tail"]
