@@ -89,8 +89,16 @@ def fit_to_shape(x: np.ndarray, sample_shape: tuple[int, ...]) -> np.ndarray:
     return np.ascontiguousarray(np.tile(resized, (1, repeat, 1, 1))[:, :channels])
 
 
-#: largest last dim of 4-D samples [N, H, W, C] read as channel-last images (grey, RGB, RGBA)
-_MAX_CHANNELS = 4
+#: largest last dim of 4-D [N, H, W, C] samples or inputs read as channel-last images (grey, RGB, RGBA)
+_MAX_IMAGE_CHANNELS = 4
+
+
+def looks_channel_last(shape: tuple) -> bool:
+    """One guess for samples and declared model inputs alike: [N, H, W, C] with C <= 4 below a larger H is
+    channel-last; symbolic dims never are."""
+    if len(shape) != 4 or not all(isinstance(d, int) for d in (shape[1], shape[3])):
+        return False
+    return shape[3] <= _MAX_IMAGE_CHANNELS < shape[1]
 
 
 def fit_to_layout(x: np.ndarray, sample_shape: tuple[int, ...], layout: str = "NCHW") -> tuple[np.ndarray, dict]:
@@ -103,7 +111,7 @@ def fit_to_layout(x: np.ndarray, sample_shape: tuple[int, ...], layout: str = "N
     steps: dict[str, Any] = {"layout": layout, "resize": None, "channels": None}
     if tuple(x.shape[1:]) == tuple(sample_shape):
         return x.astype(np.float32, copy=False), steps
-    if x.ndim == 4 and x.shape[3] <= _MAX_CHANNELS < x.shape[1]:  # channel-last images (e.g. Keras' datasets)
+    if looks_channel_last(x.shape):  # channel-last images (e.g. Keras' datasets)
         x = np.ascontiguousarray(x.transpose(0, 3, 1, 2))
         steps["source_layout"] = "NHWC"
     nhwc = layout == "NHWC" and len(sample_shape) == 3

@@ -18,14 +18,12 @@ import numpy as np
 import torch
 from onnx import TensorProto, helper
 
-from asgnas.data import Dataset, InputSpec, load_dataset
+from asgnas.data import Dataset, InputSpec, load_dataset, looks_channel_last
 from asgnas.errors import AsgnasError
 from asgnas.ir import Model, Value
 
 #: ops between a Softmax and the graph output that only move or rename values (tf2onnx, Caffe2 exports)
 _PASS_THROUGH = {"Identity", "Reshape", "Flatten", "Squeeze", "Unsqueeze"}
-#: largest trailing dim of a declared [N, H, W, C] input read as channels (grey, RGB, RGBA)
-_MAX_NHWC_CHANNELS = 4
 
 
 def input_specs(model: Model) -> list[InputSpec]:
@@ -53,9 +51,7 @@ def image_layout(model: Model) -> str:
     for node in value.consumers:
         if node.op_type == "Transpose" and list(node.attr("perm", [])) == [0, 3, 1, 2]:
             return "NHWC"
-    _, dim1, _, last = value.shape
-    small = isinstance(last, int) and last <= _MAX_NHWC_CHANNELS
-    return "NHWC" if small and isinstance(dim1, int) and dim1 > _MAX_NHWC_CHANNELS else "NCHW"
+    return "NHWC" if looks_channel_last(tuple(value.shape)) else "NCHW"
 
 
 @dataclass(frozen=True)
