@@ -8,7 +8,7 @@ initializers (and BatchNorm running statistics) back into the IR; a ``group-spar
 ``verify``'s reference; the data set on the pipeline context so ``construct-subnet`` can measure the slim model's
 accuracy; the training curve as SVG (``asgnas.bridge.curve``): ``curve=auto`` puts it beside the CLI's ``--report``
 (``PassContext.report_path``: ``r.json`` -> ``r.train.svg``), else beside ``-o`` (``PassContext.output_path``), else
-writes none; ``curve=PATH`` or ``none`` choose. Report key ``train``: options (schedule, ``cost_weight``, ``cost``), per-epoch
+writes none; ``curve=PATH`` or ``none`` choose. Report key ``train``: options (schedule, ``cost_weight``), per-epoch
 history, optimizer metrics (among them ``projected_groups`` and ``forced_zero_groups``: how the chosen groups
 reached zero), the selected (``redundant_groups``) and zero groups, ``curve`` (the SVG's path, null when none),
 validation accuracy of the trained full model (in onnxruntime), and, once ``construct-subnet`` ran, of the slim
