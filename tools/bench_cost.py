@@ -3,8 +3,9 @@
     PYTHONPATH=. python tools/bench_cost.py [--nets demosupnet,stackedunets,darts,superresnet,regnet] [--seeds 0,1,2]
                               [--cost-weight W] [--epochs 20] [--size tiny] [--latency-batch 64] [--out r.json]
 
-For each super-network and seed, the same recipe (the first cost-aware recipe of ``tools/reproduce.py``'s
-``GRIDS``: its K, channel target and gates; ``--cost-weight`` overrides its W) is trained twice, once with
+For each super-network and seed, the same recipe (the first cost-aware recipe without gates of
+``tools/reproduce.py``'s ``GRIDS``: its K and channel target; ``--cost-weight`` overrides its W; gating rebuilds the
+search space after the latency pass, so gated recipes are left out) is trained twice, once with
 ``train{cost=params-macs}`` and once with ``train{cost=latency}`` (after ``reproduce.LATENCY_PASS``: CPU, one
 thread, batch 1), on ``tools/evidence.py``'s train split, constructed and verified; both slim models are timed in
 onnxruntime (one thread, batch 1 and ``--latency-batch``, interleaved with the full model) and scored on the held-out
@@ -35,8 +36,8 @@ COSTS = ("params-macs", "latency")
 
 
 def recipe_for(net: str, cost_weight: float | None) -> Recipe:
-    """The net's first cost-aware recipe (the budget both cost models get)."""
-    recipe = next(r for r in GRIDS[net] if r.cost_weight > 0)
+    """The net's first cost-aware recipe without gates (the budget both cost models get)."""
+    recipe = next(r for r in GRIDS[net] if r.cost_weight > 0 and not r.gates)
     return recipe if cost_weight is None else replace(recipe, cost_weight=cost_weight)
 
 
