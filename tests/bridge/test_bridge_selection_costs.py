@@ -91,7 +91,7 @@ def test_unknown_cost_model_is_one_clear_line(stackedunets):
     with pytest.raises(AsgnasError, match="unknown cost model 'flops' \\(use one of params-macs, latency\\)"):
         selection_costs(model, _erase_groups(model), None, "flops")
     _register_all_passes()
-    with pytest.raises(AsgnasError, match=r"pass train: option 'cost' must be one of params-macs\|latency, got 'flops'"):
+    with pytest.raises(AsgnasError, match=r"option 'cost' must be one of params-macs\|latency, got 'flops'"):
         parse_pipeline("train{cost=flops}")
 
 
