@@ -64,7 +64,7 @@ def cost_aware_key(scores: np.ndarray, costs: np.ndarray, cost_weight: float) ->
     cost as a fraction of the whole model's (params and MACs, or latency: ``asgnas.bridge.selection_costs``).
     The saliency term spans [0, 1] over the candidates; the cost term is on one fixed scale that does not depend
     on which groups are candidates, so one ``cost_weight`` means the same for structures alone, channel groups
-    alone or both (min-max scaling of the cost, as before, let the few huge structures squeeze every channel
+    alone or both (the former min-max scaling of the cost let the few huge structures squeeze every channel
     group into the bottom ~1/16 of the range under ``kind=both`` and stretched cheap channels over the full
     range under ``kind=prune``). The scale is linear below the 1% knee (a group that saves nothing gets 0, not
     minus infinity, so noisy zero latency savings are harmless) and logarithmic above it, so a structure holding
