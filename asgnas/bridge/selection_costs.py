@@ -40,9 +40,9 @@ def latency_costs(model: Model, groups: list[Group]) -> dict[int, float]:
     ids = [g.id for g in groups if g.removable]
     table = model.analyses.get(LATENCY_KEY)
     if table is None or any(i not in table.group_saving_ms for i in ids):
-        from asgnas.passes.latency import measure_latency  # torch-free; imported only when latency is the cost
+        from asgnas.passes.latency import analyze_latency  # imported only when latency is the cost
 
-        table = model.analyses[LATENCY_KEY] = measure_latency(model)
+        table = model.analyses[LATENCY_KEY] = analyze_latency(model)
     missing = [i for i in ids if i not in table.group_saving_ms]
     if missing:
         raise AsgnasError(f"latency: no measured saving for removable group(s) {missing[:10]}")

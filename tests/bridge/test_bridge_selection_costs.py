@@ -1,7 +1,7 @@
 """Cost models of cost-aware selection (``train{cost=...}``, ``ASGNAS.h2spg(cost=...)``): params and MACs, or the
 latency analysis' measured savings, through one code path for both front ends. The latency table here is a fake
 with the fields of ``asgnas.passes.latency.LatencyModel`` (total_ms, group_saving_ms), injected into
-``model.analyses["latency"]`` or returned by a stand-in ``measure_latency``."""
+``model.analyses["latency"]`` or returned by a stand-in ``analyze_latency``."""
 
 from __future__ import annotations
 
@@ -49,12 +49,12 @@ def _inverted_table(model, groups) -> FakeLatency:
 def _fake_measure(monkeypatch, table: FakeLatency) -> list:
     calls = []
 
-    def measure_latency(model, *, device="cpu", batch=1, threads=None, cache_dir=None):
+    def analyze_latency(model, space=None, *, device="cpu", batch=1, threads=0, cache=""):
         calls.append(model)
         return table
 
     monkeypatch.setitem(sys.modules, "asgnas.passes.latency",
-                        types.SimpleNamespace(measure_latency=measure_latency))
+                        types.SimpleNamespace(analyze_latency=analyze_latency))
     return calls
 
 
