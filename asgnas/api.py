@@ -24,8 +24,9 @@ from torch import nn
 
 from asgnas.bridge.executor import OnnxModule
 from asgnas.bridge.export import PARAM_MAP_KEY, export_torch_model
-from asgnas.bridge.mapping import params_by_initializer, removal_costs
+from asgnas.bridge.mapping import params_by_initializer
 from asgnas.bridge.model_io import ClassScores, fitted_dataset, logits_head, pick_output
+from asgnas.bridge.selection_costs import selection_costs
 from asgnas.bridge.train_pass import DEFAULT_COST_WEIGHT
 from asgnas.bridge.training import build_optimizer, channel_rounding
 from asgnas.data import Dataset
@@ -98,22 +99,24 @@ class ASGNAS:
         return [g for g in self.search_space.groups if g.kind in kinds]
 
     def h2spg(self, lr: float = 0.05, target_group_sparsity: float | int = 0.5, *, total_steps: int | None = None,
-              kind: str = "erase", cost_weight: float = DEFAULT_COST_WEIGHT, round_to: int = 1,
-              **options: Any) -> H2SPG:
+              kind: str = "erase", cost_weight: float = DEFAULT_COST_WEIGHT, cost: str = "params-macs",
+              round_to: int = 1, **options: Any) -> H2SPG:
         """H2SPG over the removal structures (``kind="both"`` adds channel groups), guarded by the hierarchy oracle.
 
         ``total_steps``: the number of ``optimizer.step()`` calls the training will make; it derives warm-up,
         the group-lasso strength, the projection window and the forced-zero step (``H2SPG`` explains; ``options``
         such as ``warmup_steps``, ``hard_zero_step``, ``lmbda``, ``epsilon``, ``momentum`` (0.9), ``variant``
         override). Without it and without ``warmup_steps``, ``ValueError`` says what to pass.
-        ``cost_weight`` > 0: cost-aware selection (ours), structures rank by saliency plus this weight times their
-        share of the model's params and MACs (``asgnas.bridge.mapping.removal_costs``); 0 is the paper's order.
+        ``cost_weight`` > 0: cost-aware selection (ours), groups rank by saliency plus this weight times their
+        cost (``asgnas.optim.scores.cost_aware_key``); ``cost``: ``"params-macs"``, their share of the model's
+        params and MACs, or ``"latency"``, of its measured latency (``asgnas.bridge.selection_costs``); 0 is the
+        paper's order.
         ``round_to`` > 1 (with channel groups): every channel space keeps a multiple of that many channels."""
         from asgnas.passes.hierarchy import build_oracle
 
         groups = self.groups(kind)
         oracle = build_oracle(self.ir, groups)
-        costs = removal_costs(self.ir, groups, oracle) if cost_weight > 0 else None
+        costs = selection_costs(self.ir, groups, oracle, cost) if cost_weight > 0 else None
         self._optimizer = build_optimizer(
             "h2spg", list(self.model.parameters()), groups, self._param_for_initializer, lr=lr,
             target=target_group_sparsity, total_steps=total_steps, oracle=oracle, costs=costs,

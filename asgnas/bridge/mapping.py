@@ -39,7 +39,7 @@ def to_param_groups(
     """One ``ParamGroup`` per ``Group`` (same id and removable flag), slices resolved to parameters.
 
     ``costs`` (group id -> saving, e.g. from :func:`erase_costs`) fills ``ParamGroup.cost`` for cost-aware
-    selection; groups it does not name keep ``None`` (their element count stands in).
+    selection; groups it does not name keep ``None`` (their share of the grouped elements stands in).
 
     ``strict``: an initializer without a parameter (a frozen constant, a folded tensor) is an error; otherwise
     its slices are dropped and the group becomes non-removable (it could never be all zero). Axis and indices

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from asgnas.bridge.selection_costs import COST_MODELS, selection_costs
 from asgnas.errors import AsgnasError
 from asgnas.ir import Model
 from asgnas.passes.base import Option, Pass, PassContext, register_pass
@@ -90,9 +91,11 @@ class TrainPass(Pass):
         Option("seed", int, 0, "seed for data order, split and initial state"),
         Option("device", str, "auto", "cpu, cuda or auto", choices=("auto", "cpu", "cuda")),
         Option("quiet", bool, False, "no progress output"),
-        Option("cost-weight", float, DEFAULT_COST_WEIGHT, "h2spg's cost-aware selection (ours): rank structures "
-               "by saliency + this weight x their share of params and MACs (both min-max scaled); 0 = the paper's "
+        Option("cost-weight", float, DEFAULT_COST_WEIGHT, "h2spg's cost-aware selection (ours): rank groups by "
+               "saliency (min-max scaled) + this weight x log10(1 + cost / 1% of the model's); 0 = the paper's "
                "saliency order"),
+        Option("cost", str, "params-macs", "what cost-aware selection counts as a group's cost: its share of "
+               "params and MACs, or of the latency measured by the latency pass", choices=COST_MODELS),
         Option("round-to", int, 1, "keep a multiple of this many channels in every channel space (e.g. 8 or 16, "
                "the block of onnxruntime's conv kernels; the channel target is then an upper bound)", minimum=1),
         Option("warmup-fraction", float, 0.2, "share of the steps before the redundant structures are chosen"),
@@ -167,9 +170,7 @@ class TrainPass(Pass):
         oracle = build_oracle(model, groups) if cfg["optimizer"] == "h2spg" else None
         costs = None
         if cfg["cost-weight"] > 0 and oracle is not None:
-            from asgnas.bridge.mapping import removal_costs
-
-            costs = removal_costs(model, groups, oracle)
+            costs = selection_costs(model, groups, oracle, cfg["cost"])
         if cfg["prune-target"] != -1:  # -1: off; other negatives are refused there
             target, oracle = self._per_kind_targets(groups, target, cfg["prune-target"], kind, cfg["optimizer"],
                                                    oracle)
@@ -224,6 +225,7 @@ class TrainPass(Pass):
             "seconds": round(history.seconds, 2),
             "schedule": schedule,
             "cost_weight": cfg["cost-weight"],
+            "cost": cfg["cost"],
             "selection": cfg["selection"],
             "round_to": cfg["round-to"],
             "redundant_groups": sorted(int(i) for i in getattr(optimizer, "redundant_group_ids", [])),

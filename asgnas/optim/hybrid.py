@@ -100,7 +100,8 @@ class HybridSparseOptimizer(HalfSpaceProjection, GroupSelection, EngineReport, t
         self.layout = GroupLayout(groups, all_params)
         self.target_count = resolve_target_count(opts.target_group_sparsity, self.layout.n_removable)
         sizes = self.layout.sizes.numpy()
-        self._costs = np.array([sizes[i] if g.cost is None else float(g.cost)
+        share = sizes / max(float(sizes.sum()), 1.0)  # a group without a cost: its share of the grouped elements
+        self._costs = np.array([share[i] if g.cost is None else float(g.cost)
                                 for i, g in enumerate(self.layout.groups)])
         if (self._costs < 0).any():
             raise ValueError("group costs must be >= 0")

@@ -42,7 +42,7 @@ trained but never projected):
     score_fn: optional replacement of the default saliency score (see :mod:`asgnas.optim.scores`).
     cost_weight: (H2SPG only) 0 (default) ranks by saliency alone, as the paper; > 0 ranks by
         :func:`asgnas.optim.scores.cost_aware_key` (saliency plus ``cost_weight`` times the group's
-        ``ParamGroup.cost``, both min-max scaled), so that costly structures go first among comparably
+        ``ParamGroup.cost`` on a fixed log scale), so that costly structures go first among comparably
         redundant ones. The validity oracle is consulted either way and K stays exact.
     selection_filter: optional callable given the selected group ids (most redundant first) and returning
         the subset to zero, e.g. ``asgnas.bridge.training.channel_rounding`` so that every channel space

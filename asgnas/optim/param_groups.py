@@ -52,9 +52,9 @@ class ParamGroup:
 
     ``id`` is the caller's identifier (passed back to the validity oracle and reported by the optimizers);
     ``removable=False`` groups are trained with the base optimizer only and are never projected to zero.
-    ``cost`` is what erasing the group saves (any non-negative unit, e.g. a fraction of the model's MACs and
-    params); only cost-aware selection (``cost_weight > 0``) reads it, and ``None`` stands for the group's
-    element count.
+    ``cost`` is what erasing the group saves as a non-negative fraction of the whole model's (e.g. of its MACs
+    and params, or of its latency); only cost-aware selection (``cost_weight > 0``) reads it, and ``None``
+    stands for the group's share of all grouped elements.
     """
 
     id: int

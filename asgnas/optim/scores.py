@@ -53,19 +53,31 @@ def _unit(v: torch.Tensor) -> torch.Tensor:
     return v / torch.linalg.vector_norm(v).clamp_min(torch.finfo(v.dtype).tiny)
 
 
+#: cost (as a fraction of the model's total) at which the cost term turns from linear to logarithmic
+COST_KNEE = 0.01
+
+
 def cost_aware_key(scores: np.ndarray, costs: np.ndarray, cost_weight: float) -> np.ndarray:
     """Selection key of cost-aware selection (our extension; the paper ranks by saliency alone).
 
-    Both terms are min-max scaled over the candidates so that ``cost_weight`` is unit-free:
-    ``key = (s - min s) / (max s - min s) + cost_weight * (c - min c) / (max c - min c)``.  With weight 0 the
-    order is the saliency order; with equal saliencies the costlier group comes first.  Non-finite scores
-    (groups never scored) stay last.
+    ``key = (s - min s) / (max s - min s) + cost_weight * log10(1 + c / COST_KNEE)``, where ``c`` is the group's
+    cost as a fraction of the whole model's (params and MACs, or latency: ``asgnas.bridge.selection_costs``).
+    The saliency term spans [0, 1] over the candidates; the cost term is on one fixed scale that does not depend
+    on which groups are candidates, so one ``cost_weight`` means the same for structures alone, channel groups
+    alone or both (the former min-max scaling of the cost let the few huge structures squeeze every channel
+    group into the bottom ~1/16 of the range under ``kind=both`` and stretched cheap channels over the full
+    range under ``kind=prune``). The scale is linear below the 1% knee (a group that saves nothing gets 0, not
+    minus infinity, so noisy zero latency savings are harmless) and logarithmic above it, so a structure holding
+    half the model counts 1.7 and does not drown the saliency: 0.1% -> 0.04, 1% -> 0.30, 10% -> 1.04, 50% ->
+    1.71. Weight 1 thus trades the whole saliency range for about a tenfold cost above the knee. With weight 0
+    the key is the saliency itself (the paper's order); non-finite scores (groups never scored) stay last.
     """
     scores = np.asarray(scores, dtype=np.float64)
     finite = np.isfinite(scores)
     if cost_weight == 0.0 or not finite.any():
         return scores
-    key = _minmax(np.where(finite, scores, 0.0), finite) + cost_weight * _minmax(np.asarray(costs, np.float64), finite)
+    cost_term = np.log10(1.0 + np.asarray(costs, np.float64) / COST_KNEE)
+    key = _minmax(np.where(finite, scores, 0.0), finite) + cost_weight * cost_term
     return np.where(finite, key, -np.inf)
 
 

@@ -85,8 +85,8 @@ def test_costs_default_to_the_element_count():
 
 def test_saliency_still_counts_against_cost():
     scores = np.array([1.0, 0.0, 0.5])
-    costs = np.array([0.0, 1.0, 0.5])
-    assert np.argsort(-cost_aware_key(scores, costs, 0.5), kind="stable").tolist() == [0, 2, 1]
+    costs = np.array([0.0, 1.0, 0.5])  # cost terms log10(1 + c / 1%): 0, 2.004, 1.708
+    assert np.argsort(-cost_aware_key(scores, costs, 0.2), kind="stable").tolist() == [0, 2, 1]
     assert np.argsort(-cost_aware_key(scores, costs, 2.0), kind="stable").tolist() == [1, 2, 0]
     assert np.array_equal(cost_aware_key(scores, costs, 0.0), scores)
     key = cost_aware_key(np.array([1.0, -np.inf, 0.0]), np.array([0.0, 5.0, 1.0]), 3.0)
@@ -99,3 +99,47 @@ def test_invalid_cost_options_are_refused():
         H2SPG(model.parameters(), model.branch_groups(), lr=0.1, cost_weight=-1.0)
     with pytest.raises(ValueError, match="costs"):
         H2SPG(model.parameters(), _with_costs(model.branch_groups(), {0: -0.5}), lr=0.1, cost_weight=1.0)
+
+
+# costs as fractions of the model (the tiny StackedUnets' removal_costs, rounded): three structures, three channels
+STRUCTURES = {0: 0.05, 1: 0.31, 2: 0.52}
+CHANNELS = {3: 0.006, 4: 0.011, 5: 0.038}
+
+
+def _keys(costs: dict[int, float], weight: float, scores: dict[int, float] | None = None) -> dict[int, float]:
+    ids = sorted(costs)
+    s = np.array([1.0 if scores is None else scores[i] for i in ids])
+    return dict(zip(ids, cost_aware_key(s, np.array([costs[i] for i in ids]), weight)))
+
+
+@pytest.mark.parametrize("weight", [0.1, 1.0, 5.0])
+def test_cost_term_is_one_scale_for_every_kind(weight):
+    """A group's cost term does not depend on the other candidates: erase-only, prune-only and mixed candidate
+    sets rank by cost alike on equal saliency, and the key gap between two groups is the same in each."""
+    mixed = _keys({**STRUCTURES, **CHANNELS}, weight)
+    for alone in (_keys(STRUCTURES, weight), _keys(CHANNELS, weight)):
+        assert sorted(alone, key=alone.get) == sorted(alone, key=mixed.get)
+        assert sorted(alone, key=alone.get) == sorted(alone, key={**STRUCTURES, **CHANNELS}.get)
+        for a in alone:
+            for b in alone:
+                assert alone[a] - alone[b] == pytest.approx(mixed[a] - mixed[b])
+    # the channel spread keeps its size beside the structures (min-max scaling shrank it ~16x)
+    assert mixed[5] - mixed[3] == pytest.approx(weight * (np.log10(4.8) - np.log10(1.6)))
+
+
+def test_saliency_against_cost_is_the_same_trade_with_and_without_structures():
+    """Two channels, one more redundant and one costlier: which goes first does not change when structures join."""
+    scores = {0: 0.5, 1: 0.5, 2: 0.5, 3: 0.0, 4: 1.0, 5: 0.0}
+    for weight in (0.3, 3.0):
+        alone = _keys(CHANNELS, weight, scores)
+        mixed = _keys({**STRUCTURES, **CHANNELS}, weight, scores)
+        assert (alone[5] > alone[4]) == (mixed[5] > mixed[4])
+    assert _keys(CHANNELS, 0.3, scores)[4] > _keys(CHANNELS, 0.3, scores)[5]  # low weight: saliency wins
+    assert _keys(CHANNELS, 3.0, scores)[5] > _keys(CHANNELS, 3.0, scores)[4]  # high weight: the cost wins
+
+
+def test_weight_zero_is_the_saliency_order_exactly():
+    scores = np.array([0.3, -np.inf, 0.7, 0.3])
+    costs = np.array([0.5, 0.9, 0.0, 0.01])
+    assert np.array_equal(cost_aware_key(scores, costs, 0.0), scores)
+    assert np.argsort(-cost_aware_key(scores, costs, 0.0), kind="stable").tolist() == [2, 0, 3, 1]

@@ -1,0 +1,51 @@
+"""What removing each group saves, for cost-aware selection: the one entry point of the train pass
+(``train{cost=...}``) and of ``ASGNAS.h2spg(cost=...)``, so both front ends rank the same groups the same way.
+
+``params-macs`` (the default): :func:`asgnas.bridge.mapping.removal_costs`, the group's share of the model's params
+and MACs. ``latency``: the group's measured saving on the target runtime as a share of the model's latency, from the
+``latency`` analysis (``model.analyses["latency"]``, a ``LatencyModel`` with ``total_ms`` and ``group_saving_ms``);
+when it is missing, or was measured on another search space, it is measured here with the latency pass's defaults
+(CPU, batch 1); run ``latency{...}`` earlier in the pipeline to choose the target.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from asgnas.errors import AsgnasError
+from asgnas.ir import Model
+from asgnas.passes.groups import Group
+
+#: the cost models cost-aware selection accepts (train option ``cost``, ``ASGNAS.h2spg(cost=...)``)
+COST_MODELS = ("params-macs", "latency")
+LATENCY_KEY = "latency"
+
+__all__ = ["COST_MODELS", "selection_costs", "latency_costs"]
+
+
+def selection_costs(model: Model, groups: list[Group], oracle: Any, cost: str) -> dict[int, float]:
+    """Group id -> saving as a fraction of the model's total, for every removable group, under cost model ``cost``."""
+    if cost == "params-macs":
+        from asgnas.bridge.mapping import removal_costs
+
+        return removal_costs(model, groups, oracle)
+    if cost == "latency":
+        return latency_costs(model, groups)
+    raise AsgnasError(f"unknown cost model '{cost}' (use one of {', '.join(COST_MODELS)})")
+
+
+def latency_costs(model: Model, groups: list[Group]) -> dict[int, float]:
+    """Each removable group's latency saving / the model's latency; a measured slowdown or noise below zero counts
+    as no saving (costs are non-negative)."""
+    ids = [g.id for g in groups if g.removable]
+    table = model.analyses.get(LATENCY_KEY)
+    if table is None or any(i not in table.group_saving_ms for i in ids):
+        from asgnas.passes.latency import analyze_latency  # imported only when latency is the cost
+
+        table = model.analyses[LATENCY_KEY] = analyze_latency(model)
+    missing = [i for i in ids if i not in table.group_saving_ms]
+    if missing:
+        raise AsgnasError(f"latency: no measured saving for removable group(s) {missing[:10]}")
+    if not table.total_ms > 0:
+        raise AsgnasError(f"latency: the model's measured time is {table.total_ms} ms (must be > 0)")
+    return {i: max(float(table.group_saving_ms[i]), 0.0) / table.total_ms for i in ids}
