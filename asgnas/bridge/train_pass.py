@@ -2,13 +2,13 @@
 
     train{optimizer=h2spg,data=digits,epochs=10,target-sparsity=0.5,lr=0.05,batch-size=64}
 
-Reads: the IR and ``model.analyses["search_space"]`` (required: computed when missing; with ``gates=true`` it
+Reads: the IR and ``model.analyses["search_space"]`` (runs ``search-space`` when missing; with ``gates=true`` it
 first runs ``gate-branches`` and rebuilds the search space, see ``asgnas.passes.gates``). Writes: the trained
 initializers (and BatchNorm running statistics) back into the IR; a ``group-sparse`` checkpoint that becomes
-``verify``'s reference; its validation data as ``PassContext.validation`` (``ValidationData``) so
-``construct-subnet`` can measure the slim model's accuracy; the training curve as SVG (``asgnas.bridge.curve``):
-``curve=auto`` puts it beside the CLI's ``--report`` (``PassContext.report_path``: ``r.json`` -> ``r.train.svg``),
-else beside ``-o`` (``PassContext.output_path``), else writes none; ``curve=PATH`` or ``none`` choose. Report key ``train``: options (schedule, ``cost_weight``), per-epoch
+``verify``'s reference; ``PassContext.validation`` so ``construct-subnet`` can measure the slim model's
+accuracy; the training curve as SVG (``asgnas.bridge.curve``): ``curve=auto`` puts it beside the CLI's ``--report``
+(``PassContext.report_path``: ``r.json`` -> ``r.train.svg``), else beside ``-o`` (``PassContext.output_path``), else
+writes none; ``curve=PATH`` or ``none`` choose. Report key ``train``: options (schedule, ``cost_weight``), per-epoch
 history, optimizer metrics (among them ``projected_groups`` and ``forced_zero_groups``: how the chosen groups
 reached zero), the selected (``redundant_groups``) and zero groups, ``curve`` (the SVG's path, null when none),
 validation accuracy of the trained full model (in onnxruntime), and, once ``construct-subnet`` ran, of the slim

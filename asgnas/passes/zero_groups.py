@@ -3,8 +3,8 @@
     zero-groups{fraction=0.5,seed=0,kind=prune|erase|both}   random subset, valid under the hierarchy oracle
     zero-groups{ids=FILE.json}                                the listed group ids ([...] or {"ids": [...]})
 
-Reads: ``model.analyses["search_space"]`` (required: the analysis manager computes it when missing). Writes: the
-zeroed initializers; a checkpoint ``group-sparse`` of the result, which becomes ``verify``'s default reference (a slim model is proven
+Reads: ``model.analyses["search_space"]`` (required: computed when missing). Writes: the zeroed initializers;
+a checkpoint ``group-sparse`` of the result, which becomes ``verify``'s default reference (a slim model is proven
 against the model it was built from). Report key ``zero-groups``: the ids zeroed per kind.
 """
 
