@@ -78,14 +78,16 @@ class AnalysisManager:
         return result
 
     def forget(self, *keys: str) -> None:
-        """Drop ``keys`` (the IR changed under them) and every analysis built on them."""
-        self.invalidate(frozenset(k for k in self.model.analyses if k not in keys))
+        """Drop ``keys`` (the IR changed under them) and every analysis built on them, cached or not."""
+        self._drop(set(keys))
 
     def invalidate(self, preserved: Preserved) -> None:
-        """Drop every cached analysis not in ``preserved``, and every one built on a dropped one (it ``requires``
-        or ``stores`` it), to a fixed point."""
+        """Drop every cached analysis not in ``preserved``, and every one built on a dropped one."""
+        self._drop({key for key in self.model.analyses if key not in preserved})
+
+    def _drop(self, dropped: set[str]) -> None:
+        """Drop ``dropped`` and, to a fixed point, every cached analysis that ``requires`` or ``stores`` one."""
         cache = self.model.analyses
-        dropped = {key for key in cache if key not in preserved}
         grew = bool(dropped)
         while grew:
             built_on = {key for key in cache if key not in dropped and key in ANALYSIS_REGISTRY
@@ -93,4 +95,4 @@ class AnalysisManager:
             dropped |= built_on
             grew = bool(built_on)
         for key in dropped:
-            del cache[key]
+            cache.pop(key, None)

@@ -171,6 +171,15 @@ def test_forgetting_the_erasing_analysis_drops_what_is_built_on_it():
     assert set(model.analyses) == {PRUNING_KEY}  # hierarchy requires it, the search space stores it
 
 
+def test_forgetting_an_analysis_not_cached_still_drops_what_was_built_on_it(counted):
+    model = _mlp()
+    analyses = AnalysisManager(model)
+    analyses.get("built_on_counted")
+    del model.analyses["counted"]  # e.g. a caller that passed its own copy around
+    analyses.forget("counted")
+    assert model.analyses == {}
+
+
 def test_hierarchy_pass_gets_its_required_erasing_analysis_from_the_manager():
     model = _mlp()
     erasing = AnalysisManager(model).get(ERASING_KEY)
