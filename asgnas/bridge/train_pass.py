@@ -5,7 +5,7 @@
 Reads: the IR and ``model.analyses["search_space"]`` (runs ``search-space`` when missing; with ``gates=true`` it
 first runs ``gate-branches`` and rebuilds the search space, see ``asgnas.passes.gates``). Writes: the trained
 initializers (and BatchNorm running statistics) back into the IR; a ``group-sparse`` checkpoint that becomes
-``verify``'s reference; the data set on the pipeline context so ``construct-subnet`` can measure the slim model's
+``verify``'s reference; ``PassContext.validation`` so ``construct-subnet`` can measure the slim model's
 accuracy; the training curve as SVG (``asgnas.bridge.curve``): ``curve=auto`` puts it beside the CLI's ``--report``
 (``PassContext.report_path``: ``r.json`` -> ``r.train.svg``), else beside ``-o`` (``PassContext.output_path``), else
 writes none; ``curve=PATH`` or ``none`` choose. Report key ``train``: options (schedule, ``cost_weight``), per-epoch
@@ -27,7 +27,11 @@ from typing import Any
 from asgnas.bridge.selection_costs import COST_MODELS, selection_costs
 from asgnas.errors import AsgnasError
 from asgnas.ir import Model
-from asgnas.passes.base import Option, Pass, PassContext, register_pass
+from asgnas.passes.analysis_manager import ALL_ANALYSES, AnalysisManager
+from asgnas.passes.base import Option, Pass, PassContext, ValidationData, register_pass
+from asgnas.passes.erasing import ANALYSIS_KEY as ERASING_KEY
+from asgnas.passes.pruning import ANALYSIS_KEY as PRUNING_KEY
+from asgnas.passes.search_space import SEARCH_SPACE_KEY
 
 #: H2SPG's cost-aware selection weight in the train pass and the API (ours; 0 = the paper's saliency order)
 DEFAULT_COST_WEIGHT = 0.0
@@ -109,6 +113,11 @@ class TrainPass(Pass):
                "random (seeded by seed, still checked by the validity oracle: the ablation baseline)",
                choices=("saliency", "random")),
     )
+    preserves = ALL_ANALYSES  # new weights, same structure (gate-branches drops the analyses itself)
+
+    @property
+    def requires(self) -> tuple[str, ...]:
+        return () if self.config["gates"] else (SEARCH_SPACE_KEY,)  # with gates: built on the gated graph
 
     def run(self, model: Model, ctx: PassContext) -> dict[str, Any]:
         import json
@@ -124,20 +133,19 @@ class TrainPass(Pass):
         from asgnas.bridge.training import DEFAULT_KIND, build_optimizer, channel_rounding, train
         from asgnas.ir.io import write_text_atomically
         from asgnas.passes.hierarchy import build_oracle
-        from asgnas.passes.search_space import SEARCH_SPACE_KEY, analyze_search_space
         from asgnas.passes.untie_aliases import untie_initializer_aliases
         from asgnas.runtime import onnx_accuracy
 
         cfg = self.config
         curve = curve_path(cfg["curve"], ctx.report_path, ctx.output_path)  # a bad folder fails before training
-        space = model.analyses.get(SEARCH_SPACE_KEY)
+        analyses = AnalysisManager(model)
         if cfg["gates"]:
             from asgnas.passes.gates import gate_branches
 
             gate_branches(model)  # drops the analyses: the search space is rebuilt on the gated graph
-            space = None
-        if untie_initializer_aliases(model) or space is None:  # exporter aliases would tie unrelated tensors
-            space = analyze_search_space(model)
+        if untie_initializer_aliases(model):  # exporter aliases would tie unrelated tensors
+            analyses.forget(PRUNING_KEY, ERASING_KEY)  # and what is built on them: the search space
+        space = analyses.get(SEARCH_SPACE_KEY)
         kind = DEFAULT_KIND[cfg["optimizer"]] if cfg["kind"] == "auto" else cfg["kind"]
         kinds = {"prune", "erase"} if kind == "both" else {kind}
         groups = [g for g in space.groups if g.kind in kinds]
@@ -206,7 +214,7 @@ class TrainPass(Pass):
             if log is not None:
                 log(f"train: training curve -> {curve}")
         ctx.checkpoint(CHECKPOINT, model, as_reference=True)
-        ctx.dataset = data
+        ctx.validation = ValidationData(data.x_val, data.y_val, head.output, self.report_key)
         metrics = optimizer.metrics()
         if log is not None:
             log(f"train: {metrics['projected_groups']} of the {metrics['num_redundant']} selected groups zeroed by "

@@ -2,8 +2,9 @@
 
 A pass is a unit in the LLVM/MLIR sense: it has a registered name, a one-line summary, typed options, and a
 ``run(model, ctx)`` that returns its results (a JSON-able dict, reported under the pass's ``report_key``).
-Analysis passes store what later passes read in ``model.analyses``; rewrite passes change the IR, must leave it
-valid, and drop the analyses they do not preserve.
+A pass declares the analyses it ``requires`` (the pass manager provides them before ``run``: read them with
+``AnalysisManager(model).get(key)``) and those it ``preserves`` (default: none; analysis passes preserve
+``ALL_ANALYSES``); rewrite passes change the IR and must leave it valid (``asgnas.passes.analysis_manager``).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from typing import Any, Callable, ClassVar
 
 from asgnas.errors import AsgnasError
 from asgnas.ir import Model
+from asgnas.passes.analysis_manager import Preserved
 
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
@@ -53,6 +55,16 @@ class Option:
         return value
 
 
+@dataclass(frozen=True)
+class ValidationData:
+    """Held-out data a pass trained with, published so a later pass can measure the model it builds on it."""
+
+    x: Any
+    y: Any
+    output: str | None  # the model output the accuracy is read from
+    report_key: str  # whose results receive ``val_accuracy_slim``
+
+
 @dataclass
 class PassContext:
     """What the passes of one pipeline share besides the IR."""
@@ -61,7 +73,7 @@ class PassContext:
     checkpoints: dict[str, Model] = field(default_factory=dict)  # named snapshots, e.g. "group-sparse"
     reference_name: str | None = None  # checkpoint ``verify`` compares against by default
     results: dict[str, Any] = field(default_factory=dict)  # report key -> latest results (top level of the report)
-    dataset: Any = None  # set by ``train``: construct-subnet then measures the slim model's accuracy
+    validation: ValidationData | None = None  # published by ``train``; construct-subnet measures the slim model
     # why the result is doubtful though every pass ran (train's "not learning"): outputs are written, exit status 1
     failures: list[str] = field(default_factory=list)
     quiet: bool = False
@@ -89,8 +101,10 @@ class Pass:
     name: ClassVar[str]
     summary: ClassVar[str]
     options: ClassVar[tuple[Option, ...]] = ()
-    #: analyses (keys of ``model.analyses``) that stay valid after this pass; None = all (analysis passes)
-    preserves: ClassVar[frozenset[str] | None] = None
+    #: analyses (registered keys) the pass manager computes, or finds cached, before ``run``
+    requires: ClassVar[tuple[str, ...]] = ()
+    #: analyses that stay valid after this pass: none by default (a rewrite); ``ALL_ANALYSES`` for analysis passes
+    preserves: ClassVar[Preserved] = frozenset()
 
     def __init__(self, **values: Any) -> None:
         known = {o.name: o for o in self.options}

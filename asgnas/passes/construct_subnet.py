@@ -69,11 +69,11 @@ class ConstructSubnetPass(Pass):
     def run(self, model: Model, ctx: PassContext) -> dict[str, Any]:
         result = construct_subnet(model)
         ctx.results["cost"] = result["cost"]
-        trained = ctx.results.get("train")
-        if ctx.dataset is not None and trained is not None:
+        validation = ctx.validation  # published by train: its held-out data, and whose report gets the figure
+        trained = ctx.results.get(validation.report_key) if validation is not None else None
+        if trained is not None:
             from asgnas.runtime import onnx_accuracy
 
-            trained["val_accuracy_slim"] = onnx_accuracy(model, ctx.dataset.x_val, ctx.dataset.y_val,
-                                                         output=trained.get("output"),
+            trained["val_accuracy_slim"] = onnx_accuracy(model, validation.x, validation.y, output=validation.output,
                                                          log=None if ctx.quiet else ctx.log)
         return result

@@ -19,6 +19,7 @@ import numpy as np
 from onnx import helper
 
 from asgnas.ir import Model, Node, Value
+from asgnas.passes.analysis_manager import ALL_ANALYSES
 from asgnas.passes.base import Pass, PassContext, register_pass
 
 
@@ -164,6 +165,7 @@ def total_cost(model: Model) -> dict[str, int]:
 class CostPass(Pass):
     name = "cost"
     summary = "count parameters and MACs per node and in total (before = pipeline input, after = now)"
+    preserves = ALL_ANALYSES
 
     def run(self, model: Model, ctx: PassContext) -> dict[str, Any]:
         ensure_shapes(model)

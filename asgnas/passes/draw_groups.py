@@ -1,7 +1,8 @@
 """``draw-groups``: the dependency (segment) graph with its groups, as Graphviz DOT/SVG or as terminal text.
 
-Reads: ``model.analyses["search_space"]``, ``["erasing_groups"]`` and ``["pruning_groups"]`` (runs
-``search-space`` when missing). Writes: ``out`` (``.dot`` always; ``.svg`` when Graphviz's ``dot`` program is
+Reads: ``model.analyses["search_space"]``, ``["erasing_groups"]`` and ``["pruning_groups"]`` of the model it
+draws (the analysis manager runs ``search-space`` when missing; no ``requires``: after construction it draws the
+pipeline's input, not the current model). Writes: ``out`` (``.dot`` always; ``.svg`` when Graphviz's ``dot`` program is
 installed: ``apt-get install graphviz``); with ``format=text`` the text form goes to the pass log. Report key
 ``draw-groups``: the paths written and whether the picture marks what went.
 
@@ -28,6 +29,7 @@ from typing import Any
 from asgnas.errors import AsgnasError
 from asgnas.ir import Model
 from asgnas.ir.io import write_text_atomically
+from asgnas.passes.analysis_manager import ALL_ANALYSES, AnalysisManager
 from asgnas.passes.base import Option, Pass, PassContext, register_pass
 from asgnas.passes.draw_marks import ChannelSpace, Marks, segment_marks
 from asgnas.passes.groups import Group, SearchSpace
@@ -40,12 +42,11 @@ REMOVABLE_FILL, ERASED_FILL, ERASED_INK = "#9ecae1", "#eeeeee", "#999999"
 def _load(model: Model) -> tuple[SearchSpace, Any, Any]:
     from asgnas.passes.erasing import ANALYSIS_KEY
     from asgnas.passes.pruning import ANALYSIS_KEY as PRUNING_KEY
-    from asgnas.passes.search_space import SEARCH_SPACE_KEY, analyze_search_space
+    from asgnas.passes.search_space import SEARCH_SPACE_KEY
 
-    space = model.analyses.get(SEARCH_SPACE_KEY)
-    if space is None or PRUNING_KEY not in model.analyses or ANALYSIS_KEY not in model.analyses:
-        space = analyze_search_space(model)
-    return space, model.analyses[ANALYSIS_KEY], model.analyses[PRUNING_KEY]
+    analyses = AnalysisManager(model)
+    space = analyses.get(SEARCH_SPACE_KEY)  # stores its parts: the two below are cached with it
+    return space, analyses.get(ANALYSIS_KEY), analyses.get(PRUNING_KEY)
 
 
 def _quote(text: str) -> str:
@@ -187,6 +188,7 @@ class DrawGroupsPass(Pass):
         Option("after", str, "", "a slim ONNX model made from this one (e.g. an earlier run's -o): mark what it "
                "lacks; in a pipeline after construct-subnet that happens by itself"),
     )
+    preserves = ALL_ANALYSES
 
     def run(self, model: Model, ctx: PassContext) -> dict[str, Any]:
         drawn, slim = self._models(model, ctx)

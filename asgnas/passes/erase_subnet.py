@@ -12,7 +12,7 @@ The graph inputs/outputs keep their names, shapes and dtypes (a joint producing 
 Identity rather than renaming the output). The set must be valid for the oracle (``hierarchy``); it is checked
 first. Exactness: the result computes what the zeroed model computes (spec 4.4), up to summation order.
 
-Registered pass ``erase-subnet``: reads ``model.analyses["erasing_groups"]`` (runs the analysis when missing),
+Registered pass ``erase-subnet``: requires ``model.analyses["erasing_groups"]`` (computed when missing),
 erases every removable erase group that is exactly zero (``group_is_zero``) - all of them when the set is valid,
 else a greedy valid subset (``strict=true`` fails instead) - and reports what went.
 """
@@ -26,16 +26,17 @@ import numpy as np
 
 from asgnas.errors import AsgnasError
 from asgnas.ir import Graph, Model, Node, Value
+from asgnas.passes.analysis_manager import AnalysisManager
 from asgnas.passes.base import Option, Pass, PassContext, register_pass
 from asgnas.passes.cost import ensure_shapes, total_cost
 from asgnas.passes.dce import eliminate_dead_code
-from asgnas.passes.erasing import ANALYSIS_KEY, ErasingAnalysis, analyze_erasing
+from asgnas.passes.erasing import ANALYSIS_KEY, ErasingAnalysis
 from asgnas.passes.erasing.bypass import bypass_problem, may_broadcast
 from asgnas.passes.erasing.channels import ChannelPlan, trace_channels
 from asgnas.passes.erasing.dataflow import DataFlow
 from asgnas.passes.erasing.ops import op_info
 from asgnas.passes.groups import group_is_zero
-from asgnas.passes.hierarchy import HIERARCHY_KEY, HierarchyOracle
+from asgnas.passes.hierarchy import HierarchyOracle
 
 
 class _Rewriter:
@@ -227,9 +228,8 @@ def construct_erased(
     dead_nodes, dead_inits = eliminate_dead_code(model.graph)
     # fixed point: DCE never leaves a reader of a deleted tensor, so a second worklist round has nothing to do
     assert not rewriter.deleted
-    # the analyses describe the old graph (segments, plans, oracle state): drop them
-    model.analyses.pop(ANALYSIS_KEY, None)
-    model.analyses.pop(HIERARCHY_KEY, None)
+    # the analyses describe the old graph (segments, plans, oracle state): drop them and those built on them
+    AnalysisManager(model).forget(ANALYSIS_KEY)
     after = total_cost(model)
     removed = oracle.removed_segments(ids)
     return {
@@ -275,10 +275,10 @@ class EraseSubnetPass(Pass):
     name = "erase-subnet"
     summary = "erase every zero removal structure (GeZIG), rewire joints, slice Concat consumers, drop dead code"
     options = (Option("strict", bool, False, "fail when the zero structures cannot all be erased together"),)
-    preserves = frozenset()
+    requires = (ANALYSIS_KEY,)
 
     def run(self, model: Model, ctx: PassContext) -> dict[str, Any]:
-        analysis = model.analyses.get(ANALYSIS_KEY) or analyze_erasing(model)
+        analysis = AnalysisManager(model).get(ANALYSIS_KEY)
         zero = zero_erase_groups(model, analysis)
         oracle = HierarchyOracle(analysis)
         if self.config["strict"] and not oracle.is_valid(zero):

@@ -1,7 +1,7 @@
 """``hierarchy``: dependencies between removal structures, and the validity oracle (spec 2.5, 2.6).
 
-Reads: ``model.analyses["erasing_groups"]`` (runs ``erasing-groups`` first when missing) and, when present, the
-channel groups of ``model.analyses["search_space"]`` / ``["pruning_groups"]``.
+Reads: ``model.analyses["erasing_groups"]`` (required: the analysis manager computes it when missing) and, when
+present, the channel groups of ``model.analyses["search_space"]`` / ``["pruning_groups"]``.
 Writes: ``Group.parents`` / ``Group.children`` of the erase groups (B is a child of A when erasing A alone removes
 B: B's segment starves or becomes dead code; transitive reduction), and ``model.analyses["hierarchy"]`` =
 ``Hierarchy`` (``kills``: every group removed with A; ``oracle()``: a fresh ``HierarchyOracle``). Report key
@@ -31,8 +31,9 @@ from typing import Any, Collection, Iterable
 
 from asgnas.errors import AsgnasError
 from asgnas.ir import Model
+from asgnas.passes.analysis_manager import ALL_ANALYSES, AnalysisManager, register_analysis
 from asgnas.passes.base import Pass, PassContext, register_pass
-from asgnas.passes.erasing import ANALYSIS_KEY, ErasingAnalysis, analyze_erasing
+from asgnas.passes.erasing import ANALYSIS_KEY, ErasingAnalysis
 from asgnas.passes.erasing.segments import ABSORB, ERASABLE, SHAPE
 from asgnas.passes.groups import Group
 
@@ -416,7 +417,7 @@ def build_hierarchy(analysis: ErasingAnalysis) -> Hierarchy:
 
 
 def _search_space_groups(model: Model) -> list[Group] | None:
-    space = model.analyses.get("search_space")
+    space = AnalysisManager(model).cached("search_space")
     if space is not None and hasattr(space, "groups"):
         return list(space.groups)
     return None
@@ -426,11 +427,11 @@ def _search_space_groups(model: Model) -> list[Group] | None:
 class HierarchyPass(Pass):
     name = "hierarchy"
     summary = "dependencies between removal structures (parents/children) and the incremental validity oracle"
+    requires = (ANALYSIS_KEY,)
+    preserves = ALL_ANALYSES
 
     def run(self, model: Model, ctx: PassContext) -> dict[str, Any]:
-        analysis = model.analyses.get(ANALYSIS_KEY)
-        if analysis is None:
-            analysis = model.analyses[ANALYSIS_KEY] = analyze_erasing(model)
+        analysis = AnalysisManager(model).get(ANALYSIS_KEY)
         hierarchy = build_hierarchy(analysis)
         space_groups = _search_space_groups(model)
         if space_groups is not None:  # mirror onto the search space's erase groups (matched by segment id)
@@ -453,12 +454,11 @@ class HierarchyPass(Pass):
 def build_oracle(model: Model, groups: Iterable[Group] | None = None) -> HierarchyOracle:
     """Convenience: the oracle for ``model`` (running the analyses it needs), over ``groups`` or every group of
     the search space / the erase groups."""
-    hierarchy = model.analyses.get(HIERARCHY_KEY)
-    if hierarchy is None:
-        analysis = model.analyses.get(ANALYSIS_KEY)
-        if analysis is None:
-            analysis = model.analyses[ANALYSIS_KEY] = analyze_erasing(model)
-        hierarchy = model.analyses[HIERARCHY_KEY] = build_hierarchy(analysis)
+    hierarchy = AnalysisManager(model).get(HIERARCHY_KEY)
     if groups is None:
         groups = _search_space_groups(model)
     return hierarchy.oracle(groups)
+
+
+register_analysis(HIERARCHY_KEY, lambda model, analyses: build_hierarchy(analyses.get(ANALYSIS_KEY)),
+                  requires=(ANALYSIS_KEY,))

@@ -7,6 +7,7 @@ from typing import Any, Callable, Sequence
 
 from asgnas.errors import AsgnasError
 from asgnas.ir import Model, format_model
+from asgnas.passes.analysis_manager import AnalysisManager
 from asgnas.passes.base import PASS_REGISTRY, Pass, PassContext
 
 
@@ -75,9 +76,12 @@ class PassManager:
             ctx.input_model = model.copy()
         report: dict[str, Any] = {"model": model.source, "passes": []}
         self.report = report  # stays readable when a pass fails (the CLI still writes it)
+        analyses = AnalysisManager(model)
         for pass_ in self.passes:
             start = time.perf_counter()
             try:
+                for key in pass_.requires:
+                    analyses.get(key)
                 results = pass_.run(model, ctx)
             except AsgnasError as err:
                 entry = {"name": pass_.name, "seconds": round(time.perf_counter() - start, 6), "error": str(err)}
@@ -86,10 +90,7 @@ class PassManager:
                 report["passes"].append(entry)
                 raise err.with_context(pass_name=pass_.name, file=model.source)
             seconds = time.perf_counter() - start
-            if pass_.preserves is not None:
-                for key in list(model.analyses):
-                    if key not in pass_.preserves:
-                        del model.analyses[key]
+            analyses.invalidate(pass_.preserves)
             entry: dict[str, Any] = {"name": pass_.name, "seconds": round(seconds, 6)}
             if results is not None:
                 entry[pass_.report_key] = results

@@ -16,9 +16,15 @@ import numpy as np
 
 from asgnas.ir import Model
 from asgnas.ir.model import gc_paused
+from asgnas.passes.analysis_manager import ALL_ANALYSES, register_analysis
 from asgnas.passes.base import Option, Pass, PassContext, register_pass
 from asgnas.passes.cost import total_cost
+from asgnas.passes.erasing import ANALYSIS_KEY as ERASING_KEY
+from asgnas.passes.erasing import analyze_erasing
 from asgnas.passes.groups import Group, SearchSpace
+from asgnas.passes.hierarchy import HIERARCHY_KEY, build_hierarchy
+from asgnas.passes.pruning import ANALYSIS_KEY as PRUNING_KEY
+from asgnas.passes.pruning import analyze_pruning
 
 SEARCH_SPACE_KEY = "search_space"
 
@@ -30,12 +36,6 @@ def analyze_search_space(model: Model) -> SearchSpace:
 
 
 def _analyze_search_space(model: Model) -> SearchSpace:
-    from asgnas.passes.erasing import ANALYSIS_KEY as ERASING_KEY
-    from asgnas.passes.erasing import analyze_erasing
-    from asgnas.passes.hierarchy import HIERARCHY_KEY, build_hierarchy
-    from asgnas.passes.pruning import ANALYSIS_KEY as PRUNING_KEY
-    from asgnas.passes.pruning import analyze_pruning
-
     pruning = model.analyses[PRUNING_KEY] = analyze_pruning(model)
     erasing = model.analyses[ERASING_KEY] = analyze_erasing(model, costs=pruning.costs)
     model.analyses[HIERARCHY_KEY] = build_hierarchy(erasing)
@@ -91,6 +91,7 @@ class SearchSpacePass(Pass):
     name = "search-space"
     summary = "find every removable group: channel groups (pruning), removal structures (erasing), their hierarchy"
     options = (Option("groups", bool, True, "list every group in the report (false: summary only)"),)
+    preserves = ALL_ANALYSES
 
     @property
     def report_key(self) -> str:
@@ -106,3 +107,8 @@ class SearchSpacePass(Pass):
         if self.config["groups"]:
             result["groups"] = [g.to_json() for g in space.groups]
         return result
+
+
+# computed with its three parts, afresh (pruning first, so the erase ids follow the channel ids), and stored with them
+register_analysis(SEARCH_SPACE_KEY, lambda model, analyses: analyze_search_space(model),
+                  stores=(PRUNING_KEY, ERASING_KEY, HIERARCHY_KEY))

@@ -22,6 +22,7 @@ from asgnas.errors import AsgnasError
 from asgnas.ir import Model, Node, Value, lower
 from asgnas.ir.model import _apply_value_info, gc_paused
 from asgnas.ir.wellformed import check_conv_fits
+from asgnas.passes.analysis_manager import ALL_ANALYSES
 from asgnas.passes.base import Option, Pass, PassContext, register_pass
 from asgnas.passes.erasing.dataflow import evaluate
 from asgnas.passes.erasing.ops import FOLDABLE
@@ -192,6 +193,7 @@ class ShapeInferPass(Pass):
     name = "shape-infer"
     summary = "infer dtypes and shapes of every value (onnx inference, onnxruntime fallback for holes)"
     options = (Option("fallback", bool, True, "run the model in onnxruntime to fill what static inference leaves"),)
+    preserves = ALL_ANALYSES  # filling shapes changes no structure the analyses describe
 
     def run(self, model: Model, ctx: PassContext) -> dict[str, Any]:
         filled = infer_shapes(model, self.config["fallback"])

@@ -19,6 +19,7 @@ import onnx
 
 from asgnas.errors import AsgnasError, ResultRejected
 from asgnas.ir import Model, load_model, lower
+from asgnas.passes.analysis_manager import ALL_ANALYSES
 from asgnas.passes.base import Option, Pass, PassContext, register_pass
 
 
@@ -149,6 +150,7 @@ class VerifyPass(Pass):
         Option("batch", int, 2, "size used for symbolic input dims", minimum=1),
         Option("device", str, "cpu", "onnxruntime device", choices=("cpu", "cuda", "auto")),
     )
+    preserves = ALL_ANALYSES
 
     def run(self, model: Model, ctx: PassContext) -> dict[str, Any]:
         ref_option = self.config["reference"]

@@ -3,7 +3,7 @@
     zero-groups{fraction=0.5,seed=0,kind=prune|erase|both}   random subset, valid under the hierarchy oracle
     zero-groups{ids=FILE.json}                                the listed group ids ([...] or {"ids": [...]})
 
-Reads: ``model.analyses["search_space"]`` (runs ``search-space`` when missing). Writes: the zeroed initializers;
+Reads: ``model.analyses["search_space"]`` (required: computed when missing). Writes: the zeroed initializers;
 a checkpoint ``group-sparse`` of the result, which becomes ``verify``'s default reference (a slim model is proven
 against the model it was built from). Report key ``zero-groups``: the ids zeroed per kind.
 """
@@ -17,17 +17,12 @@ from typing import Any
 
 from asgnas.errors import AsgnasError
 from asgnas.ir import Model
+from asgnas.passes.analysis_manager import ALL_ANALYSES, AnalysisManager
 from asgnas.passes.base import Option, Pass, PassContext, register_pass
 from asgnas.passes.groups import Group, SearchSpace, round_kept_channels, zero_groups
+from asgnas.passes.search_space import SEARCH_SPACE_KEY
 
 CHECKPOINT = "group-sparse"
-
-
-def _search_space(model: Model) -> SearchSpace:
-    from asgnas.passes.search_space import SEARCH_SPACE_KEY, analyze_search_space
-
-    space = model.analyses.get(SEARCH_SPACE_KEY)
-    return space if space is not None else analyze_search_space(model)
 
 
 def choose_random(model: Model, space: SearchSpace, fraction: float, seed: int, kind: str) -> list[Group]:
@@ -84,11 +79,13 @@ class ZeroGroupsPass(Pass):
         Option("ids", str, "", "JSON file with the group ids to zero (overrides fraction/seed/kind)"),
         Option("round-to", int, 1, "keep a multiple of this many channels in every channel space", minimum=1),
     )
+    requires = (SEARCH_SPACE_KEY,)
+    preserves = ALL_ANALYSES  # zeroing values keeps the structure the analyses describe
 
     def run(self, model: Model, ctx: PassContext) -> dict[str, Any]:
         if not 0.0 <= self.config["fraction"] <= 1.0:
             raise AsgnasError(f"option 'fraction' must lie in [0, 1], got {self.config['fraction']}")
-        space = _search_space(model)
+        space = AnalysisManager(model).get(SEARCH_SPACE_KEY)
         if self.config["ids"]:
             chosen = choose_listed(model, space, self.config["ids"])
         else:

@@ -23,6 +23,7 @@ from typing import Any
 
 from asgnas.ir import Model
 from asgnas.ir.model import gc_paused
+from asgnas.passes.analysis_manager import ALL_ANALYSES, register_analysis
 from asgnas.passes.base import Option, Pass, PassContext, register_pass
 from asgnas.passes.cost import ensure_shapes, node_costs
 from asgnas.passes.erasing.channels import ChannelPlan, trace_channels
@@ -144,12 +145,16 @@ class ErasingGroupsPass(Pass):
     name = "erasing-groups"
     summary = "find the erase-mode search space: segment graph and minimal removal structures (GeZIGs)"
     options = (Option("id-offset", int, -1, "first group id (-1: after the pruning groups' ids, else 0)"),)
+    preserves = ALL_ANALYSES
 
     def run(self, model: Model, ctx: PassContext) -> dict[str, Any]:
         analysis = analyze_erasing(model, self.config["id-offset"])
         model.analyses[ANALYSIS_KEY] = analysis
         return analysis.summary()
 
+
+# ids follow a cached pruning analysis's channel ids (``_auto_offset``); ``search_space`` orders the two itself
+register_analysis(ANALYSIS_KEY, lambda model, analyses: analyze_erasing(model))
 
 __all__ = [
     "ANALYSIS_KEY",

@@ -33,6 +33,7 @@ from __future__ import annotations
 from typing import Any
 
 from asgnas.ir import Model
+from asgnas.passes.analysis_manager import ALL_ANALYSES, register_analysis
 from asgnas.passes.base import Option, Pass, PassContext, register_pass
 from asgnas.passes.pruning.analysis import ANALYSIS_KEY, Fold, PruningAnalysis, Space, analyze_pruning
 from asgnas.passes.pruning.rules import CHANNEL_RULES, OpRule
@@ -43,6 +44,7 @@ class PruningGroupsPass(Pass):
     name = "pruning-groups"
     summary = "find the channel groups (zero-invariant groups) of every prunable channel space"
     options = (Option("groups", bool, True, "list every group in the report (false: summary only)"),)
+    preserves = ALL_ANALYSES
 
     def run(self, model: Model, ctx: PassContext) -> dict[str, Any]:
         analysis = model.analyses[ANALYSIS_KEY] = analyze_pruning(model)
@@ -52,5 +54,7 @@ class PruningGroupsPass(Pass):
             result.pop("spaces")
         return result
 
+
+register_analysis(ANALYSIS_KEY, lambda model, analyses: analyze_pruning(model))
 
 __all__ = ["ANALYSIS_KEY", "CHANNEL_RULES", "Fold", "OpRule", "PruningAnalysis", "Space", "analyze_pruning"]
