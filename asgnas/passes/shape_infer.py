@@ -198,13 +198,20 @@ def input_symbols(model: Model) -> list[str]:
 
 
 def holes(model: Model) -> list[Value]:
-    """Tensor values whose dtype or some dim is unknown: None, or a symbol that is not an input's (``fill_by_running``
-    replaces those too, so the analyses see every batch-sized dim under the input's symbol)."""
-    symbols = set(input_symbols(model))
+    """Tensor values whose dtype or some dim is unknown: None, or a symbol that is neither an input's nor ``k*``
+    one (``fill_by_running`` replaces those too, so the analyses see batch-sized dims under the input's symbol)."""
+    symbols = input_symbols(model)
+    known = set(symbols)
+
+    def known_dim(dim: int | str | None) -> bool:
+        if isinstance(dim, int) or dim in known:
+            return True
+        factor, star, symbol = dim.partition("*") if isinstance(dim, str) else ("", "", "")
+        return bool(star) and factor.isdigit() and symbol in known
+
     return [
         v for n in model.graph for v in n.outputs
-        if v.non_tensor_type is None and not (
-            v.dtype and v.shape is not None and all(isinstance(d, int) or d in symbols for d in v.shape))
+        if v.non_tensor_type is None and not (v.dtype and v.shape is not None and all(map(known_dim, v.shape)))
     ]
 
 
@@ -236,9 +243,12 @@ def forget_shapes(model: Model) -> None:
 class ShapeInferPass(Pass):
     name = "shape-infer"
     summary = "infer dtypes and shapes of every value (onnx inference, onnxruntime fallback for holes)"
-    options = (Option("fallback", bool, True, "run the model in onnxruntime to fill what static inference leaves"),)
+    options = (Option("fallback", bool, True, "run the model in onnxruntime to fill what static inference leaves"),
+               Option("afresh", bool, False, "forget the shapes of computed values first (after a rewrite)"))
 
     def run(self, model: Model, ctx: PassContext) -> dict[str, Any]:
+        if self.config["afresh"]:
+            forget_shapes(model)
         filled = infer_shapes(model, self.config["fallback"])
         total = sum(len(n.outputs) for n in model.graph)
         known = sum(1 for n in model.graph for v in n.outputs if v.shape is not None and v.dtype)
