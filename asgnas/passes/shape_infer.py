@@ -5,8 +5,9 @@ Static inference is onnx's (with data propagation, so Shape->Gather->Concat chai
 small constant chains its data propagation does not cover (``Mod``, ``Reshape``/``Range`` of shape arithmetic, as
 torch's exporter writes for ``unflatten``) are folded with numpy into Constants; where it leaves holes, chains that
 read the shapes it found are folded too and it runs again. Where holes remain, a fallback runs the model in
-onnxruntime twice (once when no input dim is symbolic), with the symbolic input dims set to two different sizes, reading the missing values as extra
-outputs: dims equal in both runs are static, dims that differ stay symbolic (see ``fill_by_running``).
+onnxruntime twice (once when no input dim is symbolic), with the symbolic input dims set to two different sizes,
+reading the missing values as extra outputs: dims equal in both runs are static, dims that differ stay symbolic
+(see ``fill_by_running``).
 ``ensure_shapes`` is what every analysis calls: both steps, only when some value lacks its shape.
 """
 
