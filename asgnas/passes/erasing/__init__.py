@@ -109,8 +109,7 @@ def analyze_erasing(model: Model, id_offset: int | None = None,
 def _analyze_erasing(model: Model, id_offset: int | None,
                      costs: dict[str, dict[str, int]] | None) -> ErasingAnalysis:
     untied = untie_before_analysis(model)  # exporter aliases would tie unrelated structures together
-    # Resize fed by unfolded scale chains leaves holes that Concat widths and MACs need; the untied copies count as
-    # parameters of their readers
+    # costs afresh when shapes were missing (they count as 1), untying added copies (parameters of their readers)
     if ensure_shapes(model) or untied or costs is None:
         costs = node_costs(model)
     flow = DataFlow(model.graph)
