@@ -79,7 +79,8 @@ def erase_costs(model: Model, groups: list[Group], oracle: Any) -> dict[int, flo
     (its share of the MACs), counting everything that goes with it (the structure, the columns it feeds, the
     dead code it leaves; the oracle's ``removed_segments``). Params and MACs weigh the same because the quality
     targets ask for both."""
-    from asgnas.passes.cost import ensure_shapes, node_costs
+    from asgnas.passes.cost import node_costs
+    from asgnas.passes.shape_infer import ensure_shapes
 
     ensure_shapes(model)
     per_node = node_costs(model)

@@ -2,11 +2,13 @@
 
 Reads: the IR's initializer values (a group is removed iff all its slices are exactly zero; the analyses are
 re-run on the current model, so any group-sparse model works, not just one this pipeline zeroed). Writes: the
-slim IR: erased structures first (nodes deleted, joints rewired, Concat consumers sliced), then, on the re-analysed
-result, pruned channels (producer rows and consumer columns sliced, channel-count attributes and constants
-updated), then dead-code elimination and shape inference. Between the two, ``fold-gates`` removes the
-training-only gates of ``train{gates=true}`` that stayed 1 (``asgnas.passes.gates``): the slim model has none.
-Report key ``construct-subnet`` (what was removed) and ``cost`` = ``{"before", "after"}`` (group-sparse vs slim, each ``params`` and ``macs``).
+slim IR. A pipeline of registered passes (``CONSTRUCT_PIPELINE``) run by a ``PassManager``:
+``erasing-groups`` + ``erase-subnet`` delete the zero structures (joints rewired, Concat consumers sliced),
+``fold-gates`` removes the training-only gates of ``train{gates=true}`` that stayed 1 (``asgnas.passes.gates``:
+the slim model has none), ``prune-subnet`` slices the zero channels out of the re-analysed result, ``dce``, and
+``shape-infer{afresh=true}`` infers the changed shapes once, at the end (the rewrites only drop stale ones).
+Report key ``construct-subnet`` (what was removed) and ``cost`` = ``{"before", "after"}`` (group-sparse vs slim,
+each ``params`` and ``macs``).
 """
 
 from __future__ import annotations
@@ -16,47 +18,33 @@ from typing import Any
 from asgnas.ir import Model
 from asgnas.passes.base import Pass, PassContext, register_pass
 from asgnas.passes.cost import total_cost
-from asgnas.passes.dce import eliminate_dead_code
-from asgnas.passes.groups import group_is_zero
+
+#: the parts, in order; the erase ids follow the channel ids of a pruning analysis held by the model, as before
+CONSTRUCT_PIPELINE = "erasing-groups,erase-subnet,fold-gates,prune-subnet{cost=false},dce,shape-infer{afresh=true}"
 
 
 def construct_subnet(model: Model) -> dict[str, Any]:
     """Remove the zero groups of ``model`` in place; returns what was removed and the cost before/after."""
-    from asgnas.passes.erase_subnet import construct_erased, select_erasable
-    from asgnas.passes.erasing import analyze_erasing
-    from asgnas.passes.gates import check_gates, fold_gates
-    from asgnas.passes.prune_subnet import construct_pruned
-    from asgnas.passes.pruning import analyze_pruning
+    from asgnas.passes.gates import check_gates
+    from asgnas.passes.manager import PassManager, parse_pipeline
 
     check_gates(model)  # a gate neither 0 nor 1 fails before anything is rewritten
     before = total_cost(model)
-    erasing = analyze_erasing(model)
-    zero = [g.id for g in erasing.removable() if group_is_zero(model, g)]
-    # zero structures that are not valid together: erase a valid subset, the rest stay (they contribute zero)
-    zero_structures, kept_zero = select_erasable(erasing, zero)
-    erased = construct_erased(model, erasing, set(zero_structures)) if zero_structures else {}
-    model.analyses.clear()
-    # training-only gates (train{gates=true}): the erased ones went with their structures, the kept ones are 1
-    gates = fold_gates(model)
-
-    pruning = analyze_pruning(model)
-    zero_channels = {g.id for g in pruning.groups if g.removable and group_is_zero(model, g)}
-    pruned = construct_pruned(model, pruning, zero_channels) if zero_channels else {}
-    model.analyses.clear()
-
-    eliminate_dead_code(model.graph)
-    for value in model.graph.values.values():  # shapes change with the channel counts: infer afresh
-        if value.producer is not None and not model.graph.is_output(value):
-            value.shape = None
-    after = total_cost(model)  # re-infers the shapes (runtime fallback where static inference cannot follow)
+    # no part reads the pipeline's input model: handing over this one spares the manager a copy
+    parts = PassManager(parse_pipeline(CONSTRUCT_PIPELINE)).run(model, PassContext(input_model=model, quiet=True))
+    erase, pruned = parts["erase-subnet"], parts["prune-subnet"]
+    # zero structures that are not valid together: a valid subset went, the rest stay (they contribute zero)
+    erased = {k: v for k, v in erase.items() if k not in ("zero_groups", "skipped")} if erase["erased_groups"] else {}
+    # every zero channel group was either removed or kept so that its space does not end empty
+    zero_channels = len(pruned.get("removed_group_ids", ())) + len(pruned.get("kept_to_avoid_empty", ()))
     return {
-        "erased_structures": len(zero_structures),
-        "zero_structures_kept": len(kept_zero),
-        "pruned_channel_groups": len(zero_channels),
+        "erased_structures": len(erase["erased_groups"]),
+        "zero_structures_kept": len(erase["skipped"]),
+        "pruned_channel_groups": zero_channels,
         "erase": erased,
-        "prune": pruned,
-        "gates": gates,
-        "cost": {"before": before, "after": after},
+        "prune": pruned if zero_channels else {},
+        "gates": parts["fold-gates"],
+        "cost": {"before": before, "after": total_cost(model)},
     }
 
 

@@ -21,6 +21,7 @@ from onnx import helper
 from asgnas.ir import Model, Node, Value
 from asgnas.passes.analysis_manager import ALL_ANALYSES
 from asgnas.passes.base import Pass, PassContext, register_pass
+from asgnas.passes.shape_infer import ensure_shapes  # unknown dims would count as 1
 
 
 def _numel(value: Value | None) -> int:
@@ -139,14 +140,6 @@ def node_costs(model: Model) -> dict[str, dict[str, int]]:
         if params or macs:
             costs[node.name] = {"op": node.op_type, "params": params, "macs": int(macs)}
     return costs
-
-
-def ensure_shapes(model: Model) -> None:
-    """Shapes everywhere (static inference, onnxruntime for what it leaves): unknown dims would count as 1."""
-    from asgnas.passes.shape_infer import holes, infer_shapes
-
-    if holes(model):
-        infer_shapes(model)
 
 
 def _totals(per_node: dict[str, dict[str, int]]) -> dict[str, int]:

@@ -28,7 +28,7 @@ from asgnas.errors import AsgnasError
 from asgnas.ir import Graph, Model, Node, Value
 from asgnas.passes.analysis_manager import AnalysisManager
 from asgnas.passes.base import Option, Pass, PassContext, register_pass
-from asgnas.passes.cost import ensure_shapes, total_cost
+from asgnas.passes.cost import total_cost
 from asgnas.passes.dce import eliminate_dead_code
 from asgnas.passes.erasing import ANALYSIS_KEY, ErasingAnalysis
 from asgnas.passes.erasing.bypass import bypass_problem, may_broadcast
@@ -37,6 +37,7 @@ from asgnas.passes.erasing.dataflow import DataFlow
 from asgnas.passes.erasing.ops import op_info
 from asgnas.passes.groups import group_is_zero
 from asgnas.passes.hierarchy import HierarchyOracle
+from asgnas.passes.shape_infer import ensure_shapes
 
 
 class _Rewriter:

@@ -11,18 +11,18 @@ zeroed model). Writes: the IR, in place --
    the node gets its own);
 3. every constant member of a changed space (producer rows, biases, norm parameters and statistics, consumer
    columns, Constant nodes) is sliced along its axis (vectorised ``np.take``);
-4. value shapes are cleared and inferred again.
+4. the shapes of computed values are dropped (stale): callers infer them once they are done rewriting.
 A space never ends with zero channels: if every channel of a space would go, the lowest-id group touching it is
 kept (it is zero, so the model stays exact) and reported in ``kept_to_avoid_empty``; the validity oracle
 (hierarchy pass) already refuses such selections, this is the backstop.
 
 ``prune-subnet``: re-runs the analysis, removes every removable group whose parameters are all exactly zero.
-Report key ``prune-subnet``: what was removed and the cost before/after.
+Report key ``prune-subnet``: what was removed and (``cost=true``) the cost before/after.
 """
 
 from __future__ import annotations
 
-from typing import Any, Iterable
+from typing import Any
 
 import numpy as np
 import onnx
@@ -30,28 +30,17 @@ from onnx import TensorProto
 
 from asgnas.errors import AsgnasError
 from asgnas.ir import ConstTensor, Model, Node, Value
-from asgnas.passes.base import Pass, PassContext, register_pass
+from asgnas.passes.base import Option, Pass, PassContext, register_pass
 from asgnas.passes.groups import group_is_zero
-from asgnas.passes.pruning.analysis import PruningAnalysis, _fill_holes, analyze_pruning
+from asgnas.passes.pruning.analysis import PruningAnalysis, analyze_pruning
 from asgnas.passes.pruning.rewrites import RewriteCtx
 from asgnas.passes.pruning.rules import CHANNEL_RULES
-
-
-def _removed_masks(analysis: PruningAnalysis, ids: Iterable[int]) -> dict[int, np.ndarray]:
-    masks: dict[int, np.ndarray] = {}
-    for gid in ids:
-        for root, idx in analysis._elements[gid].items():
-            mask = masks.get(root)
-            if mask is None:
-                mask = masks[root] = np.zeros(analysis._root_size[root], dtype=bool)
-            mask[idx] = True
-    return masks
+from asgnas.passes.shape_infer import forget_shapes
 
 
 def construct_pruned(model: Model, analysis: PruningAnalysis, zero_ids: set[int]) -> dict[str, Any]:
     """Remove the channel groups ``zero_ids`` from ``model`` in place; returns what was done."""
-    b = analysis._b
-    if b is None or b.graph is not model.graph:
+    if not analysis.describes(model):
         raise AsgnasError("construct_pruned: the analysis was computed for another model")
     graph = model.graph
     by_id = analysis.groups
@@ -61,11 +50,11 @@ def construct_pruned(model: Model, analysis: PruningAnalysis, zero_ids: set[int]
     # a space never ends empty: keep (zero) groups until every space has a channel left
     kept_nonempty: list[int] = []
     while True:
-        masks = _removed_masks(analysis, active)
+        masks = analysis.removed_masks(active)
         empty = next((root for root, mask in masks.items() if mask.all()), None)
         if empty is None:
             break
-        victim = min(g for g in active if empty in analysis._elements[g])
+        victim = min(g for g in active if analysis.removes_from(g, empty))
         active.remove(victim)
         kept_nonempty.append(victim)
     kept_root = {root: np.flatnonzero(~mask) for root, mask in masks.items() if mask.any()}
@@ -77,8 +66,7 @@ def construct_pruned(model: Model, analysis: PruningAnalysis, zero_ids: set[int]
     for fold in analysis.folds:
         wname, waxis = fold.weight
         wvalue = graph.values.get(wname)
-        key = b.keys.get((wname, waxis))
-        kept = kept_root.get(analysis._root_of_key[key]) if key is not None else None
+        kept = kept_root.get(analysis.root_of(wname, waxis))
         if kept is None or wvalue is None or wvalue.const is None:
             continue
         array = wvalue.const.array.astype(np.float64)
@@ -96,10 +84,7 @@ def construct_pruned(model: Model, analysis: PruningAnalysis, zero_ids: set[int]
     # 2. node rewrites (on the original shapes and shape computations)
     touched: dict[Node, None] = {}
     for root in kept_root:
-        for key in analysis._root_members[root]:
-            value = b.key_value[key]
-            if value is None:
-                continue
+        for value, _ in analysis.root_members(root):
             if value.producer is not None:
                 touched[value.producer] = None
             for user, _ in value.uses:
@@ -113,12 +98,11 @@ def construct_pruned(model: Model, analysis: PruningAnalysis, zero_ids: set[int]
     # 3. slice every constant member of a changed space
     sliced: dict[str, np.ndarray] = {}
     for root, kept in kept_root.items():
-        for key in analysis._root_members[root]:
-            value = b.key_value[key]
-            if value is None or value.const is None:
+        for value, axis in analysis.root_members(root):
+            if value.const is None:
                 continue
             array = sliced.get(value.name, value.const.array)
-            sliced[value.name] = np.take(array, kept, axis=b.key_axis[key])
+            sliced[value.name] = np.take(array, kept, axis=axis)
     for name, array in sliced.items():
         _set_constant(graph.values[name], array)
 
@@ -130,17 +114,7 @@ def construct_pruned(model: Model, analysis: PruningAnalysis, zero_ids: set[int]
             contrib = contrib[kept]
         _add_bias(model, node, kind, contrib)
 
-    # 5. shapes afresh
-    from asgnas.passes.shape_infer import infer_static
-
-    for value in graph.values.values():
-        if value.producer is not None and value.const is None and not graph.is_output(value):
-            value.shape = None
-    try:
-        infer_static(model)
-        _fill_holes(model)
-    except Exception:
-        pass  # value infos are optional; the model itself is checked by callers
+    forget_shapes(model)  # stale now; the caller infers them once (construct-subnet after dce, prune-subnet's cost)
     model.analyses.pop("pruning_groups", None)
 
     removed_channels: dict[str, int] = {}
@@ -212,16 +186,19 @@ def _add_bias(model: Model, node: Node, kind: str, contrib: np.ndarray) -> None:
 class PruneSubnetPass(Pass):
     name = "prune-subnet"
     summary = "physically remove every exactly-zero channel group (slice rows and columns, update attributes)"
+    options = (Option("cost", bool, True, "report the cost before/after (infers the new shapes; construct-subnet "
+                                         "turns it off and infers them once, at its end)"),)
     preserves = frozenset()
 
     def run(self, model: Model, ctx: PassContext) -> dict[str, Any]:
         from asgnas.passes.cost import total_cost
 
-        before = total_cost(model)
+        before = total_cost(model) if self.config["cost"] else None
         analysis = analyze_pruning(model)
         zero = {g.id for g in analysis.groups if g.removable and group_is_zero(model, g)}
         result = construct_pruned(model, analysis, zero) if zero else {"removed_groups": 0}
-        result["cost"] = {"before": before, "after": total_cost(model)}
+        if before is not None:
+            result["cost"] = {"before": before, "after": total_cost(model)}
         return result
 
 

@@ -5,8 +5,10 @@ Static inference is onnx's (with data propagation, so Shape->Gather->Concat chai
 small constant chains its data propagation does not cover (``Mod``, ``Reshape``/``Range`` of shape arithmetic, as
 torch's exporter writes for ``unflatten``) are folded with numpy into Constants; where it leaves holes, chains that
 read the shapes it found are folded too and it runs again. Where holes remain, a fallback runs the model in
-onnxruntime twice, with the symbolic input dims set to two different sizes, reading the missing values as extra
-outputs: dims equal in both runs are static, dims that differ stay symbolic.
+onnxruntime twice (once when no input dim is symbolic), with the symbolic input dims set to two different sizes,
+reading the missing values as extra outputs: dims equal in both runs are static, dims that differ stay symbolic
+(see ``fill_by_running``).
+``ensure_shapes`` is what every analysis calls: both steps, only when some value lacks its shape.
 """
 
 from __future__ import annotations
@@ -24,8 +26,7 @@ from asgnas.ir.model import _apply_value_info, gc_paused
 from asgnas.ir.wellformed import check_conv_fits
 from asgnas.passes.analysis_manager import ALL_ANALYSES
 from asgnas.passes.base import Option, Pass, PassContext, register_pass
-from asgnas.passes.erasing.dataflow import evaluate
-from asgnas.passes.erasing.ops import FOLDABLE
+from asgnas.passes.folding import FOLDABLE, evaluate
 
 
 def _complete(value: Value) -> bool:
@@ -146,38 +147,74 @@ def _run_onnx_inference(model: Model, proto: onnx.ModelProto) -> None:
                 value.shape = tuple(None if isinstance(d, str) and d.startswith("unk__") else d for d in value.shape)
 
 
-def infer_by_running(model: Model, holes: list[Value]) -> int:
-    """Fill ``holes`` by executing the model (see module docstring). Returns how many were filled."""
+def fill_by_running(model: Model, holes: list[Value]) -> int:
+    """Fill ``holes`` by executing the model (see module docstring). Returns how many were filled.
+
+    A dim equal in both runs is static. A dim that is k times the (single) symbolic input dim in both runs gets
+    that symbol, ``k*batch`` for k > 1, as torch's exporters write it; any other differing dim is None. Symbols
+    rather than None because the channel analysis matches reshapes of the batch symbol for symbol (a None there
+    pins the channels it touches), and cost counts a symbol as 1 like None, so its totals do not move.
+    """
     from asgnas.runtime import model_feeds, session
 
+    symbols = input_symbols(model)
     probe = lower(model)
     known_outputs = {o.name for o in probe.graph.output}
     for value in holes:
         if value.name not in known_outputs:
             probe.graph.output.append(onnx.helper.make_empty_tensor_value_info(value.name))
     runs = []
-    for size in (2, 3):
-        try:
-            sess = session(probe, device="cpu")
-            names = [o.name for o in sess.get_outputs()]
-            arrays = sess.run(names, model_feeds(model, seed=0, symbolic_dim=size))
-        except Exception:
-            return 0  # the fallback is best effort; static results stand
-        runs.append(dict(zip(names, arrays)))
+    try:
+        sess = session(probe, device="cpu")
+        names = [o.name for o in sess.get_outputs()]
+        for size in (2, 3) if symbols else (2,):  # without symbolic inputs a second run sees the same shapes
+            runs.append(dict(zip(names, sess.run(names, model_feeds(model, seed=0, symbolic_dim=size)))))
+    except Exception:
+        return 0  # the fallback is best effort; static results stand
+    symbol = symbols[0] if len(symbols) == 1 else None
     filled = 0
     for value in holes:
-        a, b = runs[0].get(value.name), runs[1].get(value.name)
-        if not isinstance(a, np.ndarray) or not isinstance(b, np.ndarray) or a.ndim != b.ndim:
+        got = [run.get(value.name) for run in runs]
+        if not all(isinstance(g, np.ndarray) for g in got) or len({g.ndim for g in got}) != 1:
             continue  # not computed, or no tensor (a sequence comes back as a list, a map as a dict)
-        value.dtype = value.dtype or onnx.helper.np_dtype_to_tensor_dtype(a.dtype)
-        value.shape = tuple(x if x == y else None for x, y in zip(a.shape, b.shape))
+        value.dtype = value.dtype or onnx.helper.np_dtype_to_tensor_dtype(got[0].dtype)
+        value.shape = tuple(_run_dim([g.shape[axis] for g in got], symbol) for axis in range(got[0].ndim))
         filled += 1
     return filled
 
 
+def _run_dim(sizes: list[int], symbol: str | None) -> int | str | None:
+    """One dim from the runs at symbolic size 2 and 3 (see ``fill_by_running``)."""
+    if len(set(sizes)) == 1:
+        return int(sizes[0])
+    small, large = sizes
+    if symbol is None or small % 2 or small // 2 * 3 != large:
+        return None
+    k = small // 2
+    return symbol if k == 1 else f"{k}*{symbol}"
+
+
+def input_symbols(model: Model) -> list[str]:
+    """The symbolic dims of the graph inputs (the batch, usually), sorted."""
+    return sorted({d for v in model.graph.inputs for d in (v.shape or ()) if isinstance(d, str)})
+
+
 def holes(model: Model) -> list[Value]:
-    """Tensor values whose dtype or some dim is still unknown."""
-    return [v for n in model.graph for v in n.outputs if not _complete(v) and v.non_tensor_type is None]
+    """Tensor values whose dtype or some dim is unknown: None, or a symbol that is neither an input's nor ``k*``
+    one (``fill_by_running`` replaces those too, so the analyses see batch-sized dims under the input's symbol)."""
+    symbols = input_symbols(model)
+    known = set(symbols)
+
+    def known_dim(dim: int | str | None) -> bool:
+        if isinstance(dim, int) or dim in known:
+            return True
+        factor, star, symbol = dim.partition("*") if isinstance(dim, str) else ("", "", "")
+        return bool(star) and factor.isdigit() and symbol in known
+
+    return [
+        v for n in model.graph for v in n.outputs
+        if v.non_tensor_type is None and not (v.dtype and v.shape is not None and all(map(known_dim, v.shape)))
+    ]
 
 
 def infer_shapes(model: Model, fallback: bool = True) -> int:
@@ -185,17 +222,36 @@ def infer_shapes(model: Model, fallback: bool = True) -> int:
     infer_static(model)
     check_conv_fits(model)  # the analyses read channel counts off weights: they must agree with the input
     missing = holes(model)
-    return infer_by_running(model, missing) if missing and fallback else 0
+    return fill_by_running(model, missing) if missing and fallback else 0
+
+
+def ensure_shapes(model: Model) -> bool:
+    """Shapes everywhere, inferred only when some value lacks one (``infer_shapes`` with its fallback): what the
+    analyses and cost call before reading shapes. True when some were missing (and may have changed)."""
+    if not holes(model):
+        return False
+    infer_shapes(model)
+    return True
+
+
+def forget_shapes(model: Model) -> None:
+    """Drop the shapes of computed values (graph outputs keep theirs): after a rewrite that changed them."""
+    for value in model.graph.values.values():
+        if value.producer is not None and not model.graph.is_output(value):
+            value.shape = None
 
 
 @register_pass
 class ShapeInferPass(Pass):
     name = "shape-infer"
     summary = "infer dtypes and shapes of every value (onnx inference, onnxruntime fallback for holes)"
-    options = (Option("fallback", bool, True, "run the model in onnxruntime to fill what static inference leaves"),)
+    options = (Option("fallback", bool, True, "run the model in onnxruntime to fill what static inference leaves"),
+               Option("afresh", bool, False, "forget the shapes of computed values first (after a rewrite)"))
     preserves = ALL_ANALYSES  # filling shapes changes no structure the analyses describe
 
     def run(self, model: Model, ctx: PassContext) -> dict[str, Any]:
+        if self.config["afresh"]:
+            forget_shapes(model)
         filled = infer_shapes(model, self.config["fallback"])
         total = sum(len(n.outputs) for n in model.graph)
         known = sum(1 for n in model.graph for v in n.outputs if v.shape is not None and v.dtype)

@@ -12,6 +12,7 @@ from torch import nn
 from asgnas.ir import lift, load_model
 from asgnas.passes import PassContext, PassManager, parse_pipeline
 from asgnas.passes.cost import node_costs, total_cost
+from asgnas.passes.shape_infer import ensure_shapes, holes
 from tests.models import ort_run
 
 
@@ -101,8 +102,9 @@ def test_dce_removes_dead_nodes_and_their_initializers(onnx_path):
     assert "dead_w" not in graph.values and "dead_out" not in graph.values
 
 
-def _hole_model() -> onnx.ModelProto:
-    """Reshape to [N, C/2, 2*H]: the shape comes through float arithmetic static inference cannot follow."""
+def _hole_model(factors: tuple[float, float, float] = (1.0, 0.5, 2.0)) -> onnx.ModelProto:
+    """Reshape to [N, C, H] * ``factors`` (default [N, C/2, 2*H]): the shape comes through float arithmetic static
+    inference cannot follow."""
     nodes = [
         helper.make_node("Shape", ["x"], ["s"]),
         helper.make_node("Cast", ["s"], ["sf"], to=TensorProto.FLOAT),
@@ -115,7 +117,7 @@ def _hole_model() -> onnx.ModelProto:
         nodes, "g",
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4, 3])],
         [helper.make_tensor_value_info("z", TensorProto.FLOAT, None)],
-        [helper.make_tensor("factors", TensorProto.FLOAT, [3], [1.0, 0.5, 2.0])],
+        [helper.make_tensor("factors", TensorProto.FLOAT, [3], list(factors))],
     )
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
 
@@ -124,11 +126,37 @@ def test_shape_infer_fills_holes_by_running_the_model():
     model = lift(_hole_model())
     report = PassManager(parse_pipeline("shape-infer")).run(model, PassContext())
     y = model.graph.values["y"]
-    assert y.shape == (None, 2, 6)  # batch stays symbolic, the rest is static
-    assert report["shape-infer"]["filled_by_runtime"] >= 1
+    assert y.shape == ("N", 2, 6)  # the batch keeps the input's symbol, the rest is static
+    assert report["shape-infer"]["filled_by_runtime"] == 2  # y and z
+    assert model.graph.values["z"].shape == ("N", 2, 6)
     static_only = lift(_hole_model())
     PassManager(parse_pipeline("shape-infer{fallback=false}")).run(static_only)
-    assert static_only.graph.values["y"].shape != (None, 2, 6)
+    assert None in static_only.graph.values["y"].shape
+
+
+def test_shape_fallback_names_batch_multiples_like_the_exporters():
+    model = lift(_hole_model((2.0, 0.5, 1.0)))  # [2N, 2, 3]
+    ensure_shapes(model)
+    assert model.graph.values["y"].shape == ("2*N", 2, 3)
+    assert not holes(model)
+
+
+def test_ensure_shapes_infers_only_when_a_shape_is_missing():
+    model = lift(_hole_model())
+    assert ensure_shapes(model) is True
+    shapes = {name: v.shape for name, v in model.graph.values.items()}
+    assert ensure_shapes(model) is False  # complete: nothing runs again
+    assert {name: v.shape for name, v in model.graph.values.items()} == shapes
+
+
+def test_shape_infer_afresh_replaces_stale_shapes():
+    model = lift(_hole_model())
+    ensure_shapes(model)
+    model.graph.values["y"].shape = ("N", 99, 99)  # what a rewrite leaves behind
+    PassManager(parse_pipeline("shape-infer")).run(model, PassContext())
+    assert model.graph.values["y"].shape == ("N", 99, 99)  # complete shapes are kept
+    PassManager(parse_pipeline("shape-infer{afresh=true}")).run(model, PassContext())
+    assert model.graph.values["y"].shape == ("N", 2, 6)
 
 
 def test_shape_infer_types_every_value_of_the_zoo(onnx_path):

@@ -162,3 +162,31 @@ def test_negative_prune_target_other_than_off_is_refused(onnx_path, tmp_path, ca
                  "search-space,train{kind=both,prune-target=-0.5}", "-o", str(out)]) == 2
     assert "prune-target must be -1 (off), a fraction or a count, got -0.5" in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_construct_subnet_infers_the_slim_shapes_once(onnx_path, monkeypatch):
+    """channel_shuffle (legacy) has a symbolic batch and Reshape targets static inference cannot follow: the parts
+    of construct-subnet only drop stale shapes; one onnx inference and one onnxruntime fallback at the end."""
+    import asgnas.passes.shape_infer as shape_infer
+    import asgnas.runtime
+    from asgnas.passes.construct_subnet import construct_subnet
+
+    model, report = _run(onnx_path("channel_shuffle", "legacy"),
+                         "search-space{groups=false},zero-groups{fraction=0.5,seed=0,kind=prune}")
+    assert report["zero-groups"]["zeroed"]
+    calls = {"static": 0, "runtime": 0}
+    static, session = shape_infer.infer_static, asgnas.runtime.session
+
+    def counted(key, fn):
+        def wrapper(*args, **kwargs):
+            calls[key] += 1
+            return fn(*args, **kwargs)
+        return wrapper
+
+    monkeypatch.setattr(shape_infer, "infer_static", counted("static", static))
+    monkeypatch.setattr(asgnas.runtime, "session", counted("runtime", session))
+    built = construct_subnet(model)
+    assert built["pruned_channel_groups"] == len(built["prune"]["removed_group_ids"]) > 0
+    assert calls == {"static": 1, "runtime": 1}
+    assert not shape_infer.holes(model)  # every dim static or the input's batch symbol
+    assert model.graph.inputs[0].shape[0] == "batch"

@@ -35,11 +35,12 @@ from test_pruning_groups import (  # noqa: E402
 
 from asgnas.errors import AsgnasError  # noqa: E402
 from asgnas.ir import Model, load_model, lower  # noqa: E402
-from asgnas.passes import PassManager  # noqa: E402
+from asgnas.passes import PassManager, parse_pipeline  # noqa: E402
 from asgnas.passes.cost import total_cost  # noqa: E402
 from asgnas.passes.groups import group_is_zero, zero_group  # noqa: E402
 from asgnas.passes.prune_subnet import PruneSubnetPass, construct_pruned  # noqa: E402
 from asgnas.passes.pruning import analyze_pruning  # noqa: E402
+from asgnas.passes.shape_infer import ensure_shapes, holes  # noqa: E402
 from asgnas.passes.verify import compare_models  # noqa: E402
 
 RTOL = 1e-4
@@ -122,6 +123,22 @@ def test_prune_subnet_pass(onnx_path) -> None:
     assert report["removed_groups"] == len(chosen)
     assert report["cost"]["after"]["params"] < report["cost"]["before"]["params"]
     assert compare_models(model, zeroed)["max_rel_diff"] <= RTOL
+
+
+def test_prune_subnet_without_cost_leaves_the_shapes_to_its_caller(onnx_path) -> None:
+    model = load_model(onnx_path("concat", "dynamo"))
+    analysis = analyze_pruning(model)
+    for group in analysis.removable()[::3]:
+        zero_group(model, group)
+    with_cost = model.copy()
+    report = PassManager(parse_pipeline("prune-subnet{cost=false}")).run(model)["prune-subnet"]
+    assert "cost" not in report and report["removed_groups"] > 0
+    assert holes(model)  # stale shapes dropped, not re-inferred
+    reference = PassManager(parse_pipeline("prune-subnet")).run(with_cost)["prune-subnet"]
+    ensure_shapes(model)
+    assert {n: v.shape for n, v in model.graph.values.items()} == \
+        {n: v.shape for n, v in with_cost.graph.values.items()}
+    assert total_cost(model) == reference["cost"]["after"]
 
 
 def test_shape_computations_are_rewritten(onnx_path) -> None:

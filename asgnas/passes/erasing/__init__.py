@@ -25,13 +25,14 @@ from asgnas.ir import Model
 from asgnas.ir.model import gc_paused
 from asgnas.passes.analysis_manager import ALL_ANALYSES, register_analysis
 from asgnas.passes.base import Option, Pass, PassContext, register_pass
-from asgnas.passes.cost import ensure_shapes, node_costs
+from asgnas.passes.cost import node_costs
 from asgnas.passes.erasing.channels import ChannelPlan, trace_channels
 from asgnas.passes.erasing.dataflow import DataFlow
 from asgnas.passes.erasing.ops import OP_TABLE, OpInfo, op_info
 from asgnas.passes.erasing.segments import Segment, SegmentGraph, build_segment_graph
 from asgnas.passes.erasing.structures import build_groups
 from asgnas.passes.groups import Group
+from asgnas.passes.shape_infer import ensure_shapes
 from asgnas.passes.untie_aliases import untie_before_analysis
 
 ANALYSIS_KEY = "erasing_groups"
@@ -98,21 +99,6 @@ def _auto_offset(model: Model) -> int:
     return max(ids) + 1 if ids else 0
 
 
-def _ensure_shapes(model: Model) -> bool:
-    """Static inference, then the onnxruntime fallback for holes (Resize fed by unfolded scale chains leaves
-    them; Concat widths and MACs need them). True when some shape was missing (and may have changed)."""
-    from asgnas.passes.shape_infer import holes as shape_holes
-    from asgnas.passes.shape_infer import infer_by_running
-
-    if not shape_holes(model):
-        return False
-    ensure_shapes(model)
-    holes = [v for n in model.graph for v in n.outputs if v.shape is None or None in v.shape]
-    if holes:
-        infer_by_running(model, holes)
-    return True
-
-
 def analyze_erasing(model: Model, id_offset: int | None = None,
                     costs: dict[str, dict[str, int]] | None = None) -> ErasingAnalysis:
     """Run the analysis (no IR change beyond filling missing shapes) and return it. ``costs``: ``node_costs`` of
@@ -124,7 +110,8 @@ def analyze_erasing(model: Model, id_offset: int | None = None,
 def _analyze_erasing(model: Model, id_offset: int | None,
                      costs: dict[str, dict[str, int]] | None) -> ErasingAnalysis:
     untied = untie_before_analysis(model)  # exporter aliases would tie unrelated structures together
-    if _ensure_shapes(model) or untied or costs is None:  # the copies count as parameters of their readers
+    # costs afresh when shapes were missing (they count as 1), untying added copies (parameters of their readers)
+    if ensure_shapes(model) or untied or costs is None:
         costs = node_costs(model)
     flow = DataFlow(model.graph)
     sg = build_segment_graph(flow)

@@ -177,12 +177,6 @@ _set(
 # shape readers: side-chain nodes, never data flow
 _set("Shape Size EyeLike RandomNormalLike RandomUniformLike", OpInfo(shape_only=True))
 
-#: the data-input-independent ops whose output is a constant (folded side chains are evaluated through these)
-FOLDABLE = frozenset(
-    "Constant Identity Cast Unsqueeze Squeeze Concat Gather Reshape Slice Add Sub Mul Div Neg Shape Size "
-    "ConstantOfShape Range Equal Where Expand Transpose Flatten Abs Floor Ceil Max Min ReduceProd Sqrt".split()
-)
-
 
 def op_info(node: Node) -> OpInfo | None:
     """The table entry, or None for an unknown op (non-default domain, subgraph holder, or not listed)."""

@@ -30,74 +30,11 @@ from asgnas.passes.pruning.result import Fold, PruningAnalysis, Space
 from asgnas.passes.pruning.rules import CHANNEL_RULES
 from asgnas.passes.pruning.shapes import ShapeEval, check_shape_uses
 from asgnas.passes.pruning.zeros import ZeroCtx
+from asgnas.passes.shape_infer import ensure_shapes
 from asgnas.passes.untie_aliases import untie_before_analysis
 
 ANALYSIS_KEY = "pruning_groups"
 _FLOAT_TYPES = {1, 10, 11, 16}  # float, float16, double, bfloat16
-
-
-def _ensure_shapes(model: Model) -> None:
-    """Static inference, then onnxruntime for holes; failures leave shapes unknown (and pinned)."""
-    from asgnas.passes.cost import ensure_shapes
-
-    try:
-        ensure_shapes(model)
-    except Exception:  # an inconsistent model: unknown shapes pin what they touch
-        return
-    try:
-        _fill_holes(model)
-    except Exception:
-        pass
-
-
-def _fill_holes(model: Model) -> None:
-    """Dims static inference left unknown (or named ``unk__*``) are read off two onnxruntime runs.
-
-    Dims equal in both runs are static; a dim that is k times the symbolic input dim in both runs gets the input's
-    symbol (``k*batch`` for k > 1), so reshapes of the batch still match symbol for symbol.
-    """
-    graph = model.graph
-    symbols = sorted({d for v in graph.inputs for d in (v.shape or ()) if isinstance(d, str)})
-
-    def hole(v: Value) -> bool:
-        return v.shape is None or any(d is None or (isinstance(d, str) and d not in symbols) for d in v.shape)
-
-    holes = [v for n in graph for v in n.outputs if hole(v)]
-    if not holes:
-        return
-    import onnx
-
-    from asgnas.ir import lower
-    from asgnas.runtime import model_feeds, session
-
-    probe = lower(model)
-    known = {o.name for o in probe.graph.output}
-    for value in holes:
-        if value.name not in known:
-            probe.graph.output.append(onnx.helper.make_empty_tensor_value_info(value.name))
-    sess = session(probe, device="cpu")
-    names = [o.name for o in sess.get_outputs()]
-    runs = []
-    for size in ((2, 3) if symbols else (2,)):
-        arrays = sess.run(names, model_feeds(model, seed=0, symbolic_dim=size))
-        runs.append({n: a for n, a in zip(names, arrays)})
-    symbol = symbols[0] if len(symbols) == 1 else None
-    for value in holes:
-        got = [r.get(value.name) for r in runs]
-        if any(g is None or not hasattr(g, "shape") for g in got) or len({g.ndim for g in got}) != 1:
-            continue
-        dims: list[int | str | None] = []
-        for ds in zip(*(g.shape for g in got)):
-            if len(set(ds)) == 1:
-                dims.append(int(ds[0]))
-            elif symbol is not None and ds[0] % 2 == 0 and ds[0] // 2 * 3 == ds[1]:
-                k = ds[0] // 2
-                dims.append(symbol if k == 1 else f"{k}*{symbol}")
-            else:
-                dims.append(None)
-        value.shape = tuple(dims)
-        if not value.dtype:
-            value.dtype = onnx.helper.np_dtype_to_tensor_dtype(got[0].dtype)
 
 
 def analyze_pruning(model: Model) -> PruningAnalysis:
@@ -108,7 +45,10 @@ def analyze_pruning(model: Model) -> PruningAnalysis:
 
 def _analyze_pruning(model: Model) -> PruningAnalysis:
     untie_before_analysis(model)  # exporter aliases would couple unrelated tensors' channels
-    _ensure_shapes(model)
+    try:
+        ensure_shapes(model)
+    except Exception:  # an inconsistent model: unknown shapes pin what they touch (a bad weight fails just below)
+        pass
     check_conv_fits(model)  # channel groups are read off weights: a weight that does not fit is bad input
     graph = model.graph
     b = Builder(model)

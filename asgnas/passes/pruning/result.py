@@ -5,10 +5,11 @@ importing the driver that computes it."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Iterable
 
 import numpy as np
 
+from asgnas.ir import Model, Value
 from asgnas.passes.groups import Group, TensorSlice
 from asgnas.passes.pruning.builder import Builder
 from asgnas.passes.pruning.shapes import ShapeEval
@@ -47,8 +48,10 @@ class PruningAnalysis:
 
     Public: ``groups`` (ids 0..n-1, ``kind="prune"``), ``spaces`` (id -> ``Space``), ``costs``, ``by_id()``,
     ``removable()``, ``slices(group_id)`` (every slice construction removes with the group: params, consumer
-    columns, running statistics, constants), ``space_groups(space_id)``, ``summary()``, ``to_json()``.
-    Construction uses the private fields (``_b`` etc.); they are valid for the model as analysed.
+    columns, running statistics, constants), ``space_groups(space_id)``, ``summary()``, ``to_json()``; for
+    construction, the channel index spaces ("roots": linked spaces share one) as ints: ``removed_masks(ids)``,
+    ``removes_from(group_id, root)``, ``root_of(value, axis)``, ``root_members(root)``, valid while
+    ``describes(model)``. The private fields are the rewrite rules' (``rewrites.RewriteCtx``).
     """
 
     groups: list[Group]
@@ -85,6 +88,34 @@ class PruningAnalysis:
         one when spaces are linked: a concat's inputs and output, a grouped conv's, a reshape's factors."""
         ids = [self._space_id[root] for root in self._elements[group_id]]
         return sorted(ids, key=lambda sid: sid != self.groups[group_id].space)
+
+    def describes(self, model: Model) -> bool:
+        """True when this analysis was computed on ``model``'s graph (construction reads its relations)."""
+        return self._b is not None and self._b.graph is model.graph
+
+    def removed_masks(self, group_ids: Iterable[int]) -> dict[int, np.ndarray]:
+        """Per root the groups touch: which of its channels they remove."""
+        masks: dict[int, np.ndarray] = {}
+        for gid in group_ids:
+            for root, idx in self._elements[gid].items():
+                mask = masks.get(root)
+                if mask is None:
+                    mask = masks[root] = np.zeros(self._root_size[root], dtype=bool)
+                mask[idx] = True
+        return masks
+
+    def removes_from(self, group_id: int, root: int) -> bool:
+        return root in self._elements[group_id]
+
+    def root_of(self, value_name: str, axis: int) -> int | None:
+        """The root indexing ``axis`` of the named tensor; None when no channel relation reached it."""
+        key = self._b.keys.get((value_name, axis)) if self._b is not None else None
+        return None if key is None else self._root_of_key[key]
+
+    def root_members(self, root: int) -> list[tuple[Value, int]]:
+        """Every tensor of the analysed IR indexed by ``root``, with the axis that is."""
+        b = self._b
+        return [(b.key_value[key], b.key_axis[key]) for key in self._root_members[root] if b.key_value[key] is not None]
 
     def summary(self) -> dict[str, Any]:
         removable = self.removable()
