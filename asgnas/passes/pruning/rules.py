@@ -1,4 +1,6 @@
-"""``CHANNEL_RULES``: how channels flow through each operator -- one table entry per op type.
+"""``CHANNEL_RULES``: how channels flow through each operator -- one table entry per op type, a view of
+``op_registry.OPS`` (which names the rules; ``ANALYZE``, ``ZERO_RULES`` and ``REWRITE`` below turn the names into
+the functions of ``rules_*.py``, ``zeros.py`` and ``rewrites.py``).
 
 An entry (``OpRule``) has three parts:
 - ``analyze(node, b, se)``: the relations between the node's axes (``builder.py`` vocabulary); raise
@@ -17,6 +19,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from asgnas.ir import Node
+from asgnas.passes.op_registry import OPS, Channels
 from asgnas.passes.pruning.attrs import known_ints, pad_amounts, reduce_axes, slice_params
 from asgnas.passes.pruning.builder import Builder
 from asgnas.passes.pruning.rewrites import (RewriteCtx, r_conv, r_expand, r_gather, r_groupnorm, r_reduce_mean, r_reshape,
@@ -50,81 +53,64 @@ class OpRule:
     carries_channels: bool = True
 
 
-CHANNEL_RULES: dict[str, OpRule] = {}
+ANALYZE: dict[str, Analyze] = {
+    "unary": a_unary, "elementwise": a_elementwise, "batchnorm": a_batchnorm, "instancenorm": a_instancenorm,
+    "groupnorm": a_groupnorm, "layernorm": a_layernorm, "rmsnorm": a_rmsnorm, "softmax": a_softmax,
+    "reduce": a_reduce, "argreduce": a_argreduce, "conv": a_conv, "conv_transpose": a_conv_transpose,
+    "gemm": a_gemm, "matmul": a_matmul, "pool": a_pool, "resize": a_resize, "pad": a_pad, "concat": a_concat,
+    "split": a_split, "slice": a_slice, "gather": a_gather, "transpose": a_transpose, "reshape": a_reshape,
+    "expand": a_expand, "tile": a_tile, "none": a_none, "fresh": a_fresh, "shaped_like": a_shaped_like,
+}
 
+REWRITE: dict[str, Rewrite] = {
+    "conv": r_conv, "groupnorm": r_groupnorm, "reshape": r_reshape, "expand": r_expand, "resize": r_resize,
+    "slice": r_slice, "split": r_split, "gather": r_gather, "reduce_mean": r_reduce_mean,
+}
 
-def _register(ops: str, analyze: Analyze, zero: Zero | None = None, rewrite: Rewrite | None = None,
-              aligned: bool = True, carries_channels: bool = True) -> None:
-    for op in ops.split():
-        CHANNEL_RULES[op] = OpRule(analyze, zero, rewrite, aligned, carries_channels)
-
-
-# the table: op types -> (analyze, zero, rewrite)
-
-_register("Relu LeakyRelu Elu Celu Selu ThresholdedRelu Sigmoid HardSigmoid HardSwish Tanh Softplus Softsign Mish "
-          "Gelu Erf Exp Log Sqrt Reciprocal Neg Abs Sign Sin Cos Floor Ceil Round Shrink",
-          a_unary)
-for _op, _fn in UNARY.items():
-    CHANNEL_RULES[_op] = OpRule(a_unary, z_unary(_fn), aligned=True)
-_register("Identity Cast", a_unary, z_first)
-_register("Dropout", a_unary, z_dropout)
-_register("Add Sum", a_elementwise, z_add)
-_register("Sub", a_elementwise, z_sub)
-_register("Mul", a_elementwise, z_mul)
-_register("Div", a_elementwise, z_div)
-_register("Pow", a_elementwise, z_pow)
-_register("Max", a_elementwise, z_reduce_all(max))
-_register("Min", a_elementwise, z_reduce_all(min))
-_register("Mean", a_elementwise, z_reduce_all(lambda v: sum(v) / len(v)))
-_register("Where", a_elementwise, z_where)
-_register("PRelu", a_elementwise, z_prelu)
-_register("Clip", a_elementwise, z_clip)
-_register("Equal", a_elementwise, z_compare(lambda a, b: a == b))
-_register("Less", a_elementwise, z_compare(lambda a, b: a < b))
-_register("Greater", a_elementwise, z_compare(lambda a, b: a > b))
-_register("LessOrEqual", a_elementwise, z_compare(lambda a, b: a <= b))
-_register("GreaterOrEqual", a_elementwise, z_compare(lambda a, b: a >= b))
-_register("And", a_elementwise, z_compare(lambda a, b: bool(a) and bool(b)))
-_register("Or", a_elementwise, z_compare(lambda a, b: bool(a) or bool(b)))
-_register("Xor", a_elementwise, z_compare(lambda a, b: bool(a) != bool(b)))
-_register("Not", a_unary, z_unary(lambda n, z: float(not z)))
-_register("IsNaN IsInf", a_elementwise, z_unary(lambda n, z: 0.0))  # a removed channel's value is finite
-_register("Mod", a_elementwise)
-_register("BatchNormalization", a_batchnorm, z_norm(1, 2))
-_register("InstanceNormalization", a_instancenorm, z_norm(1, 2))
-_register("GroupNormalization", a_groupnorm, z_norm(1, 2), r_groupnorm)
-_register("LayerNormalization", a_layernorm, aligned=False)
-_register("RMSNormalization", a_rmsnorm, z_rmsnorm, aligned=False)
-_register("Conv", a_conv, z_stem(lambda n: {1}), r_conv)
-_register("ConvTranspose", a_conv_transpose, z_stem(lambda n: {1}))
-_register("Gemm", a_gemm, z_gemm)
+z_channel_stem = z_stem(lambda n: {1})
 z_linear = z_stem(lambda n: {n.outputs[0].rank - 1})
-_register("MatMul", a_matmul, lambda n, zc: z_linear(n, zc) if zc.is_linear(n) else z_contract(n, zc))
-_register("MaxPool GlobalMaxPool GlobalAveragePool", a_pool, z_first)
-_register("AveragePool", a_pool, z_avgpool)
-_register("LpPool GlobalLpPool", a_pool, z_lppool)
-_register("Resize Upsample", a_resize, z_resize, r_resize)
-_register("Pad", a_pad, z_pad)
-_register("Concat", a_concat, z_concat)
-_register("Split", a_split, z_first, r_split, aligned=False)
-_register("Slice", a_slice, z_first, r_slice)
 z_embedding = z_stem(lambda n: {n.outputs[0].rank - 1})
-_register("Gather", a_gather, lambda n, zc: z_embedding(n, zc) if zc.is_embedding(n) else zc.z(n.inputs[0]),
-          r_gather, aligned=False)
-_register("Transpose", a_transpose, z_transpose)
-_register("Reshape", a_reshape, z_first, r_reshape, aligned=False)
-_register("Flatten Squeeze Unsqueeze", a_reshape, z_first, aligned=False)
-_register("Expand", a_expand, z_expand, r_expand)
-_register("Tile", a_tile, z_first)
-_register("Softmax LogSoftmax Hardmax", a_softmax, z_softmax)
-_register("ReduceSum ReduceMax ReduceMin ReduceProd ReduceL1 ReduceL2 ReduceSumSquare ReduceLogSum "
-          "ReduceLogSumExp", a_reduce, z_reduce, aligned=False)
-_register("ReduceMean", a_reduce, z_reduce, r_reduce_mean, aligned=False)
-_register("ArgMax ArgMin", a_argreduce, aligned=False)
-_register("Constant", a_none, aligned=False)
-_register("Shape Size ConstantOfShape Range RandomNormal RandomUniform", a_fresh, aligned=False,
-          carries_channels=False)
-_register("EyeLike RandomNormalLike RandomUniformLike", a_shaped_like, aligned=False, carries_channels=False)
+
+#: the zero rules ``op_registry`` names; ``"unary"`` is ``z_unary`` of the op's own ``zeros.UNARY`` function
+ZERO_RULES: dict[str, Zero] = {
+    "first": z_first, "dropout": z_dropout, "add": z_add, "sub": z_sub, "mul": z_mul, "div": z_div, "pow": z_pow,
+    "max": z_reduce_all(max), "min": z_reduce_all(min), "mean": z_reduce_all(lambda v: sum(v) / len(v)),
+    "where": z_where, "prelu": z_prelu, "clip": z_clip,
+    "equal": z_compare(lambda a, b: a == b),
+    "less": z_compare(lambda a, b: a < b),
+    "greater": z_compare(lambda a, b: a > b),
+    "less_or_equal": z_compare(lambda a, b: a <= b),
+    "greater_or_equal": z_compare(lambda a, b: a >= b),
+    "and": z_compare(lambda a, b: bool(a) and bool(b)),
+    "or": z_compare(lambda a, b: bool(a) or bool(b)),
+    "xor": z_compare(lambda a, b: bool(a) != bool(b)),
+    "not": z_unary(lambda n, z: float(not z)),
+    "finite": z_unary(lambda n, z: 0.0),  # IsNaN, IsInf: a removed channel's value is finite
+    "norm": z_norm(1, 2), "rmsnorm": z_rmsnorm,
+    "channel_stem": z_channel_stem,
+    "gemm": z_gemm,
+    "matmul": lambda n, zc: z_linear(n, zc) if zc.is_linear(n) else z_contract(n, zc),
+    "avgpool": z_avgpool, "lppool": z_lppool, "resize": z_resize, "pad": z_pad, "concat": z_concat,
+    "gather": lambda n, zc: z_embedding(n, zc) if zc.is_embedding(n) else zc.z(n.inputs[0]),
+    "transpose": z_transpose, "expand": z_expand, "softmax": z_softmax, "reduce": z_reduce,
+}
+
+
+def _zero_rule(op: str, name: str | None) -> Zero | None:
+    if name is None:
+        return None
+    return z_unary(UNARY[op]) if name == "unary" else ZERO_RULES[name]
+
+
+def _channel_rule(op: str, channels: Channels) -> OpRule:
+    rewrite = REWRITE[channels.rewrite] if channels.rewrite else None
+    return OpRule(ANALYZE[channels.analyze], _zero_rule(op, channels.zero), rewrite, channels.aligned,
+                  channels.carries_channels)
+
+
+#: a view of ``op_registry.OPS``: the ops with a channel rule
+CHANNEL_RULES: dict[str, OpRule] = {op: _channel_rule(op, spec.channels) for op, spec in OPS.items()
+                                    if spec.channels is not None}
 
 
 def coverage() -> dict[str, list[str]]:
