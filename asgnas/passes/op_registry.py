@@ -271,12 +271,18 @@ def explain_op(op: str) -> str:
         rewrite = f", rewrite r_{channels['rewrite']}" if channels["rewrite"] else ""
         pruning = f"rule a_{channels['analyze']}, zero {zero}{rewrite}, aligned={channels['aligned']}"
     if erasing is None:
-        erase = f"unknown: a boundary{_reason(info, 'erasing')}"
+        erase = info["why_not"].get("erasing") or "unknown: a boundary"
     else:
         erase = ", ".join(f"{k}={v}" for k, v in erasing.items() if v != getattr(OpInfo(), k)) or "zp=False"
     runs = "yes" if info["executes"] else f"no{_reason(info, 'executes')}"
     return "\n".join([op, f"  pruning:  {pruning}", f"  erasing:  {erase}", f"  MACs:     {info['macs']}",
                       f"  train:    {runs}"])
+
+
+def _zero_preservation(info: OpInfo) -> str:
+    if info.shape_only:
+        return "shape"
+    return "zp if" if isinstance(info.zp, str) else "zp" if info.zp else "not zp"
 
 
 def _reason(info: dict[str, Any], aspect: str) -> str:
@@ -287,11 +293,11 @@ def _reason(info: dict[str, Any], aspect: str) -> str:
 def list_ops() -> str:
     """One line per known op: which analyses handle it (``asgnas-opt --list-ops``)."""
     width = max(len(op) for op in OPS)
-    lines = [f"{'op':<{width}}  pruning   erasing  MACs             train"]
+    lines = [f"{'op':<{width}}  pruning   erasing  MACs             train   (-: unknown there; --explain-op OP)"]
     for op in sorted(OPS):
         spec = OPS[op]
         pruning = "-" if spec.channels is None else "carries" if spec.carries_channels else "refused"
-        erasing = "-" if spec.erasing is None else "zp" if spec.erasing.zp is True else "known"
+        erasing = "-" if spec.erasing is None else _zero_preservation(spec.erasing)
         lines.append(f"{op:<{width}}  {pruning:<8}  {erasing:<7}  {spec.macs or '(default)':<15}  "
                      f"{'yes' if spec.executes else 'no'}")
     return "\n".join(lines)

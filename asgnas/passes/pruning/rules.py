@@ -20,7 +20,6 @@ from typing import Callable
 
 from asgnas.ir import Node
 from asgnas.passes.op_registry import OPS, Channels
-from asgnas.passes.pruning.attrs import known_ints, pad_amounts, reduce_axes, slice_params
 from asgnas.passes.pruning.builder import Builder
 from asgnas.passes.pruning.rewrites import (RewriteCtx, r_conv, r_expand, r_gather, r_groupnorm, r_reduce_mean, r_reshape,
                                             r_resize, r_slice, r_split)
@@ -67,9 +66,8 @@ REWRITE: dict[str, Rewrite] = {
     "slice": r_slice, "split": r_split, "gather": r_gather, "reduce_mean": r_reduce_mean,
 }
 
-z_channel_stem = z_stem(lambda n: {1})
-z_linear = z_stem(lambda n: {n.outputs[0].rank - 1})
-z_embedding = z_stem(lambda n: {n.outputs[0].rank - 1})
+z_channel_stem = z_stem(lambda n: {1})  # Conv, ConvTranspose: the rows are channel axis 1
+z_last_axis_stem = z_stem(lambda n: {n.outputs[0].rank - 1})  # a Linear (MatMul by a weight), an embedding table
 
 #: the zero rules ``op_registry`` names; ``"unary"`` is ``z_unary`` of the op's own ``zeros.UNARY`` function
 ZERO_RULES: dict[str, Zero] = {
@@ -89,9 +87,9 @@ ZERO_RULES: dict[str, Zero] = {
     "norm": z_norm(1, 2), "rmsnorm": z_rmsnorm,
     "channel_stem": z_channel_stem,
     "gemm": z_gemm,
-    "matmul": lambda n, zc: z_linear(n, zc) if zc.is_linear(n) else z_contract(n, zc),
+    "matmul": lambda n, zc: z_last_axis_stem(n, zc) if zc.is_linear(n) else z_contract(n, zc),
     "avgpool": z_avgpool, "lppool": z_lppool, "resize": z_resize, "pad": z_pad, "concat": z_concat,
-    "gather": lambda n, zc: z_embedding(n, zc) if zc.is_embedding(n) else zc.z(n.inputs[0]),
+    "gather": lambda n, zc: z_last_axis_stem(n, zc) if zc.is_embedding(n) else zc.z(n.inputs[0]),
     "transpose": z_transpose, "expand": z_expand, "softmax": z_softmax, "reduce": z_reduce,
 }
 
@@ -113,10 +111,4 @@ CHANNEL_RULES: dict[str, OpRule] = {op: _channel_rule(op, spec.channels) for op,
                                     if spec.channels is not None}
 
 
-def coverage() -> dict[str, list[str]]:
-    """Op types by treatment (for docs and reports)."""
-    return {"handled": sorted(CHANNEL_RULES)}
-
-
-__all__ = ["CHANNEL_RULES", "OpRule", "UNARY", "coverage", "pad_amounts", "reduce_axes", "slice_params",
-           "known_ints"]
+__all__ = ["ANALYZE", "CHANNEL_RULES", "OpRule", "REWRITE", "ZERO_RULES"]
