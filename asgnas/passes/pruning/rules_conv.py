@@ -5,7 +5,7 @@ from __future__ import annotations
 from asgnas.ir import Node
 from asgnas.passes.pruning.attrs import pads_zero
 from asgnas.passes.pruning.builder import Builder, Unsupported
-from asgnas.passes.pruning.rules_common import _broadcast_into, _need_shape, _pin_mixed
+from asgnas.passes.pruning.rules_common import broadcast_into, need_shape, pin_mixed
 from asgnas.passes.pruning.shapes import ShapeEval
 
 
@@ -13,8 +13,8 @@ def a_conv(node: Node, b: Builder, se: ShapeEval) -> None:
     x, w = node.inputs[0], node.inputs[1]
     bias = node.inputs[2] if len(node.inputs) > 2 else None
     out = node.outputs[0]
-    _need_shape(x, w, out)
-    _pin_mixed(b, node, x, range(2, x.rank or 0))
+    need_shape(x, w, out)
+    pin_mixed(b, node, x, range(2, x.rank or 0))
     view = b.view(w)
     if view is None:
         raise Unsupported("Conv weight computed at runtime")
@@ -64,13 +64,13 @@ def a_conv_transpose(node: Node, b: Builder, se: ShapeEval) -> None:
     x, w = node.inputs[0], node.inputs[1]
     bias = node.inputs[2] if len(node.inputs) > 2 else None
     out = node.outputs[0]
-    _need_shape(x, w, out)
+    need_shape(x, w, out)
     view = b.view(w)
     if view is None:
         raise Unsupported("ConvTranspose weight computed at runtime")
     if node.attr("group", 1) != 1:
         raise Unsupported(f"ConvTranspose group={node.attr('group')}")
-    _pin_mixed(b, node, x, range(2, x.rank or 0))
+    pin_mixed(b, node, x, range(2, x.rank or 0))
     rows = b.k(out, 1)
     b.same(b.k(w, 1), rows)
     b.role(w, 1, "param")
@@ -89,7 +89,7 @@ def a_gemm(node: Node, b: Builder, se: ShapeEval) -> None:
     a, w = node.inputs[0], node.inputs[1]
     c = node.inputs[2] if len(node.inputs) > 2 else None
     out = node.outputs[0]
-    _need_shape(a, w, out)
+    need_shape(a, w, out)
     view = b.view(w)
     if view is None or b.view(a) is not None:
         raise Unsupported("Gemm without exactly one constant weight")
@@ -104,7 +104,7 @@ def a_gemm(node: Node, b: Builder, se: ShapeEval) -> None:
     const, perm = view
     b.consume(node, a, ka, "gemm", weight=(const.name, perm[kw]), foldable=True)
     if c is not None:
-        _broadcast_into(b, c, out)
+        broadcast_into(b, c, out)
         if c.rank and c.shape[-1] == out.shape[1]:
             b.role(c, c.rank - 1, "param")
 
@@ -112,7 +112,7 @@ def a_gemm(node: Node, b: Builder, se: ShapeEval) -> None:
 def a_matmul(node: Node, b: Builder, se: ShapeEval) -> None:
     a, w = node.inputs
     out = node.outputs[0]
-    _need_shape(a, w, out)
+    need_shape(a, w, out)
     if a.rank < 2 or w.rank < 2:
         raise Unsupported("MatMul of a 1-d operand")
     view_w, view_a = b.view(w), b.view(a)
@@ -148,19 +148,19 @@ def a_matmul(node: Node, b: Builder, se: ShapeEval) -> None:
 
 def a_pool(node: Node, b: Builder, se: ShapeEval) -> None:
     x, out = node.inputs[0], node.outputs[0]
-    _need_shape(x, out)
+    need_shape(x, out)
     if x.rank < 3:
         raise Unsupported("pooling of a rank < 3 input")
     if len(node.outputs) > 1 and node.outputs[1].uses:
         raise Unsupported("MaxPool indices are used")
     for axis in (0, 1):
         b.same(b.k(x, axis), b.k(out, axis))
-    _pin_mixed(b, node, x, range(2, x.rank))
+    pin_mixed(b, node, x, range(2, x.rank))
 
 
 def a_resize(node: Node, b: Builder, se: ShapeEval) -> None:
     x, out = node.inputs[0], node.outputs[0]
-    _need_shape(x, out)
+    need_shape(x, out)
     if x.rank != out.rank:
         raise Unsupported("Resize changes the rank")
     for axis in range(x.rank):

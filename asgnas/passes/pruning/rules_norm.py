@@ -5,13 +5,13 @@ from __future__ import annotations
 from asgnas.ir import Node
 from asgnas.passes.pruning.attrs import axis_attr, reduce_axes
 from asgnas.passes.pruning.builder import Builder, Unsupported
-from asgnas.passes.pruning.rules_common import _broadcast_into, _identity_axes, _need_shape, _pin_mixed
+from asgnas.passes.pruning.rules_common import broadcast_into, identity_axes, need_shape, pin_mixed
 from asgnas.passes.pruning.shapes import ShapeEval
 
 
 def a_batchnorm(node: Node, b: Builder, se: ShapeEval) -> None:
     x = node.inputs[0]
-    _identity_axes(b, x, node.outputs[0])
+    identity_axes(b, x, node.outputs[0])
     if x.rank < 2:
         raise Unsupported("BatchNormalization of a rank < 2 input")
     channel = b.k(x, 1)
@@ -27,13 +27,13 @@ def a_batchnorm(node: Node, b: Builder, se: ShapeEval) -> None:
         if extra.rank == 1:
             b.same(b.k(extra, 0), channel)
     if node.attr("training_mode", 0):  # batch statistics mix the batch and spatial elements
-        _pin_mixed(b, node, x, range(0, 1))
-        _pin_mixed(b, node, x, range(2, x.rank))
+        pin_mixed(b, node, x, range(0, 1))
+        pin_mixed(b, node, x, range(2, x.rank))
 
 
 def a_instancenorm(node: Node, b: Builder, se: ShapeEval) -> None:
     x, out = node.inputs[0], node.outputs[0]
-    _need_shape(x, out)
+    need_shape(x, out)
     if x.rank < 3:
         raise Unsupported("InstanceNormalization of a rank < 3 input")
     for axis in (0, 1):
@@ -48,7 +48,7 @@ def a_instancenorm(node: Node, b: Builder, se: ShapeEval) -> None:
 
 def a_groupnorm(node: Node, b: Builder, se: ShapeEval) -> None:
     x, out = node.inputs[0], node.outputs[0]
-    _need_shape(x, out)
+    need_shape(x, out)
     groups = node.attr("num_groups")
     channels = x.shape[1]
     if not isinstance(channels, int) or not groups or channels % groups:
@@ -84,7 +84,7 @@ def a_rmsnorm(node: Node, b: Builder, se: ShapeEval) -> None:
 def _normalize_trailing(node: Node, b: Builder, why: str) -> None:
     """Axes from ``axis`` on are normalized (pinned, ``why``); the rest pass through; scale/bias broadcast in."""
     x, out = node.inputs[0], node.outputs[0]
-    _need_shape(x, out)
+    need_shape(x, out)
     axis = axis_attr(node, x.rank, -1)
     for a in range(x.rank):
         b.same(b.k(x, a), b.k(out, a))
@@ -92,12 +92,12 @@ def _normalize_trailing(node: Node, b: Builder, why: str) -> None:
         b.pin(b.k(x, a), None, f"{node.name} ({node.op_type}) normalizes over this axis: {why}")
     for value in node.inputs[1:3]:
         if value is not None:
-            _broadcast_into(b, value, x)
+            broadcast_into(b, value, x)
 
 
 def a_softmax(node: Node, b: Builder, se: ShapeEval) -> None:
     x, out = node.inputs[0], node.outputs[0]
-    _identity_axes(b, x, out)
+    identity_axes(b, x, out)
     default = -1 if b.model.opset >= 13 else 1
     axis = axis_attr(node, x.rank, default)
     mixed = [axis] if b.model.opset >= 13 else list(range(axis, x.rank))
@@ -113,7 +113,7 @@ _SUM_LIKE = {"ReduceSum", "ReduceL1", "ReduceL2", "ReduceSumSquare", "ReduceLogS
 
 def a_reduce(node: Node, b: Builder, se: ShapeEval) -> None:
     x, out = node.inputs[0], node.outputs[0]
-    _need_shape(x, out)
+    need_shape(x, out)
     axes = reduce_axes(node, se, x.rank)
     keep = node.attr("keepdims", 1)
     j = 0
@@ -131,7 +131,7 @@ def a_reduce(node: Node, b: Builder, se: ShapeEval) -> None:
 
 def a_argreduce(node: Node, b: Builder, se: ShapeEval) -> None:
     x, out = node.inputs[0], node.outputs[0]
-    _need_shape(x, out)
+    need_shape(x, out)
     axis = axis_attr(node, x.rank)
     keep = node.attr("keepdims", 1)
     j = 0

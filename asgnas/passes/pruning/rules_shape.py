@@ -7,13 +7,13 @@ import numpy as np
 from asgnas.ir import Node
 from asgnas.passes.pruning.attrs import axis_attr, known_ints, pad_amounts, slice_params
 from asgnas.passes.pruning.builder import Builder, Unsupported, relate_reshape
-from asgnas.passes.pruning.rules_common import _broadcast_into, _need_shape
+from asgnas.passes.pruning.rules_common import broadcast_into, need_shape
 from asgnas.passes.pruning.shapes import ShapeEval
 
 
 def a_pad(node: Node, b: Builder, se: ShapeEval) -> None:
     x, out = node.inputs[0], node.outputs[0]
-    _need_shape(x, out)
+    need_shape(x, out)
     amounts = pad_amounts(node, se, x.rank)
     if (amounts < 0).any():
         raise Unsupported("Pad with negative amounts (cropping)")
@@ -38,7 +38,7 @@ def a_pad(node: Node, b: Builder, se: ShapeEval) -> None:
 
 def a_concat(node: Node, b: Builder, se: ShapeEval) -> None:
     out = node.outputs[0]
-    _need_shape(out, *node.inputs)
+    need_shape(out, *node.inputs)
     axis = axis_attr(node, out.rank)
     offset = 0
     ko = b.k(out, axis)
@@ -60,7 +60,7 @@ def a_concat(node: Node, b: Builder, se: ShapeEval) -> None:
 
 def a_split(node: Node, b: Builder, se: ShapeEval) -> None:
     x = node.inputs[0]
-    _need_shape(x, *node.outputs)
+    need_shape(x, *node.outputs)
     axis = axis_attr(node, x.rank)
     kx = b.k(x, axis)
     offset = 0
@@ -80,7 +80,7 @@ def a_split(node: Node, b: Builder, se: ShapeEval) -> None:
 
 def a_slice(node: Node, b: Builder, se: ShapeEval) -> None:
     x, out = node.inputs[0], node.outputs[0]
-    _need_shape(x, out)
+    need_shape(x, out)
     params = {axis: (s, e, t) for axis, s, e, t in slice_params(node, se, x.rank)}
     for axis in range(x.rank):
         kx, ko = b.k(x, axis), b.k(out, axis)
@@ -107,7 +107,7 @@ def a_slice(node: Node, b: Builder, se: ShapeEval) -> None:
 def a_gather(node: Node, b: Builder, se: ShapeEval) -> None:
     data, indices = node.inputs
     out = node.outputs[0]
-    _need_shape(data, out)
+    need_shape(data, out)
     axis = axis_attr(node, data.rank)
     idx = b.const_array(indices)
     if idx is None and indices.rank is None:
@@ -160,12 +160,12 @@ def a_reshape(node: Node, b: Builder, se: ShapeEval) -> None:
 
 
 def a_expand(node: Node, b: Builder, se: ShapeEval) -> None:
-    _broadcast_into(b, node.inputs[0], node.outputs[0])
+    broadcast_into(b, node.inputs[0], node.outputs[0])
 
 
 def a_tile(node: Node, b: Builder, se: ShapeEval) -> None:
     x, out = node.inputs[0], node.outputs[0]
-    _need_shape(x, out)
+    need_shape(x, out)
     repeats = known_ints(se, node.inputs[1], "Tile repeats")
     for axis in range(x.rank):
         if repeats[axis] == 1:
