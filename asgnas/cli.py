@@ -75,7 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-o", "--output", help="write the resulting model here (atomically; the folder must exist)")
     parser.add_argument("--report", help="write a JSON report of every pass here (the folder must exist)")
     parser.add_argument("--list-passes", action="store_true", help="list the registered passes and exit")
-    parser.add_argument("--list-ops", action="store_true", help="list the ONNX ops asgnas knows, per analysis, and exit")
+    parser.add_argument("--list-ops", action="store_true", help="list the ONNX ops asgnas knows and exit")
     parser.add_argument("--explain-op", metavar="OP", help="say what asgnas does with ONNX op OP and exit")
     parser.add_argument("--print-ir-after-all", action="store_true", help="print the IR after each pass")
     parser.add_argument("--external-data", choices=("auto", "yes", "no"), default="auto",
