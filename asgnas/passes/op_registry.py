@@ -268,15 +268,22 @@ def explain_op(op: str) -> str:
         pruning = f"refused ({channels['refused']}), rule a_{channels['analyze']}"
     else:
         zero = channels["zero"] or f"unknown ({info['why_not'].get('zero', '')})"
+        if zero == "unary":
+            zero = f"unary (f(0) is zeros.py: UNARY[{op!r}])"
         rewrite = f", rewrite r_{channels['rewrite']}" if channels["rewrite"] else ""
         pruning = f"rule a_{channels['analyze']}, zero {zero}{rewrite}, aligned={channels['aligned']}"
     if erasing is None:
         erase = info["why_not"].get("erasing") or "unknown: a boundary"
     else:
-        erase = ", ".join(f"{k}={v}" for k, v in erasing.items() if v != getattr(OpInfo(), k)) or "zp=False"
+        erase = ", ".join(f"{k}={_depends(v) if k == 'zp' else v}" for k, v in erasing.items()
+                          if v != getattr(OpInfo(), k)) or "zp=False"
     runs = "yes" if info["executes"] else f"no{_reason(info, 'executes')}"
     return "\n".join([op, f"  pruning:  {pruning}", f"  erasing:  {erase}", f"  MACs:     {info['macs']}",
                       f"  train:    {runs}"])
+
+
+def _depends(zp: bool | str) -> str:
+    return f"depends ({zp} in erasing/ops.py: ZP_PREDICATES)" if isinstance(zp, str) else str(zp)
 
 
 def _zero_preservation(info: OpInfo) -> str:
