@@ -1,7 +1,7 @@
 """``asgnas-opt``: run a pass pipeline over an ONNX model.
 
     asgnas-opt MODEL.onnx --passes "p1,p2{key=value}" [-o OUT.onnx] [--report REPORT.json] [--print-ir-after-all]
-    asgnas-opt --list-passes | --version | --help (the passes' one-line summaries)
+    asgnas-opt --list-passes | --list-ops | --explain-op OP | --version | --help (the passes' one-line summaries)
 
 Exit status: 0 success; 1 the result is not to be trusted: ``verify`` found a difference above its tolerance or
 training diverged (no model written), or training did not learn (the model is still written, the verdict in the
@@ -75,6 +75,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-o", "--output", help="write the resulting model here (atomically; the folder must exist)")
     parser.add_argument("--report", help="write a JSON report of every pass here (the folder must exist)")
     parser.add_argument("--list-passes", action="store_true", help="list the registered passes and exit")
+    parser.add_argument("--list-ops", action="store_true", help="list the ONNX ops asgnas knows and exit")
+    parser.add_argument("--explain-op", metavar="OP", help="say what asgnas does with ONNX op OP and exit")
     parser.add_argument("--print-ir-after-all", action="store_true", help="print the IR after each pass")
     parser.add_argument("--external-data", choices=("auto", "yes", "no"), default="auto",
                         help="write weights to OUT.onnx.data (auto: only above 1.8 GB)")
@@ -210,6 +212,11 @@ def run(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.list_passes:
         _emit(list_passes())
+        return 0
+    if args.list_ops or args.explain_op:
+        from asgnas.passes.op_registry import explain_op, list_ops
+
+        _emit(explain_op(args.explain_op) if args.explain_op else list_ops())
         return 0
     if not args.model:
         raise AsgnasError("no input model given")

@@ -21,6 +21,7 @@ from onnx import helper
 from asgnas.ir import Model, Node, Value
 from asgnas.passes.analysis_manager import ALL_ANALYSES
 from asgnas.passes.base import Pass, PassContext, register_pass
+from asgnas.passes.op_registry import OPS
 from asgnas.passes.shape_infer import ensure_shapes  # unknown dims would count as 1
 
 
@@ -87,33 +88,15 @@ def _free(node: Node) -> int:
     return 0
 
 
-MAC_RULES: dict[str, Callable[[Node], int]] = {
-    "Conv": _conv,
-    "ConvTranspose": _conv_transpose,
-    "Gemm": _gemm,
-    "MatMul": _matmul,
-    "MaxPool": _pool,
-    "AveragePool": _pool,
-    "LpPool": _pool,
+#: the MAC counters ``op_registry`` names
+MAC_COUNTERS: dict[str, Callable[[Node], int]] = {
+    "conv": _conv, "conv_transpose": _conv_transpose, "gemm": _gemm, "matmul": _matmul, "pool": _pool,
+    "input_elements": _global_pool, "output_elements": _elementwise, "none": _free,
 }
-for _op in (  # one operation per input element
-    "GlobalAveragePool GlobalMaxPool GlobalLpPool ReduceMean ReduceSum ReduceMax ReduceMin ReduceProd ReduceL1 "
-    "ReduceL2 ReduceSumSquare ReduceLogSum ReduceLogSumExp ArgMax ArgMin"
-).split():
-    MAC_RULES[_op] = _global_pool
-for _op in (
-    "Add Sub Mul Div Relu LeakyRelu PRelu Sigmoid HardSigmoid HardSwish Tanh Gelu Elu Selu Softplus Softsign Erf Exp "
-    "Log Sqrt Pow Neg Abs Clip Max Min Mish Softmax LogSoftmax BatchNormalization InstanceNormalization "
-    "LayerNormalization GroupNormalization RMSNormalization Resize Upsample Where "
-    "Sum Mean Mod Celu ThresholdedRelu Reciprocal Sign Sin Cos Floor Ceil Round Shrink Hardmax IsNaN IsInf "
-    "Equal Less Greater LessOrEqual GreaterOrEqual And Or Xor Not"
-).split():
-    MAC_RULES[_op] = _elementwise
-for _op in (  # data movement and tensor generators: no arithmetic on the input's elements
-    "Reshape Flatten Transpose Squeeze Unsqueeze Identity Dropout Concat Split Slice Gather Shape Constant Pad Cast "
-    "ConstantOfShape Expand Tile Range Size EyeLike RandomNormal RandomUniform RandomNormalLike RandomUniformLike"
-).split():
-    MAC_RULES[_op] = _free
+
+#: a view of ``op_registry.OPS``: the ops with a MAC rule (any other op: one operation per output element)
+MAC_RULES: dict[str, Callable[[Node], int]] = {op: MAC_COUNTERS[spec.macs] for op, spec in OPS.items()
+                                               if spec.macs is not None}
 
 
 def _is_parameter(value: Value) -> bool:

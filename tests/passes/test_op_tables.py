@@ -1,9 +1,10 @@
 """The operator tables agree: an op that can carry a removable channel group can also be trained, costed and
-zero-checked.
+zero-checked, or the registry (``op_registry.OPS``) says why not.
 
 The sets are read off the tables themselves (``CHANNEL_RULES``, the executor's ``BUILDERS``, ``MAC_RULES``,
-``zeros.UNARY``, ``OP_TABLE``); the only hand-written lists are the exceptions below, each with its reason, and
-each compared for equality so that a stale exception fails too.
+``zeros.UNARY``, ``OP_TABLE``) and the registry they are views of. The reasons for every exception live in the
+registry (``Channels.refused``, ``OpSpec.why_not``); the op names below repeat them so that adding an exception
+is a visible change here too, each compared for equality so that a stale exception fails too.
 """
 
 from __future__ import annotations
@@ -20,28 +21,89 @@ from asgnas.bridge.executor.registry import BUILDERS
 from asgnas.ir import lift
 from asgnas.passes.cost import MAC_RULES, ensure_shapes, node_costs
 from asgnas.passes.erasing.ops import OP_TABLE
+from asgnas.passes.op_registry import OPS, describe_op
 from asgnas.passes.pruning import analyze_pruning
 from asgnas.passes.pruning.rules import CHANNEL_RULES
 from asgnas.passes.pruning.zeros import UNARY
 
-#: ops the analysis refuses (``carries_channels=False``: every output axis pinned) and the executor cannot run:
-#: their values are random, so a trained model could never be checked equal to onnxruntime's
+#: ops the analysis refuses (``carries_channels=False``: every output axis pinned) and the executor cannot run
 RANDOM_OPS = {"RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike"}
 
 #: channel-carrying ops whose output value for a removed channel is not a known constant (``zero=None``), so
 #: nothing downstream may assume it: safe, only less prunable after them
-ZERO_UNKNOWN = {
-    "ArgMax", "ArgMin",  # an index: which position wins depends on the kept channels' values
-    "LayerNormalization",  # normalizes over the channel axis too: a removed channel's output depends on the rest
-    "Mod",  # Mod(x, 0) for a removed divisor channel is undefined in ONNX
-    "Constant",  # no input: its channels are sliced like an initializer's, there is no f(removed input)
-}
+ZERO_UNKNOWN = {"ArgMax", "ArgMin", "LayerNormalization", "Mod", "Constant"}
 
 #: channel-carrying ops absent from the erasing table: erasing treats them by other means
-NOT_IN_OP_TABLE = {"Constant"}  # erasing's dataflow folds Constant outputs like initializers
+NOT_IN_OP_TABLE = {"Constant"}
+
+#: what a carrier needs besides its channel rule, and how to tell whether it has it
+ASPECTS = {
+    "zero": lambda op: CHANNEL_RULES[op].zero is not None,
+    "erasing": lambda op: op in OP_TABLE,
+    "macs": lambda op: op in MAC_RULES,
+    "executes": lambda op: op in BUILDERS,
+}
 
 CARRIERS = {op for op, rule in CHANNEL_RULES.items() if rule.carries_channels}
 REFUSED = set(CHANNEL_RULES) - CARRIERS
+
+
+def test_registry_says_which_ops_the_executor_runs() -> None:
+    assert {op for op, spec in OPS.items() if spec.executes} == set(BUILDERS)
+
+
+def test_every_table_is_a_view_of_the_registry() -> None:
+    assert set(CHANNEL_RULES) == {op for op, spec in OPS.items() if spec.channels is not None}
+    assert set(OP_TABLE) == {op for op, spec in OPS.items() if spec.erasing is not None}
+    assert set(MAC_RULES) == {op for op, spec in OPS.items() if spec.macs is not None}
+    assert CARRIERS == {op for op, spec in OPS.items() if spec.carries_channels}
+
+
+@pytest.mark.parametrize("op", sorted(CARRIERS))
+def test_every_carrier_is_executable_costed_and_zero_checked_or_says_why(op: str) -> None:
+    spec = OPS[op]
+    missing = {aspect for aspect, has in ASPECTS.items() if not has(op)}
+    assert set(spec.why_not) == missing  # a reason for each gap, and no reason for what is there
+    assert all(len(reason) > 20 for reason in spec.why_not.values())
+
+
+def test_refused_ops_say_why() -> None:
+    refused = {op: OPS[op].channels.refused for op in REFUSED}
+    assert set(refused) == {"Shape", "Size", "ConstantOfShape", "Range", "EyeLike"} | RANDOM_OPS
+    assert all(isinstance(reason, str) and len(reason) > 20 for reason in refused.values())
+    assert all(OPS[op].why_not == {} for op in REFUSED - RANDOM_OPS)
+    assert all(set(OPS[op].why_not) == {"executes"} for op in RANDOM_OPS)
+
+
+def test_exceptions_are_the_registrys() -> None:
+    assert {op for op in CARRIERS if "zero" in OPS[op].why_not} == ZERO_UNKNOWN
+    assert {op for op in CARRIERS if "erasing" in OPS[op].why_not} == NOT_IN_OP_TABLE
+    assert {op for op, spec in OPS.items() if spec.channels and not spec.executes} == RANDOM_OPS
+
+
+def test_describe_op_answers_in_one_lookup() -> None:
+    conv = describe_op("Conv")
+    assert conv["channels"] == {"analyze": "conv", "zero": "channel_stem", "rewrite": "conv", "aligned": True,
+                                "refused": None, "carries_channels": True}
+    assert conv["erasing"]["channel"] == "stem" and conv["erasing"]["mul_slots"] == (1,)
+    assert (conv["macs"], conv["executes"], conv["why_not"]) == ("conv", True, {})
+    assert describe_op("ArgMax")["why_not"]["zero"].startswith("an index")
+    assert describe_op("Loop")["known"] is False
+
+
+def test_cli_lists_and_explains_ops(capsys) -> None:
+    from asgnas.cli import main
+
+    assert main(["--explain-op", "Sigmoid"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == "Sigmoid"
+    assert lines[1] == "  pruning:  rule a_unary, zero unary (f(0) is zeros.py: UNARY['Sigmoid']), aligned=True"
+    assert lines[2].split() == ["erasing:", "zp=False"] and lines[4].split() == ["train:", "yes"]
+    assert main(["--list-ops"]) == 0
+    rows = {line.split()[0]: line.split()[1:] for line in capsys.readouterr().out.splitlines()[1:]}
+    assert set(rows) == set(OPS)
+    assert rows["RandomUniform"] == ["refused", "-", "none", "no"]
+    assert rows["Clip"] == ["carries", "zp", "if", "output_elements", "yes"]
 
 
 def test_channel_carriers_run_in_the_executor() -> None:
@@ -137,3 +199,25 @@ def test_cost_of_ops_once_left_to_the_default_rule(op: str, attrs: dict, macs: i
     model = lift(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]))
     ensure_shapes(model)
     assert node_costs(model).get("n", {"macs": 0})["macs"] == macs
+
+
+@pytest.mark.parametrize("op", sorted(UNARY))
+def test_unary_zero_functions_match_onnxruntime(op: str) -> None:
+    """The zero rule of an element-wise op is f at a constant: f must be the op onnxruntime runs (default
+    attributes), at 0 and at the other constants a removed channel can hold upstream (Sigmoid's 0.5, ...)."""
+    import onnxruntime as ort
+
+    attrs = {"to": TensorProto.FLOAT} if op == "Cast" else {}
+    node = helper.make_node(op, ["x"], ["y"], name="n", **attrs)
+    graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [5])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [5])])
+    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 21)], ir_version=10)
+    points = np.array([0.0, 0.5, -1.25, 2.0, 0.693], np.float32)
+    got = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"]).run(
+        None, {"x": points})[0]
+    ir_node = lift(proto).graph.nodes[0]
+    expected = [UNARY[op](ir_node, float(z)) for z in points]
+    known = [i for i, value in enumerate(expected) if value is not None]
+    assert len(known) >= 3  # undefined only where ONNX is (Log, Sqrt of a negative; 1/0)
+    np.testing.assert_allclose(got[known], np.array([expected[i] for i in known], np.float32), rtol=1e-5,
+                               atol=1e-6)

@@ -6,8 +6,11 @@ ids 0..n-1: one per channel, GroupNorm group, or attention head), ``spaces`` and
 key ``pruning-groups`` = summary counts + compact groups.
 
 How it works (one-job modules):
-- ``rules.py``: ``CHANNEL_RULES``, one entry per op type: how channels flow through it (same indexing,
-  offsets, factorisation) plus, by reference, its zero rule and its construction rewrite;
+- ``rules.py``: ``CHANNEL_RULES``, one entry per op type (a view of ``passes/op_registry.py``): how channels
+  flow through it (same indexing, offsets, factorisation) plus, by reference, its zero rule and its construction
+  rewrite; the analyze functions live by op family in ``rules_elementwise.py``, ``rules_norm.py`` (normalizations,
+  softmax, reductions), ``rules_conv.py`` (stems, pooling, Resize), ``rules_shape.py`` (data movement), with
+  their shared helpers in ``rules_common.py``;
 - ``zeros.py``: what a removed channel holds after each op (f(0): Sigmoid 0.5, Mul by 0 is 0, ...), and the
   ``ZeroCtx`` these functions read;
 - ``rewrites.py``: what construction updates on a node whose channel counts change, and its ``RewriteCtx``;

@@ -1,0 +1,41 @@
+"""Helpers the channel rules share: shape checks and the common axis relations."""
+
+from __future__ import annotations
+
+from asgnas.ir import Node, Value
+from asgnas.passes.pruning.builder import Builder, Unsupported
+
+
+def need_shape(*values: Value | None) -> None:
+    for value in values:
+        if value is not None and value.shape is None:
+            raise Unsupported(f"unknown shape of {value.name}")
+
+
+def identity_axes(b: Builder, src: Value, dst: Value) -> None:
+    need_shape(src, dst)
+    if src.rank != dst.rank:
+        raise Unsupported(f"rank changes from {src.rank} to {dst.rank}")
+    for axis in range(src.rank):
+        b.same(b.k(src, axis), b.k(dst, axis))
+
+
+def broadcast_into(b: Builder, value: Value, out: Value) -> None:
+    """Numpy broadcasting: an operand axis equal to the output axis shares its indexing; size 1 broadcasts."""
+    need_shape(value, out)
+    offset = out.rank - value.rank
+    if offset < 0:
+        raise Unsupported(f"{value.name} has a higher rank than the output")
+    for axis, dim in enumerate(value.shape):
+        odim = out.shape[axis + offset]
+        if dim == 1 and odim != 1:
+            continue  # broadcast along this axis: the operand does not depend on the output's index
+        if dim is None or odim is None or dim != odim:
+            raise Unsupported(f"cannot match dim {dim} of {value.name} to {odim}")
+        b.same(b.k(value, axis), b.k(out, axis + offset))
+
+
+def pin_mixed(b: Builder, node: Node, value: Value, axes: range) -> None:
+    """Axes an op mixes (a kernel slides over them): their elements may never go."""
+    for axis in axes:
+        b.pin(b.k(value, axis), None, f"{node.name} ({node.op_type}) mixes elements along this axis")
