@@ -1,0 +1,76 @@
+"""Channel spaces follow layout Transposes: a network exported the jax2onnx way (NHWC, each Conv between
+Transposes, BatchNorm as a per-channel Mul + Add on the last axis) gets the search space of its torch (NCHW) twin,
+and every group the analysis calls removable is built -- alone and together -- into a slim model that passes
+onnx.checker and that onnxruntime shows equal, whatever the value_info declares."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+
+import onnx
+import pytest
+
+from asgnas.cli import main
+from tests.passes.nhwc_twins import resnet_twin
+
+
+def _space(model: str, tmp_path) -> dict:
+    report = tmp_path / "space.json"
+    assert main([model, "--passes", "search-space", "--report", str(report), "-q"]) == 0
+    return json.loads(report.read_text())["search_space"]
+
+
+def _shape(space: dict) -> tuple:
+    """What must match between twins: the counts, each group's kind, removability and place in the hierarchy,
+    and how many groups each channel space holds."""
+    summary = {k: v for k, v in space["summary"].items() if k != "removable_param_fraction"}
+    groups = sorted((g["kind"], g["removable"], len(g["parents"]), len(g["children"])) for g in space["groups"])
+    per_space = sorted(Counter(g["space"] for g in space["groups"] if g["kind"] == "prune").values())
+    return summary, groups, per_space
+
+
+@pytest.mark.parametrize("variant", [
+    {}, {"const_shape": [1, 1, 1, 8]}, {"residual_nchw": True}, {"preact": True, "residual_nchw": True},
+])
+def test_nhwc_twin_has_the_search_space_of_the_nchw_twin(tmp_path, variant):
+    nchw = _space(resnet_twin(tmp_path / "nchw.onnx", nhwc=False, preact=variant.get("preact", False)), tmp_path)
+    nhwc = _space(resnet_twin(tmp_path / "nhwc.onnx", nhwc=True, **variant), tmp_path)
+    assert nhwc["summary"]["num_channel_spaces"] == 3
+    assert _shape(nhwc) == _shape(nchw)
+
+
+def _build(model: str, zero: str, out, capsys) -> onnx.ModelProto:
+    report = out.with_suffix(".json")
+    status = main([model, "--passes", f"search-space,{zero},construct-subnet,verify", "-o", str(out),
+                   "--report", str(report), "-q"])
+    assert status == 0, (zero, capsys.readouterr().err)
+    result = json.loads(report.read_text())
+    assert result["verify"]["ok"] and result["verify"]["max_abs_diff"] < 1e-4
+    slim = onnx.load(str(out))
+    onnx.checker.check_model(slim, full_check=True)
+    assert result["cost"]["after"]["params"] < result["cost"]["before"]["params"]
+    return slim
+
+
+def test_every_removable_group_of_the_nhwc_twin_is_built_alone(tmp_path, capsys):
+    model = resnet_twin(tmp_path / "m.onnx", nhwc=True, const_shape=[1, 1, 1, 8])
+    removable = [g["id"] for g in _space(model, tmp_path)["groups"] if g["removable"]]
+    assert len(removable) == 26  # 24 channels in 3 spaces, 2 residual blocks
+    for gid in removable:
+        ids = tmp_path / f"ids{gid}.json"
+        ids.write_text(json.dumps([gid]))
+        _build(model, f"zero-groups{{ids={ids}}}", tmp_path / f"slim{gid}.onnx", capsys)
+
+
+@pytest.mark.parametrize("annotations", ["none", "batch1", "joints"])
+@pytest.mark.parametrize("residual_nchw", [False, True])
+def test_nhwc_twin_builds_everything_together_whatever_its_value_info(tmp_path, capsys, annotations, residual_nchw):
+    model = resnet_twin(tmp_path / "m.onnx", nhwc=True, preact=True, residual_nchw=residual_nchw,
+                        annotations=annotations)
+    space = _space(model, tmp_path)
+    assert space["summary"]["num_channel_spaces"] == 3
+    assert space["summary"]["num_removable_erase_groups"] == 2
+    slim = _build(model, "zero-groups{fraction=1.0,kind=both}", tmp_path / "slim.onnx", capsys)
+    convs = [n for n in slim.graph.node if n.op_type == "Conv"]
+    assert len(convs) < 5  # a residual block went
