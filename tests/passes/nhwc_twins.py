@@ -12,17 +12,17 @@ TO_NCHW, TO_NHWC = [0, 3, 1, 2], [0, 2, 3, 1]
 CLASSES = 4
 
 
-def _weights(channels: int, in_channels: int = 3) -> dict[str, np.ndarray]:
+def _weights(channels: int, classes: int, in_channels: int = 3) -> dict[str, np.ndarray]:
     rng = np.random.default_rng(0)
     shapes = {"stem": (channels, in_channels), "b1a": (channels, channels), "b1b": (channels, channels),
               "b2a": (channels, channels), "b2b": (channels, channels)}
     weights = {}
     for name, (cout, cin) in shapes.items():
-        weights[f"{name}.w"] = (rng.standard_normal((cout, cin, 3, 3)) * 0.3).astype(np.float32)
+        weights[f"{name}.w"] = (rng.standard_normal((cout, cin, 3, 3)) * np.sqrt(2 / (9 * cin))).astype(np.float32)
         weights[f"{name}.scale"] = rng.uniform(0.5, 1.5, cout).astype(np.float32)
         weights[f"{name}.bias"] = (rng.standard_normal(cout) * 0.1).astype(np.float32)
-    weights["fc.w"] = (rng.standard_normal((channels, CLASSES)) * 0.3).astype(np.float32)
-    weights["fc.b"] = np.zeros(CLASSES, np.float32)
+    weights["fc.w"] = (rng.standard_normal((channels, classes)) * np.sqrt(1 / channels)).astype(np.float32)
+    weights["fc.b"] = np.zeros(classes, np.float32)
     return weights
 
 
@@ -58,11 +58,11 @@ def _conv_bn(g: _Graph, x: str, name: str, weights: dict, nhwc: bool, shape: lis
 
 def resnet_twin(path, nhwc: bool, channels: int = 8, size: int = 6, batch: int | str = "N",
                 const_shape: list[int] | None = None, residual_nchw: bool = False,
-                annotations: str = "none", preact: bool = False) -> str:
+                annotations: str = "none", preact: bool = False, classes: int = CLASSES) -> str:
     """Stem, two residual blocks, global mean, linear head. NHWC only: ``const_shape`` is the Mul/Add constants'
     shape ([C] by default, e.g. [1, 1, 1, C]); ``residual_nchw`` adds the residual between Transposes to NCHW and
     back; ``preact``: no Relu after the residual Adds, so one joint feeds the next; ``annotations``: value_info that does not match the data (see ``_annotations``), ``"none"``: no value_info."""
-    weights = _weights(channels)
+    weights = _weights(channels, classes)
     g = _Graph()
     x = "x"
     h = g.node("Relu", [_conv_bn(g, x, "stem", weights, nhwc, const_shape)])
@@ -83,7 +83,7 @@ def resnet_twin(path, nhwc: bool, channels: int = 8, size: int = 6, batch: int |
     g.nodes[-1].output[0] = "y"
     in_shape = [batch, size, size, 3] if nhwc else [batch, 3, size, size]
     graph = helper.make_graph(g.nodes, "twin", [helper.make_tensor_value_info(x, TensorProto.FLOAT, in_shape)],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [batch, CLASSES])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [batch, classes])],
                               initializer=g.inits)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     onnx.checker.check_model(model, full_check=True)

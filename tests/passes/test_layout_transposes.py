@@ -74,3 +74,4 @@ def test_nhwc_twin_builds_everything_together_whatever_its_value_info(tmp_path, 
     slim = _build(model, "zero-groups{fraction=1.0,kind=both}", tmp_path / "slim.onnx", capsys)
     convs = [n for n in slim.graph.node if n.op_type == "Conv"]
     assert len(convs) < 5  # a residual block went
+
