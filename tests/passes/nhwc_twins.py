@@ -107,3 +107,27 @@ def _annotate(model: onnx.ModelProto, kind: str) -> None:
             dims[0].Clear()
             dims[0].dim_value = 1
             model.graph.value_info.append(info)
+
+
+def concat_twin(path, nhwc: bool, channels: int = 4, size: int = 6, classes: int = CLASSES) -> str:
+    """An Inception-like cell: stem, two conv branches concatenated on the channel axis (the last one in NHWC),
+    a conv reading the concatenation, global mean, linear head."""
+    weights = _weights(channels, classes)
+    weights["mix.w"] = weights.pop("b2a.w").repeat(2, axis=1)  # reads both branches
+    weights["mix.scale"], weights["mix.bias"] = weights.pop("b2a.scale"), weights.pop("b2a.bias")
+    g = _Graph()
+    h = g.node("Relu", [_conv_bn(g, "x", "stem", weights, nhwc, None)])
+    branches = [g.node("Relu", [_conv_bn(g, h, name, weights, nhwc, None)]) for name in ("b1a", "b1b")]
+    joined = g.node("Concat", branches, axis=3 if nhwc else 1)
+    h = g.node("Relu", [_conv_bn(g, joined, "mix", weights, nhwc, None)])
+    pooled = g.node("ReduceMean", [h], axes=[1, 2] if nhwc else [2, 3], keepdims=0)
+    g.node("Add", [g.node("MatMul", [pooled, g.const("fc.w", weights["fc.w"])]), g.const("fc.b", weights["fc.b"])])
+    g.nodes[-1].output[0] = "y"
+    in_shape = ["N", size, size, 3] if nhwc else ["N", 3, size, size]
+    graph = helper.make_graph(g.nodes, "cell", [helper.make_tensor_value_info("x", TensorProto.FLOAT, in_shape)],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", classes])],
+                              initializer=g.inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    onnx.checker.check_model(model, full_check=True)
+    onnx.save(model, str(path))
+    return str(path)

@@ -12,7 +12,7 @@ import onnx
 import pytest
 
 from asgnas.cli import main
-from tests.passes.nhwc_twins import resnet_twin
+from tests.passes.nhwc_twins import concat_twin, resnet_twin
 
 
 def _space(model: str, tmp_path) -> dict:
@@ -75,3 +75,21 @@ def test_nhwc_twin_builds_everything_together_whatever_its_value_info(tmp_path, 
     convs = [n for n in slim.graph.node if n.op_type == "Conv"]
     assert len(convs) < 5  # a residual block went
 
+
+
+def test_concat_of_nhwc_branches_is_an_erase_joint_through_the_transposes(tmp_path, capsys):
+    """The concatenation (on the last axis) reaches the next conv through a Transpose: the channels it drops move
+    to axis 1 there, and the conv loses the right input columns."""
+    nchw = _space(concat_twin(tmp_path / "nchw.onnx", nhwc=False), tmp_path)
+    model = concat_twin(tmp_path / "nhwc.onnx", nhwc=True)
+    nhwc = _space(model, tmp_path)
+    assert _shape(nhwc) == _shape(nchw)
+    branches = [g["id"] for g in nhwc["groups"] if g["kind"] == "erase" and g["removable"]]
+    assert len(branches) == 2
+    for gid in branches:
+        ids = tmp_path / f"ids{gid}.json"
+        ids.write_text(json.dumps([gid]))
+        slim = _build(model, f"zero-groups{{ids={ids}}}", tmp_path / f"slim{gid}.onnx", capsys)
+        weights = {t.name: list(t.dims) for t in slim.graph.initializer}
+        assert weights["mix.w"] == [4, 4, 3, 3]  # the branch's 4 columns went
+    _build(model, "zero-groups{fraction=1.0,kind=both}", tmp_path / "slim.onnx", capsys)
