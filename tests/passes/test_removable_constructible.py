@@ -42,14 +42,14 @@ def _erase_groups(model, tmp_path) -> list[dict]:
     return [g for g in json.loads(report.read_text())["search_space"]["groups"] if g["kind"] == "erase"]
 
 
-@pytest.mark.parametrize("shape", [["N", 8, "H", "W"], [2, 8, 6, 6]])
+@pytest.mark.parametrize("shape", [["N", 8, "H", "W"], [2, 8, 6, 6], ["N", 8, 6, 6]])
 def test_every_removable_structure_is_built_alone_and_together(tmp_path, capsys, shape):
     model = _conv_plus_pooled_branch(tmp_path / "m.onnx", shape)
     groups = _erase_groups(model, tmp_path)
     conv_branch = next(g for g in groups if "Conv_0" in g["nodes"])
-    if shape[0] == "N":  # erased, it would leave the pooled branch to be expanded to [N, 8, H, W]
+    if "H" in shape:  # erased, it would leave the pooled branch [N, 8, 1, 1] to be expanded along H and W
         assert not conv_branch["removable"] and "not static" in conv_branch["reason"]
-    else:  # a static output shape: the joint becomes an Expand
+    else:  # static H and W: the joint becomes an Expand along them (the batch passes through, known or not)
         assert conv_branch["removable"]
     removable = [g["id"] for g in groups if g["removable"]]
     assert removable
@@ -62,6 +62,9 @@ def test_every_removable_structure_is_built_alone_and_together(tmp_path, capsys,
         slim = onnx.load(str(tmp_path / f"slim{n}.onnx"))
         erased = {name for g in groups if g["id"] in ids for name in g["nodes"]}
         assert not erased & {node.name for node in slim.graph.node}
+        if conv_branch["id"] in ids:  # Expand to [1, 1, 6, 6]: only the dims the pooled branch broadcasts along
+            target = next(t for t in slim.graph.initializer if t.name == "join_shape")
+            assert numpy_helper.to_array(target).tolist() == [1, 1, 6, 6]
     # together: every removable group the validity oracle lets go at once, channels included
     status = main([model, "--passes", "search-space,zero-groups{fraction=1.0,kind=both},construct-subnet,verify", "-q"])
     assert status == 0, capsys.readouterr().err

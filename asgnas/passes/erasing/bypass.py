@@ -1,10 +1,14 @@
 """Bypassing a joint left with one operand: when the kept operand may be broadcast by the erased one, the joint
-becomes an ``Expand`` to its output shape, which must then be static. The analysis and the construction share
-this rule, so that what the analysis calls removable the construction builds."""
+becomes an ``Expand``. Expand broadcasts both ways, so its target names only the dims the kept operand is
+broadcast along (its 1s, and leading dims it lacks); every other entry is 1 and the kept operand's own size, known
+or not, passes through. Those named dims must be static. The analysis and the construction share this rule, so
+that what the analysis calls removable the construction builds."""
 
 from __future__ import annotations
 
 from asgnas.ir import Value
+
+Dim = int | str | None
 
 
 def may_broadcast(out: Value, keep: Value) -> bool:
@@ -20,9 +24,18 @@ def may_broadcast(out: Value, keep: Value) -> bool:
     )
 
 
+def expand_target(out: Value, keep: Value) -> list[Dim]:
+    """The ``Expand`` target that turns ``keep`` into ``out``: ``out``'s dim where ``keep`` is 1 or lacks the axis
+    (it is broadcast there), else 1. Entries that are not ints make the bypass unbuildable."""
+    lead = len(out.shape) - len(keep.shape)
+    if lead < 0:  # declared shapes that contradict each other: no target to trust
+        return [None]
+    return [o if axis < lead or keep.shape[axis - lead] == 1 else 1 for axis, o in enumerate(out.shape)]
+
+
 def bypass_problem(joint_out: Value, keep: Value) -> str:
     """Why the joint producing ``joint_out`` cannot be bypassed to ``keep`` (empty when it can)."""
-    if may_broadcast(joint_out, keep) and not all(isinstance(d, int) for d in joint_out.shape):
+    if may_broadcast(joint_out, keep) and not all(isinstance(d, int) for d in expand_target(joint_out, keep)):
         return (f"bypassing joint {joint_out.producer.name if joint_out.producer else joint_out.name} to "
-                f"{keep.name} needs an Expand to its output shape, which is not static")
+                f"{keep.name} needs an Expand along dims that are not static")
     return ""
