@@ -93,17 +93,22 @@ def resnet_twin(path, nhwc: bool, channels: int = 8, size: int = 6, batch: int |
 
 
 def _annotate(model: onnx.ModelProto, kind: str) -> None:
-    """Value_info that does not match the data: ``"batch1"`` declares every intermediate 4-d value with batch 1
-    (the input's batch is symbolic), ``"joints"`` only the residual Adds' operands and results."""
+    """Value_info that does not match the data (the input's batch is symbolic): ``"batch1"`` declares every
+    intermediate 4-d value with batch 1, ``"joints"`` only the residual Adds' operands and results, ``"shortcut"``
+    only their shortcut operands, ``"result"`` only their results; ``"shapeless"`` declares every intermediate
+    value with its element type and no shape."""
     if kind == "none":
         return
     inferred = onnx.shape_inference.infer_shapes(model).graph.value_info
-    joints = {name for n in model.graph.node if n.op_type == "Add" and not any(i.startswith(("stem", "b1", "b2", "fc"))
-                                                                             for i in n.input)
-              for name in (*n.input, n.output[0])}
+    residual = [n for n in model.graph.node
+                if n.op_type == "Add" and not any(i.startswith(("stem", "b1", "b2", "fc")) for i in n.input)]
+    chosen = {"joints": {name for n in residual for name in (*n.input, n.output[0])},
+              "shortcut": {n.input[1] for n in residual}, "result": {n.output[0] for n in residual}}.get(kind)
     for info in inferred:
         dims = info.type.tensor_type.shape.dim
-        if len(dims) == 4 and (kind == "batch1" or info.name in joints):
+        if kind == "shapeless":
+            model.graph.value_info.append(helper.make_tensor_value_info(info.name, TensorProto.FLOAT, None))
+        elif len(dims) == 4 and (kind == "batch1" or info.name in chosen):
             dims[0].Clear()
             dims[0].dim_value = 1
             model.graph.value_info.append(info)
