@@ -40,6 +40,14 @@ def test_nhwc_twin_has_the_search_space_of_the_nchw_twin(tmp_path, variant):
     assert _shape(nhwc) == _shape(nchw)
 
 
+def test_tf2onnx_twin_has_the_search_space_of_the_torch_twin(tmp_path, capsys):
+    """One Transpose at the input, then NCHW: BatchNorm folded to Mul + Add with [C, 1, 1] constants."""
+    torch_like = _space(resnet_twin(tmp_path / "nchw.onnx", nhwc=False), tmp_path)
+    model = resnet_twin(tmp_path / "tf.onnx", nhwc=False, tf2onnx=True)
+    assert _shape(_space(model, tmp_path)) == _shape(torch_like)
+    _build(model, "zero-groups{fraction=1.0,kind=both}", tmp_path / "slim.onnx", capsys)
+
+
 def _build(model: str, zero: str, out, capsys) -> onnx.ModelProto:
     report = out.with_suffix(".json")
     status = main([model, "--passes", f"search-space,{zero},construct-subnet,verify", "-o", str(out),
