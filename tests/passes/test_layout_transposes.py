@@ -61,14 +61,20 @@ def _build(model: str, zero: str, out, capsys) -> onnx.ModelProto:
     return slim
 
 
+def _build_each_alone(model: str, group_ids: list[int], tmp_path, capsys) -> dict[int, onnx.ModelProto]:
+    slims = {}
+    for gid in group_ids:
+        ids = tmp_path / f"ids{gid}.json"
+        ids.write_text(json.dumps([gid]))
+        slims[gid] = _build(model, f"zero-groups{{ids={ids}}}", tmp_path / f"slim{gid}.onnx", capsys)
+    return slims
+
+
 def test_every_removable_group_of_the_nhwc_twin_is_built_alone(tmp_path, capsys):
     model = resnet_twin(tmp_path / "m.onnx", nhwc=True, const_shape=[1, 1, 1, 8])
     removable = [g["id"] for g in _space(model, tmp_path)["groups"] if g["removable"]]
     assert len(removable) == 26  # 24 channels in 3 spaces, 2 residual blocks
-    for gid in removable:
-        ids = tmp_path / f"ids{gid}.json"
-        ids.write_text(json.dumps([gid]))
-        _build(model, f"zero-groups{{ids={ids}}}", tmp_path / f"slim{gid}.onnx", capsys)
+    _build_each_alone(model, removable, tmp_path, capsys)
 
 
 @pytest.mark.parametrize("annotations", ["none", "shapeless", "batch1", "joints", "shortcut", "result"])
@@ -87,12 +93,10 @@ def test_residual_add_between_transposes_builds_what_is_removable_whatever_its_v
         assert not removable and sum("not static" in g["reason"] for g in erase) == 2
     else:
         assert len(removable) == 2
-    for gid in removable:
-        ids = tmp_path / f"ids{gid}.json"
-        ids.write_text(json.dumps([gid]))
-        _build(model, f"zero-groups{{ids={ids}}}", tmp_path / f"slim{gid}.onnx", capsys)
+    _build_each_alone(model, removable, tmp_path, capsys)
     slim = _build(model, "zero-groups{fraction=1.0,kind=both}", tmp_path / "slim.onnx", capsys)
-    assert len([n for n in slim.graph.node if n.op_type == "Conv"]) == (1 if removable else 5)  # both blocks go, or none
+    convs = [n for n in slim.graph.node if n.op_type == "Conv"]
+    assert len(convs) == (1 if removable else 5)  # both blocks go together, or none is removable
 
 
 def test_concat_of_nhwc_branches_is_an_erase_joint_through_the_transposes(tmp_path, capsys):
@@ -104,10 +108,7 @@ def test_concat_of_nhwc_branches_is_an_erase_joint_through_the_transposes(tmp_pa
     assert _shape(nhwc) == _shape(nchw)
     branches = [g["id"] for g in nhwc["groups"] if g["kind"] == "erase" and g["removable"]]
     assert len(branches) == 2
-    for gid in branches:
-        ids = tmp_path / f"ids{gid}.json"
-        ids.write_text(json.dumps([gid]))
-        slim = _build(model, f"zero-groups{{ids={ids}}}", tmp_path / f"slim{gid}.onnx", capsys)
+    for slim in _build_each_alone(model, branches, tmp_path, capsys).values():
         weights = {t.name: list(t.dims) for t in slim.graph.initializer}
         assert weights["mix.w"] == [4, 4, 3, 3]  # the branch's 4 columns went
     _build(model, "zero-groups{fraction=1.0,kind=both}", tmp_path / "slim.onnx", capsys)
