@@ -6,7 +6,7 @@ that what the analysis calls removable the construction builds."""
 
 from __future__ import annotations
 
-from asgnas.ir import Value
+from asgnas.ir import Node, Value
 
 Dim = int | str | None
 
@@ -39,3 +39,15 @@ def bypass_problem(joint_out: Value, keep: Value) -> str:
         return (f"bypassing joint {joint_out.producer.name if joint_out.producer else joint_out.name} to "
                 f"{keep.name} needs an Expand along dims that are not static")
     return ""
+
+
+def lone_keep_problems(joint: Node, segment_of: dict[str, int]) -> dict[int, str]:
+    """For each operand of ``joint`` (keyed by the segment producing it, -1 for a graph input): why the joint
+    could not become that operand alone, when structures erased together leave it only that one."""
+    out = joint.outputs[0]
+    problems: dict[int, str] = {}
+    for value in {id(v): v for v in joint.inputs if v is not None}.values():
+        if problem := bypass_problem(out, value):
+            producer = -1 if value.producer is None else segment_of.get(value.producer.name, -1)
+            problems[producer] = f"{problem} (node {joint.name}, op {joint.op_type})"
+    return problems
