@@ -16,7 +16,9 @@ Validity of a removal set Z (spec 2.6, made exact so that construction reproduce
    model: an erased segment does (Z1); a starved one only if it maps zeros to zeros (a starved Conv with bias, a
    BatchNorm, a shape reader do not), and a starved one never into a Concat whose channel path needs auxiliary
    slices (its slices are not zeroed). Surviving non-joint multi-input vertices keep all their inputs (otherwise
-   they are starved), every surviving Concat keeps >= 1 input, no survivor reads a removed tensor's shape.
+   they are starved), every surviving Concat keeps >= 1 input, no survivor reads a removed tensor's shape, and a
+   surviving Add/Sum/Sub left with one operand can become that operand (``erasing/bypass.py``: no Expand along
+   dims that are not static).
 3. Channel groups (``kind="prune"``): removing every group of one ``space`` is invalid (a zero-width tensor).
 
 The oracle is incremental: removal states, starved/dead counters and an undo log live on the segment graph;
