@@ -50,8 +50,7 @@ class ConstTensor:
         if self._array is None:
             try:
                 self._array = numpy_helper.to_array(self._proto)
-            except ValueError as err:  # raw data shorter or longer than the dims need (checked here, not at load:
-                # measuring raw_data copies it)
+            except ValueError as err:  # raw data longer than the dims need (shorter is refused at load)
                 raise AsgnasError(f"tensor '{self._proto.name}' data does not fit its dims "
                                   f"{list(self._proto.dims)}: {err}") from None
         return self._array

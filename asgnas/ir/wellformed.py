@@ -2,8 +2,8 @@
 
 Checked on the proto, in one walk over the main graph (subgraphs stay opaque): names that are valid UTF-8, each
 value defined once (SSA: no name given by two nodes, two inputs, two initializers, or a node and an input),
-known element types, declared dims that are positive and not astronomical, and tensors whose data is there (and,
-in typed fields, as long as their shape needs; raw data is measured where it is decoded). The lifted graph must
+known element types, declared dims that are positive and not astronomical, and tensors whose data is there and as
+long as their shape needs (typed fields and raw data alike). The lifted graph must
 be acyclic, and a Conv's weight must fit its input (``check_conv_fits``, once shapes are known).
 """
 
@@ -117,21 +117,33 @@ def _check_tensor(tensor: TensorProto, where: str, node: onnx.NodeProto | None) 
     count = math.prod(tensor.dims)
     found, needed = _data_length(tensor, count)
     if found < needed:
-        problem = "has no data" if found == 0 else f"holds {found} of the {needed} values its shape needs"
+        unit = "bytes" if tensor.HasField("raw_data") else "values"
+        problem = "has no data" if found == 0 else f"holds {found} of the {needed} {unit} its shape needs"
         raise AsgnasError(f"tensor '{name}' {problem} (dims {list(tensor.dims)})", **context)
 
 
 def _data_length(tensor: TensorProto, count: int) -> tuple[int, int]:
-    """(available, needed) entries of the typed fields. Raw data is measured where it is decoded
-    (``ConstTensor.array``): asking protobuf its length copies it, and a model's weights are most of its bytes."""
+    """(available, needed) entries of the typed fields, or bytes of the raw data. Measuring raw data copies it
+    (protobuf hands it over as new bytes), one tensor at a time: under a second per GB, freed at once."""
     if tensor.HasField("raw_data"):
-        return 1, 0
+        return len(tensor.raw_data), _raw_bytes(tensor.data_type, count)
     bits = _SUB_BYTE_BITS.get(tensor.data_type)
     field, per_element = _TYPED_FIELD.get(tensor.data_type, ("int32_data", 1))
     found = len(getattr(tensor, field))
     if bits is not None:  # packed several to an entry
         return found, min(count, 1)
     return found, count * per_element
+
+
+def _raw_bytes(data_type: int, count: int) -> int:
+    """Bytes of raw data ``count`` elements need (0 where the element size is not known here)."""
+    bits = _SUB_BYTE_BITS.get(data_type)
+    if bits is not None:
+        return (count * bits + 7) // 8
+    try:
+        return count * onnx.helper.tensor_dtype_to_np_dtype(data_type).itemsize
+    except (KeyError, TypeError, ValueError):
+        return 0
 
 
 _SUB_BYTE_BITS = {getattr(TensorProto, name): bits for name, bits in (

@@ -31,7 +31,7 @@ from asgnas.passes.base import Option, Pass, PassContext, register_pass
 from asgnas.passes.cost import total_cost
 from asgnas.passes.dce import eliminate_dead_code
 from asgnas.passes.erasing import ANALYSIS_KEY, ErasingAnalysis
-from asgnas.passes.erasing.bypass import bypass_problem, may_broadcast
+from asgnas.passes.erasing.bypass import bypass_problem, expand_target, may_broadcast
 from asgnas.passes.erasing.channels import ChannelPlan, trace_channels
 from asgnas.passes.erasing.dataflow import DataFlow
 from asgnas.passes.erasing.ops import op_info
@@ -78,10 +78,11 @@ class _Rewriter:
         """``node`` (a joint left with one operand) becomes ``keep``."""
         out = node.outputs[0]
         if may_broadcast(out, keep):
-            # the dropped operand broadcast the result: expand to keep the exact output shape
+            # the dropped operand broadcast the result: expand along the dims it broadcast
             if problem := bypass_problem(out, keep):  # the analysis marks such structures not removable
                 raise AsgnasError(f"cannot erase: {problem}", node=node.name, op=node.op_type)
-            shape = self.graph.add_initializer(f"{node.name}_shape", np.array(out.shape, dtype=np.int64))
+            target = np.array(expand_target(out, keep), dtype=np.int64)
+            shape = self.graph.add_initializer(f"{node.name}_shape", target)
             name = node.name
             self.graph.remove_node(node)
             self.nodes.pop(name, None)

@@ -16,7 +16,9 @@ Validity of a removal set Z (spec 2.6, made exact so that construction reproduce
    model: an erased segment does (Z1); a starved one only if it maps zeros to zeros (a starved Conv with bias, a
    BatchNorm, a shape reader do not), and a starved one never into a Concat whose channel path needs auxiliary
    slices (its slices are not zeroed). Surviving non-joint multi-input vertices keep all their inputs (otherwise
-   they are starved), every surviving Concat keeps >= 1 input, no survivor reads a removed tensor's shape.
+   they are starved), every surviving Concat keeps >= 1 input, no survivor reads a removed tensor's shape, and a
+   surviving Add/Sum/Sub left with one operand can become that operand (``erasing/bypass.py``: no Expand along
+   dims that are not static).
 3. Channel groups (``kind="prune"``): removing every group of one ``space`` is invalid (a zero-width tensor).
 
 The oracle is incremental: removal states, starved/dead counters and an undo log live on the segment graph;
@@ -63,6 +65,7 @@ class _Static:
         self.reads_input = [s.reads_input for s in segments]
         self.joint_inputs = [0] * n  # operands of a joint (distinct producers, +1 for graph inputs)
         self.consumers = [0] * n
+        self.lone_keep_problems = analysis.graph.lone_keep_problems
         for seg in segments:
             edges = tuple((p, _KIND_CODE.get(k, _K_PLAIN)) for p, k in seg.in_edges)
             self.in_edges.append(edges)
@@ -336,7 +339,18 @@ class HierarchyOracle:
                         f"segment {s.ids[seg]} ({s.heads[seg]}) is starved but not zero in the zeroed model, and "
                         f"segment {s.ids[consumer]} ({s.heads[consumer]}) still reads it"
                     )
+                if state[consumer] == _NONE and (problem := self._lone_keep_problem(consumer)):
+                    return problem
         return ""
+
+    def _lone_keep_problem(self, joint: int) -> str:
+        """Why the joint left with a single live operand could not be bypassed to it ('' when it could)."""
+        problems = self._s.lone_keep_problems.get(joint)
+        if not problems:
+            return ""
+        live = [p for p in self._s.producers[joint] if self._state[p] == _NONE]
+        live += [-1] if self._s.reads_input[joint] else []
+        return problems.get(live[0], "") if len(live) == 1 else ""
 
 
 @dataclass

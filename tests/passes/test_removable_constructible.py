@@ -42,14 +42,14 @@ def _erase_groups(model, tmp_path) -> list[dict]:
     return [g for g in json.loads(report.read_text())["search_space"]["groups"] if g["kind"] == "erase"]
 
 
-@pytest.mark.parametrize("shape", [["N", 8, "H", "W"], [2, 8, 6, 6]])
+@pytest.mark.parametrize("shape", [["N", 8, "H", "W"], [2, 8, 6, 6], ["N", 8, 6, 6]])
 def test_every_removable_structure_is_built_alone_and_together(tmp_path, capsys, shape):
     model = _conv_plus_pooled_branch(tmp_path / "m.onnx", shape)
     groups = _erase_groups(model, tmp_path)
     conv_branch = next(g for g in groups if "Conv_0" in g["nodes"])
-    if shape[0] == "N":  # erased, it would leave the pooled branch to be expanded to [N, 8, H, W]
+    if "H" in shape:  # erased, it would leave the pooled branch [N, 8, 1, 1] to be expanded along H and W
         assert not conv_branch["removable"] and "not static" in conv_branch["reason"]
-    else:  # a static output shape: the joint becomes an Expand
+    else:  # static H and W: the joint becomes an Expand along them (the batch passes through, known or not)
         assert conv_branch["removable"]
     removable = [g["id"] for g in groups if g["removable"]]
     assert removable
@@ -62,6 +62,47 @@ def test_every_removable_structure_is_built_alone_and_together(tmp_path, capsys,
         slim = onnx.load(str(tmp_path / f"slim{n}.onnx"))
         erased = {name for g in groups if g["id"] in ids for name in g["nodes"]}
         assert not erased & {node.name for node in slim.graph.node}
+        if conv_branch["id"] in ids:  # Expand to [1, 1, 6, 6]: only the dims the pooled branch broadcasts along
+            target = next(t for t in slim.graph.initializer if t.name == "join_shape")
+            assert numpy_helper.to_array(target).tolist() == [1, 1, 6, 6]
     # together: every removable group the validity oracle lets go at once, channels included
     status = main([model, "--passes", "search-space,zero-groups{fraction=1.0,kind=both},construct-subnet,verify", "-q"])
     assert status == 0, capsys.readouterr().err
+
+
+def _two_convs_and_a_pooled_branch(path) -> str:
+    """y = relu(sum(relu(conv(x)), relu(conv(x)), conv1x1(gap(x)))) over [N, 8, H, W], the Caffe2-style Sum."""
+    rng = np.random.default_rng(0)
+    inits = [numpy_helper.from_array(rng.standard_normal(shape).astype(np.float32), name)
+             for name, shape in (("w1", (8, 8, 3, 3)), ("w2", (8, 8, 3, 3)), ("w3", (8, 8, 1, 1)))]
+    nodes = [
+        helper.make_node("Conv", ["x", "w1"], ["c1"], pads=[1, 1, 1, 1]), helper.make_node("Relu", ["c1"], ["r1"]),
+        helper.make_node("Conv", ["x", "w2"], ["c2"], pads=[1, 1, 1, 1]), helper.make_node("Relu", ["c2"], ["r2"]),
+        helper.make_node("GlobalAveragePool", ["x"], ["p"]), helper.make_node("Conv", ["p", "w3"], ["q"]),
+        helper.make_node("Sum", ["r1", "r2", "q"], ["s"], name="join"), helper.make_node("Relu", ["s"], ["y"]),
+    ]
+    shape = ["N", 8, "H", "W"]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, shape)],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, shape)], initializer=inits)
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), str(path))
+    return str(path)
+
+
+def test_structures_removable_alone_but_not_buildable_together_are_an_invalid_set(tmp_path, capsys):
+    """Each conv branch alone leaves a Sum of two; both together would leave the pooled branch alone, to be
+    expanded along the symbolic H and W: the validity oracle refuses that set, so neither zero-groups nor
+    training picks it, and any valid set is built."""
+    model = _two_convs_and_a_pooled_branch(tmp_path / "m.onnx")
+    groups = _erase_groups(model, tmp_path)
+    convs = [g["id"] for g in groups if g["nodes"][0] in ("Conv_0", "Conv_2")]
+    assert len(convs) == 2 and all(g["removable"] for g in groups if g["id"] in convs)
+    ids = tmp_path / "ids.json"
+    ids.write_text(json.dumps(convs))
+    status = main([model, "--passes", f"search-space,zero-groups{{ids={ids}}},construct-subnet", "-q"])
+    line = capsys.readouterr().err.strip()
+    assert status == 2 and "invalid network: bypassing joint join to q needs an Expand along dims that are not " \
+                             "static (node join, op Sum)" in line, line
+    for gid in convs:
+        ids.write_text(json.dumps([gid]))
+        assert main([model, "--passes", f"search-space,zero-groups{{ids={ids}}},construct-subnet,verify", "-q"]) == 0
+    assert main([model, "--passes", "search-space,zero-groups{fraction=1.0},construct-subnet,verify", "-q"]) == 0

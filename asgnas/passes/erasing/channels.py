@@ -3,8 +3,9 @@
 Erasing an operand of a Concat removes its channels from the Concat's output (spec 4, pass 2), so everything that
 reads those channels must drop them too: per-channel ops between the Concat and the next stems lose their slices,
 the stems lose their input columns. ``trace_channels`` walks that path once and returns a ``ChannelPlan``; it
-returns a reason string instead when some reader cannot drop channels (a graph output, a Transpose, a grouped conv,
-a shape read, ...), in which case the Concat is not an erase-joint.
+returns a reason string instead when some reader cannot drop channels (a graph output, a grouped conv, a shape
+read, ...), in which case the Concat is not an erase-joint. A Transpose moves the channels to another axis (NHWC
+<-> NCHW layout changes, as tf2onnx and jax2onnx write them around every Conv).
 
 Spec 2.4 Z3: per-channel *additive* constants on the path (BatchNorm/InstanceNorm scale+bias, the constant of an
 ``Add(x, c)``) turn zero channels into non-zero ones; their slices must be zeroed together with the erased operand,
@@ -159,6 +160,13 @@ def _follow(
     slot = slots[0]
     extent = _channel_dim(value, ax) or 0
     out = user.outputs[0]
+
+    if user.op_type == "Transpose":  # a layout change (NHWC <-> NCHW): the channels move to axis perm.index(ax)
+        perm = [_norm_axis(int(a), rank) for a in (user.attr("perm") or range(rank - 1, -1, -1))]
+        if sorted(perm) != list(range(rank)):
+            return f"{what}: perm {perm} is not a permutation of the {rank} axes"
+        stack.append((out, perm.index(ax), base, block))
+        return None
 
     if role == "transparent":
         if not is_zero_preserving(user, info, flow.const_of):

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from asgnas.ir import Node
+from asgnas.passes.erasing.bypass import lone_keep_problems
 from asgnas.passes.erasing.channels import ChannelPlan, trace_channels
 from asgnas.passes.erasing.dataflow import DataFlow
 from asgnas.passes.erasing.ops import OpInfo, is_zero_preserving, op_info
@@ -83,6 +84,9 @@ class SegmentGraph:
     by_node: dict[str, int]  # data node name -> segment index
     concat_plans: dict[str, ChannelPlan]  # erase-joint Concats (node name -> channel plan)
     concat_failures: dict[str, str]  # Concats with >= 2 data inputs that are not erase-joints, with the reason
+    #: joint segment index -> {operand's producer segment index (-1: a graph input): why the joint cannot be
+    #: bypassed to that operand alone}: a removal set that leaves the joint only that operand is not buildable
+    lone_keep_problems: dict[int, dict[int, str]] = field(default_factory=dict)
 
     def by_id(self) -> dict[str, Segment]:
         return {s.id: s for s in self.segments}
@@ -229,7 +233,9 @@ def build_segment_graph(flow: DataFlow) -> SegmentGraph:
 
     for seg in segments:
         seg.zero_transparent = _zero_transparent(flow, [nodes_by_name[n] for n in seg.nodes], seg.kind)
-    return SegmentGraph(segments, by_node, plans, failures)
+    lone = {seg.index: problems for seg in segments if seg.kind == "joint" and seg.op != "Concat"
+            if (problems := lone_keep_problems(nodes_by_name[seg.nodes[0]], by_node))}
+    return SegmentGraph(segments, by_node, plans, failures, lone)
 
 
 def node_zero(flow: DataFlow, node: Node, info: OpInfo, zeroed: set[str]) -> tuple[bool, bool]:

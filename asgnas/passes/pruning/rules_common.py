@@ -21,7 +21,9 @@ def identity_axes(b: Builder, src: Value, dst: Value) -> None:
 
 
 def broadcast_into(b: Builder, value: Value, out: Value) -> None:
-    """Numpy broadcasting: an operand axis equal to the output axis shares its indexing; size 1 broadcasts."""
+    """Numpy broadcasting: an operand axis equal to the output axis shares its indexing; size 1 broadcasts.
+    An operand is never larger than the result, so a symbolic dim against a declared 1 (value_info that does not
+    match the data, as some exporters write for the batch) is the same axis too."""
     need_shape(value, out)
     offset = out.rank - value.rank
     if offset < 0:
@@ -30,7 +32,8 @@ def broadcast_into(b: Builder, value: Value, out: Value) -> None:
         odim = out.shape[axis + offset]
         if dim == 1 and odim != 1:
             continue  # broadcast along this axis: the operand does not depend on the output's index
-        if dim is None or odim is None or dim != odim:
+        symbolic_against_one = isinstance(dim, str) and odim == 1
+        if dim is None or odim is None or (dim != odim and not symbolic_against_one):
             raise Unsupported(f"cannot match dim {dim} of {value.name} to {odim}")
         b.same(b.k(value, axis), b.k(out, axis + offset))
 
