@@ -1,0 +1,198 @@
+"""Measurements behind the ``latency`` pass: the whole model under onnxruntime's profiler, and single-node models
+of the width-carrying operators (Conv, Gemm, MatMul with a constant weight) at sampled weight widths.
+
+A width-carrying node is described by its *signature*: op, input shape, weight shape, attributes; nodes with equal
+signatures (ResNet's repeated blocks) are measured once. Widths are weight dimensions: axis 0 / 1 of the weight
+(Conv: output channels / input channels per group; Gemm and MatMul: the weight's own axes).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import onnx
+from onnx import helper, numpy_helper
+
+from asgnas.ir import Model, Node, lower
+
+TABLE_OPS = ("Conv", "Gemm", "MatMul")
+#: kernels onnxruntime fuses a width-carrying node into (their time belongs to that node)
+_FUSED_KERNELS = {"Conv", "FusedConv", "Gemm", "FusedGemm", "MatMul", "FusedMatMul", "NhwcConv"}
+_TIME_BUDGET_S = 0.03  # per single-node measurement: repeats fill this, within [3, 15]
+
+
+@dataclass(frozen=True)
+class Signature:
+    """What a width-carrying node's time depends on; ``key`` names it in the cache."""
+
+    op: str
+    x_shape: tuple[int, ...]  # the data input at full width, batch resolved
+    w_shape: tuple[int, ...]
+    attrs: tuple[tuple[str, Any], ...]
+    bias: bool
+    depthwise: bool
+
+    @property
+    def key(self) -> str:
+        return json.dumps([self.op, self.x_shape, self.w_shape, self.attrs, self.bias, self.depthwise])
+
+
+def _attr_items(node: Node) -> tuple[tuple[str, Any], ...]:
+    items = []
+    for name in sorted(node.attrs):
+        value = node.attr(name)
+        items.append((name, list(value) if isinstance(value, (list, tuple)) else value))
+    return tuple((k, tuple(v) if isinstance(v, list) else v) for k, v in items)
+
+
+def signature(node: Node, batch: int) -> Signature | None:
+    """The node's signature, or None when it is not a width-carrying node with known shapes."""
+    if node.op_type not in TABLE_OPS or len(node.inputs) < 2 or node.inputs[1] is None:
+        return None
+    x, w = node.inputs[0], node.inputs[1]
+    if w.const is None or x is None or x.shape is None or any(not isinstance(d, int) for d in x.shape[1:]):
+        return None
+    x_shape = tuple(d if isinstance(d, int) and d > 0 else batch for d in x.shape)
+    w_shape = tuple(int(d) for d in w.const.array.shape)
+    if node.op_type == "Gemm" and len(x_shape) != 2 or len(w_shape) != (2 if node.op_type != "Conv" else len(x_shape)):
+        return None
+    group = int(node.attr("group", 1)) if node.op_type == "Conv" else 1
+    depthwise = group > 1 and group == x_shape[1] and w_shape[1] == 1 and w_shape[0] == group
+    bias = len(node.inputs) > 2 and node.inputs[2] is not None
+    return Signature(node.op_type, x_shape, w_shape, _attr_items(node), bias, depthwise)
+
+
+def single_node_model(sig: Signature, d0: int, d1: int) -> tuple[onnx.ModelProto, dict[str, np.ndarray]]:
+    """A one-node model of ``sig`` with weight dims (d0, d1) (depthwise: d0 channels in, out and groups; grouped:
+    d0 a multiple of the fixed group count), with a random constant weight and its feed."""
+    rng = np.random.default_rng(0)
+    attrs = dict(sig.attrs)
+    x_shape = list(sig.x_shape)
+    if sig.op == "Conv":
+        group = int(attrs.get("group", 1))
+        if sig.depthwise:
+            group, d1 = d0, 1
+        elif group > 1:
+            d0 = max(group, d0 // group * group)
+        attrs["group"] = group
+        x_shape[1] = d1 * group
+        w_shape = [d0, d1, *sig.w_shape[2:]]
+        out_dim = d0
+    elif sig.op == "Gemm":
+        w_shape = [d0, d1]
+        x_shape[0 if attrs.get("transA", 0) else 1] = d1 if attrs.get("transB", 0) else d0  # K
+        out_dim = d0 if attrs.get("transB", 0) else d1
+    else:  # MatMul: x [..., K] @ w [K, N]
+        w_shape = [d0, d1]
+        x_shape[-1] = d0
+        out_dim = d1
+    initializers = [numpy_helper.from_array(rng.standard_normal(w_shape).astype(np.float32), "w")]
+    inputs = ["x", "w"]
+    if sig.bias:
+        initializers.append(numpy_helper.from_array(rng.standard_normal(out_dim).astype(np.float32), "b"))
+        inputs.append("b")
+    node = helper.make_node(sig.op, inputs, ["y"], name="n", **attrs)
+    graph = helper.make_graph([node], "single", [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, x_shape)],
+                              [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, None)], initializers)
+    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    proto.ir_version = 8
+    return proto, {"x": rng.standard_normal(x_shape).astype(np.float32)}
+
+
+def time_ms(proto: onnx.ModelProto, feeds: dict[str, np.ndarray], device: str, threads: int) -> float:
+    """Best of a few warm runs (ms): the minimum is what load from other processes disturbs least."""
+    from asgnas.runtime import session
+
+    sess = session(proto, device=device, threads=threads)
+    sess.run(None, feeds)
+    start = time.perf_counter()
+    sess.run(None, feeds)
+    first = time.perf_counter() - start
+    times = [first]
+    for _ in range(min(15, max(3, int(_TIME_BUDGET_S / max(first, 1e-6))))):
+        start = time.perf_counter()
+        sess.run(None, feeds)
+        times.append(time.perf_counter() - start)
+    return 1e3 * min(times)
+
+
+def profile_model(model: Model, batch: int, device: str, threads: int, runs: int = 5) -> tuple[float, dict[str, float], float]:
+    """``(whole-model median ms, {IR node: median kernel ms}, unattributed kernel ms)``: the kernels from
+    onnxruntime's profiler, the whole model's wall time from a session without it (profiling slows each run).
+
+    onnxruntime renames the nodes it fuses or converts to its blocked layout (``<output>_nchwc``) and adds layout
+    reorders of its own; kernels are credited to the IR node of the same name or output, a fused width-carrying
+    kernel to the nearest Conv/Gemm/MatMul upstream, and the rest (reorders) stays unattributed.
+    """
+    import onnxruntime as ort
+
+    from asgnas.runtime import median_run_seconds, model_feeds, providers, session
+
+    feeds = model_feeds(model, seed=0, symbolic_dim=batch)
+    options = ort.SessionOptions()
+    options.log_severity_level = 4
+    if threads:
+        options.intra_op_num_threads = threads
+    with tempfile.TemporaryDirectory() as tmp:
+        options.enable_profiling = True
+        options.profile_file_prefix = os.path.join(tmp, "profile")
+        sess = ort.InferenceSession(lower(model).SerializeToString(), options, providers=providers(device))
+        for _ in range(2):
+            sess.run(None, feeds)
+        for _ in range(runs):
+            sess.run(None, feeds)
+        with open(sess.end_profiling()) as handle:
+            events = json.load(handle)
+    total_ms = 1e3 * median_run_seconds(session(model, device=device, threads=threads), feeds, max(runs, 10))
+    per_run: dict[str, list[float]] = {}
+    for event in events:
+        if event.get("cat") == "Node" and event.get("name", "").endswith("_kernel_time"):
+            key = (event["name"][: -len("_kernel_time")], event.get("args", {}).get("op_name", ""))
+            per_run.setdefault(json.dumps(key), []).append(event["dur"] / 1e3)
+    node_ms: dict[str, float] = {}
+    unattributed = 0.0
+    for key, durations in per_run.items():
+        name, kernel = json.loads(key)
+        ms = float(np.median(durations[-runs:]))  # the timed runs (a kernel runs once per run)
+        node = _credited_node(model, name, kernel)
+        if node is None:
+            unattributed += ms
+        else:
+            node_ms[node] = node_ms.get(node, 0.0) + ms
+    return total_ms, node_ms, unattributed
+
+
+def _credited_node(model: Model, name: str, kernel: str) -> str | None:
+    graph = model.graph
+    node = graph.node_by_name(name)
+    if node is None and name.endswith("_nchwc"):
+        value = graph.values.get(name[: -len("_nchwc")])
+        node = value.producer if value is not None else None
+    if node is None:
+        return None
+    if kernel in _FUSED_KERNELS and node.op_type not in TABLE_OPS:
+        upstream = _upstream_table_node(node)
+        return upstream.name if upstream is not None else node.name
+    return node.name
+
+
+def _upstream_table_node(node: Node, hops: int = 4) -> Node | None:
+    frontier = [node]
+    for _ in range(hops):
+        nxt = []
+        for current in frontier:
+            for value in current.inputs:
+                producer = value.producer if value is not None else None
+                if producer is None:
+                    continue
+                if producer.op_type in TABLE_OPS:
+                    return producer
+                nxt.append(producer)
+        frontier = nxt
+    return None
