@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 import numpy as np
+import onnx
 
 from asgnas.errors import AsgnasError
 from asgnas.ir import Model, lower
@@ -242,8 +243,22 @@ def measure_table(sig: Signature, axis: int, device: str, threads: int, full_ms:
     return WidthTable(full, widths, [times[w] for w in widths], block), measured
 
 
+def structure_digest(model: Model) -> str:
+    """A hash of the graph, its shapes and attributes, not of the float weights' values (zeroing groups, training
+    and fine-tuning change no timing of dense kernels, so a group-sparse model shares its cache entry)."""
+    proto = lower(model, weights=False)
+    for tensor in proto.graph.initializer:
+        if tensor.data_type in _FLOAT_TYPES:
+            for name in ("raw_data", "float_data", "double_data", "int32_data"):
+                tensor.ClearField(name)
+    return hashlib.sha256(proto.SerializeToString()).hexdigest()[:24]
+
+
+_FLOAT_TYPES = {onnx.TensorProto.FLOAT, onnx.TensorProto.DOUBLE, onnx.TensorProto.FLOAT16, onnx.TensorProto.BFLOAT16}
+
+
 def _cache_file(model: Model, directory: str, provider: str, batch: int, threads: int) -> Path:
-    digest = hashlib.sha256(lower(model, weights=False).SerializeToString()).hexdigest()[:24]
+    digest = structure_digest(model)
     root = Path(directory or os.environ.get("ASGNAS_CACHE") or Path.home() / ".cache" / "asgnas")
     return root / f"latency-{digest}-{provider}-b{batch}-t{threads}.json"
 
