@@ -213,34 +213,38 @@ def _block(times: dict[int, float], hi: int, lo: int, steps: list[int]) -> int:
 
 
 def measure_table(sig: Signature, axis: int, device: str, threads: int, full_ms: float | None) -> tuple[WidthTable, int]:
-    """The node's time against weight dim ``axis``; returns the table and the number of measurements made."""
+    """The node's time against weight dim ``axis``; returns the table and the number of measurements made. The
+    block probes run on one thread (what the other cores do disturbs them least); the table at ``threads``."""
     full_dims = sig.w_shape[:2]
     full = full_dims[axis]
+    count = 0
 
-    times: dict[int, float] = {}
-    if full_ms is not None:
-        times[full] = full_ms
-
-    def run(width: int) -> None:
+    def run(width: int, times: dict[int, float], run_threads: int) -> None:
+        nonlocal count
         if width not in times:
             dims = list(full_dims)
             dims[axis] = width
             proto, feeds = single_node_model(sig, dims[0], dims[1])
-            times[width] = time_ms(proto, feeds, device, threads)
+            times[width] = time_ms(proto, feeds, device, run_threads)
+            count += 1
+
+    probes: dict[int, float] = {}
     hi, lo, steps = _probe_plan(full)
     block = 1
     if steps:
-        for width in {hi, lo, *(hi - m for m in steps)}:
-            run(width)
-        block = _block(times, hi, lo, steps)
+        for width in sorted({hi, lo, *(hi - m for m in steps)}):
+            run(width, probes, 1)
+        block = _block(probes, hi, lo, steps)
+    times: dict[int, float] = {full: full_ms} if full_ms is not None else {}
+    if threads == 1:
+        times.update({w: t for w, t in probes.items() if w % block == 0})
     for fraction in (0.75, 0.5, 0.25):
         width = max(block, round(full * fraction / block) * block)
         if width < full:
-            run(width)
-    run(full)
+            run(width, times, threads)
+    run(full, times, threads)
     widths = sorted(times)
-    measured = len(times) - (full_ms is not None)
-    return WidthTable(full, widths, [times[w] for w in widths], block), measured
+    return WidthTable(full, widths, [times[w] for w in widths], block), count
 
 
 def structure_digest(model: Model) -> str:
@@ -368,6 +372,7 @@ def _assemble(model: Model, space: SearchSpace, data: dict[str, Any], layout: di
         space_axes={s: sorted(a) for s, a in layout["space_axes"].items()},
         space_nodes={s: sorted(n) for s, n in layout["space_nodes"].items()},
         space_size=layout["space_size"], node_numel=numel)
+    _vote_blocks(tables, layout["signatures"])
     for sid, axes in result.space_axes.items():
         blocks = [tables[node_tables[name][0]][axis].block for name, axis in axes
                   if axis in tables.get(node_tables[name][0], {})]
@@ -381,6 +386,23 @@ def _assemble(model: Model, space: SearchSpace, data: dict[str, Any], layout: di
         if group.kind == "prune" and group.removable:
             result.group_saving_ms[group.id] = result._space_saving.get(group.space, 0.0)
     return result
+
+
+def _vote_blocks(tables: dict[str, dict[int, WidthTable]], signatures: Mapping[str, Any]) -> None:
+    """One block per kernel kind (op, weight axis, kernel size, depthwise, grouped): the median of what its
+    signatures measured, so one noisy probe does not set a space's multiple."""
+    kinds: dict[tuple, list[WidthTable]] = {}
+    for key, axes in tables.items():
+        if key not in signatures:
+            continue
+        sig = signatures[key][0]
+        grouped = dict(sig.attrs).get("group", 1) != 1
+        for axis, table in axes.items():
+            kinds.setdefault((sig.op, axis, sig.w_shape[2:], sig.depthwise, grouped), []).append(table)
+    for members in kinds.values():
+        block = sorted(t.block for t in members)[(len(members) - 1) // 2]
+        for table in members:
+            table.block = block
 
 
 def _erase_savings(model: Model, space: SearchSpace, result: LatencyModel) -> None:
