@@ -122,7 +122,7 @@ def time_ms(proto: onnx.ModelProto, feeds: dict[str, np.ndarray], device: str, t
     return 1e3 * min(times)
 
 
-def profile_model(model: Model, batch: int, device: str, threads: int, runs: int = 5) -> tuple[float, dict[str, float], float]:
+def profile_model(model: Model, batch: int, device: str, threads: int) -> tuple[float, dict[str, float], float]:
     """``(whole-model median ms, {IR node: median kernel ms}, unattributed kernel ms)``: the kernels from
     onnxruntime's profiler, the whole model's wall time from a session without it (profiling slows each run).
 
@@ -135,6 +135,12 @@ def profile_model(model: Model, batch: int, device: str, threads: int, runs: int
     from asgnas.runtime import median_run_seconds, model_feeds, providers, session
 
     feeds = model_feeds(model, seed=0, symbolic_dim=batch)
+    plain = session(model, device=device, threads=threads)
+    plain.run(None, feeds)
+    once = median_run_seconds(plain, feeds, 1, warmup=0)
+    total_ms = 1e3 * median_run_seconds(plain, feeds, min(10, max(3, int(2.0 / once))), warmup=0)
+    del plain
+    runs = min(5, max(3, int(1.0 / once)))  # a few seconds in all, even for a big model at batch 32
     options = ort.SessionOptions()
     options.log_severity_level = 4
     if threads:
@@ -143,13 +149,10 @@ def profile_model(model: Model, batch: int, device: str, threads: int, runs: int
         options.enable_profiling = True
         options.profile_file_prefix = os.path.join(tmp, "profile")
         sess = ort.InferenceSession(lower(model).SerializeToString(), options, providers=providers(device))
-        for _ in range(2):
-            sess.run(None, feeds)
-        for _ in range(runs):
+        for _ in range(runs + 1):
             sess.run(None, feeds)
         with open(sess.end_profiling()) as handle:
             events = json.load(handle)
-    total_ms = 1e3 * median_run_seconds(session(model, device=device, threads=threads), feeds, max(runs, 10))
     per_run: dict[str, list[float]] = {}
     for event in events:
         if event.get("cat") == "Node" and event.get("name", "").endswith("_kernel_time"):
