@@ -96,7 +96,7 @@ class TrainPass(Pass):
                "saliency order"),
         Option("round-to", parse_round_to, 1, "keep a multiple of this many channels in every channel space (e.g. "
                "8 or 16, the block of onnxruntime's conv kernels; auto: per space, the multiple the latency model "
-               "measured fastest; the channel target is then an upper bound)"),
+               "measured fastest; the channel target is then an upper bound)", minimum=1),
         Option("warmup-fraction", float, 0.2, "share of the steps before the redundant structures are chosen"),
         Option("hard-zero-fraction", float, 0.5, "share of the steps after which the chosen structures are forced "
                "to zero (the rest of the budget trains the sub-network)"),

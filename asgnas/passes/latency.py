@@ -41,16 +41,11 @@ _PROBE_STEP = 32  # probes sit just below a multiple of this (or of the largest 
 
 
 def parse_round_to(text: str) -> int | str:
-    """``round-to`` option: ``auto`` or a positive int."""
-    if text == "auto":
-        return text
-    value = int(text)
-    if value < 1:
-        raise ValueError(text)
-    return value
+    """``round-to`` option: ``auto`` or an int (the Option's ``minimum`` bounds it)."""
+    return text if text == "auto" else int(text)
 
 
-parse_round_to.__name__ = "a positive int or 'auto'"  # Option's error message names the type by this
+parse_round_to.__name__ = "an int or 'auto'"  # Option's error message names the type by this
 
 
 @dataclass

@@ -84,7 +84,7 @@ class ZeroGroupsPass(Pass):
         Option("kind", str, "both", "which groups", choices=("prune", "erase", "both")),
         Option("ids", str, "", "JSON file with the group ids to zero (overrides fraction/seed/kind)"),
         Option("round-to", parse_round_to, 1, "keep a multiple of this many channels in every channel space (auto: "
-               "the multiple the latency model measured fastest, per space)"),
+               "the multiple the latency model measured fastest, per space)", minimum=1),
     )
 
     def run(self, model: Model, ctx: PassContext) -> dict[str, Any]:

@@ -14,7 +14,7 @@ from asgnas.cli import main
 from asgnas.ir import load_model
 from asgnas.passes import PassContext, PassManager, parse_pipeline
 from asgnas.passes.construct_subnet import construct_subnet
-from asgnas.passes.groups import round_kept_channels
+from asgnas.passes.groups import Group, group_is_zero, round_kept_channels
 from asgnas.runtime import latency_ms
 
 
@@ -104,8 +104,6 @@ def test_round_to_auto_keeps_the_measured_multiple_per_space(tmp_path):
 
 
 def test_round_to_accepts_a_mapping_and_an_int():
-    from asgnas.passes.groups import Group
-
     groups = [Group(i, "prune", [], [], space="a" if i < 10 else "b") for i in range(20)]
     chosen = groups[:7] + groups[10:17]  # 3 kept in each
     kept = {g.id for g in round_kept_channels(groups, chosen, {"a": 4})}
@@ -124,3 +122,17 @@ def test_bad_options_exit_2(tmp_path, capsys, pipeline):
     assert main([path, "--passes", pipeline]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "option" in err[0], err
+
+
+def test_train_round_to_auto_keeps_the_measured_multiple(tmp_path):
+    model = load_model(_tiny(tmp_path / "tiny.onnx", width=24, size=8))
+    _run(model, f"search-space,latency{{cache={tmp_path}}}")
+    space = model.analyses["search_space"]
+    model.analyses["latency"].preferred_multiple = {"s0": 8, "s1": 8}  # pinned: the measured blocks vary
+    report = _run(model, "train{optimizer=dhspg,data=synthetic,epochs=2,target-sparsity=0.6,round-to=auto,"
+                         "quiet=true,curve=none}")
+    assert report["train"]["round_to"] == "auto"
+    kept = {sid: sum(not group_is_zero(model, g) for g in space.groups if g.kind == "prune" and g.space == sid)
+            for sid in ("s0", "s1")}
+    assert all(width % 8 == 0 for width in kept.values()), kept
+    assert min(kept.values()) < 24  # channels went
