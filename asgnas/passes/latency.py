@@ -91,6 +91,8 @@ class LatencyModel:
     space_nodes: dict[str, list[str]] = field(repr=False, default_factory=dict)  # scaled (non-table) nodes
     space_size: dict[str, int] = field(repr=False, default_factory=dict)
     node_numel: dict[str, int] = field(repr=False, default_factory=dict)
+    channel_saving_ms: dict[str, float] = field(repr=False, default_factory=dict)  # space -> per channel
+    erase_ids: set[int] = field(repr=False, default_factory=set)
     cached: bool = False
     measured: int = 0  # single-node measurements this run made (0 on a cache hit)
 
@@ -160,20 +162,18 @@ class LatencyModel:
 
     def report(self) -> dict[str, Any]:
         spaces = {sid: {"size": self.space_size[sid], "multiple": self.preferred_multiple.get(sid, 1),
-                        "per_channel_ms": round(self._space_saving.get(sid, 0.0), 5)}
+                        "per_channel_ms": round(self.channel_saving_ms.get(sid, 0.0), 5)}
                   for sid in sorted(self.space_size)}
         return {
             "total_ms": round(self.total_ms, 4),
             "provider": self.provider, "batch": self.batch, "threads": self.threads,
             "cached": self.cached, "measured": self.measured,
             "per_structure_ms": {str(gid): round(ms, 5) for gid, ms in sorted(self.group_saving_ms.items())
-                                 if gid in self._erase_ids},
+                                 if gid in self.erase_ids},
             "channel_spaces": spaces,
             "tables": {key: {str(axis): t.to_json() for axis, t in axes.items()} for key, axes in self.tables.items()},
         }
 
-    _space_saving: dict[str, float] = field(repr=False, default_factory=dict)
-    _erase_ids: set[int] = field(repr=False, default_factory=set)
 
 
 def _numel(value: Any) -> int:
@@ -293,6 +293,9 @@ def analyze_latency(model: Model, space: SearchSpace | None = None, *, device: s
     ensure_shapes(model)
     batch = _declared_batch(model) or batch
     provider = providers(device)[0].replace("ExecutionProvider", "").lower()
+    if device == "cuda" and provider != "cuda":
+        raise AsgnasError("device=cuda, but onnxruntime has no CUDA execution provider here (onnxruntime-gpu)",
+                          pass_name="latency")
     path = _cache_file(model, cache, provider, batch, threads)
     data = _load_cache(path)
     cached = data is not None
@@ -375,11 +378,11 @@ def _assemble(model: Model, space: SearchSpace, data: dict[str, Any], layout: di
         size = result.space_size[sid]
         half = size // 2
         saved = result.total_ms - result.predict_ms({sid: half}) if size > 1 else 0.0
-        result._space_saving[sid] = max(saved, 0.0) / max(size - half, 1)
+        result.channel_saving_ms[sid] = max(saved, 0.0) / max(size - half, 1)
     _erase_savings(model, space, result)
     for group in space.groups:
         if group.kind == "prune" and group.removable:
-            result.group_saving_ms[group.id] = result._space_saving.get(group.space, 0.0)
+            result.group_saving_ms[group.id] = result.channel_saving_ms.get(group.space, 0.0)
     return result
 
 
@@ -413,7 +416,7 @@ def _erase_savings(model: Model, space: SearchSpace, result: LatencyModel) -> No
     for group in erase:
         nodes = {n for sid in oracle.removed_segments([group.id]) for n in segments[sid].nodes} | set(group.nodes)
         result.group_saving_ms[group.id] = result.total_ms - result.predict_from_ratios(dict.fromkeys(nodes, 0.0))
-        result._erase_ids.add(group.id)
+        result.erase_ids.add(group.id)
 
 
 def resolve_round_to(model: Model, value: int | str, space: SearchSpace | None = None) -> int | dict[str, int]:
