@@ -87,7 +87,8 @@ def test_predictions_follow_the_measurements(tmp_path):
     construct_subnet(model)
     slim = result.predict_ms(model)
     assert slim < result.total_ms
-    assert latency_ms(model, threads=1) / 4 < slim < latency_ms(model, threads=1) * 4
+    measured_slim = latency_ms(model, threads=1)
+    assert measured_slim / 4 < slim < measured_slim * 4  # loose: the machine may be shared
 
 
 def test_round_to_auto_keeps_the_measured_multiple_per_space(tmp_path):
