@@ -1,5 +1,6 @@
 """Measurements behind the ``latency`` pass: the whole model under onnxruntime's profiler, and single-node models
-of the width-carrying operators (Conv, Gemm, MatMul with a constant weight) at sampled weight widths.
+of the width-carrying operators (Conv, Gemm, MatMul with a constant weight) at sampled weight widths, giving a
+``WidthTable`` per node signature and weight axis with the kernel's block (the width multiple it does not pad).
 
 A width-carrying node is described by its *signature*: op, input shape, weight shape, attributes; nodes with equal
 signatures (ResNet's repeated blocks) are measured once. Widths are weight dimensions: axis 0 / 1 of the weight
@@ -25,6 +26,7 @@ TABLE_OPS = ("Conv", "Gemm", "MatMul")
 #: kernels onnxruntime fuses a width-carrying node into (their time belongs to that node)
 _FUSED_KERNELS = {"Conv", "FusedConv", "Gemm", "FusedGemm", "MatMul", "FusedMatMul", "NhwcConv"}
 _TIME_BUDGET_S = 0.03  # per single-node measurement: repeats fill this, within [3, 15]
+_PROBE_STEP = 32  # block probes sit just below a multiple of this (or of the largest power of two that fits)
 
 
 @dataclass(frozen=True)
@@ -103,6 +105,84 @@ def single_node_model(sig: Signature, d0: int, d1: int) -> tuple[onnx.ModelProto
     proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     proto.ir_version = 8
     return proto, {"x": rng.standard_normal(x_shape).astype(np.float32)}
+
+
+@dataclass
+class WidthTable:
+    """A node's time (ms) against one weight dimension, the other at full width; ``block``: the kernel's width
+    multiple (a width in between runs as fast as the next multiple up)."""
+
+    full: int
+    widths: list[int]
+    ms: list[float]
+    block: int = 1
+
+    def at(self, width: int) -> float:
+        padded = min(-(-max(width, 1) // self.block) * self.block, self.full)
+        points = sorted((w, t) for w, t in zip(self.widths, self.ms) if w % self.block == 0 or w == self.full)
+        return float(np.interp(padded, [w for w, _ in points], [t for _, t in points]))
+
+    def to_json(self) -> dict[str, Any]:
+        return {"full": self.full, "widths": self.widths, "ms": [round(t, 4) for t in self.ms], "block": self.block}
+
+
+def _probe_plan(full: int) -> tuple[int, int, list[int]]:
+    """``(hi, lo, steps)``: probe widths ``hi - m`` for m in ``steps`` against the line from ``lo`` to ``hi``.
+    Small widths show the block best (one channel is a larger share of the time)."""
+    step = _PROBE_STEP
+    while step > 1 and 2 * step > full:
+        step //= 2
+    hi = min(full // step * step, 2 * step)
+    return hi, hi - step, [1 << k for k in range(max(step.bit_length() - 1, 0))]
+
+
+def _block(times: dict[int, float], hi: int, lo: int, steps: list[int]) -> int:
+    """The smallest probe step m such that every width ``hi - m'`` (m' >= m) runs at least halfway from the padded
+    time down to the line between ``lo`` and ``hi``: a width multiple the kernel does not pad."""
+    span = hi - lo
+    block = span
+    for m in sorted(steps, reverse=True):
+        w = hi - m
+        expected = times[lo] + (times[hi] - times[lo]) * (w - lo) / span
+        if times[w] > expected + 0.5 * max(times[hi] - expected, 0.0):
+            break
+        block = m
+    return block
+
+
+def measure_table(sig: Signature, axis: int, device: str, threads: int, full_ms: float | None) -> tuple[WidthTable, int]:
+    """The node's time against weight dim ``axis``; returns the table and the number of measurements made. The
+    block probes run on one thread (what the other cores do disturbs them least); the table at ``threads``."""
+    full_dims = sig.w_shape[:2]
+    full = full_dims[axis]
+    count = 0
+
+    def run(width: int, times: dict[int, float], run_threads: int) -> None:
+        nonlocal count
+        if width not in times:
+            dims = list(full_dims)
+            dims[axis] = width
+            proto, feeds = single_node_model(sig, dims[0], dims[1])
+            times[width] = time_ms(proto, feeds, device, run_threads)
+            count += 1
+
+    probes: dict[int, float] = {}
+    hi, lo, steps = _probe_plan(full)
+    block = 1
+    if steps:
+        for width in sorted({hi, lo, *(hi - m for m in steps)}):
+            run(width, probes, 1)
+        block = _block(probes, hi, lo, steps)
+    times: dict[int, float] = {full: full_ms} if full_ms is not None else {}
+    if threads == 1:
+        times.update({w: t for w, t in probes.items() if w % block == 0})
+    for fraction in (0.75, 0.5, 0.25):
+        width = max(block, round(full * fraction / block) * block)
+        if width < full:
+            run(width, times, threads)
+    run(full, times, threads)
+    widths = sorted(times)
+    return WidthTable(full, widths, [times[w] for w in widths], block), count
 
 
 def time_ms(proto: onnx.ModelProto, feeds: dict[str, np.ndarray], device: str, threads: int) -> float:

@@ -9,6 +9,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 import asgnas.passes.latency as latency_module
+import asgnas.passes.latency_measure as latency_measure
 from asgnas.bridge.training import channel_rounding
 from asgnas.cli import main
 from asgnas.ir import load_model
@@ -66,7 +67,7 @@ def test_latency_measures_every_removable_group_then_hits_the_cache(tmp_path, mo
         raise AssertionError("measured although cached")
 
     monkeypatch.setattr(latency_module, "profile_model", no_measuring)
-    monkeypatch.setattr(latency_module, "time_ms", no_measuring)
+    monkeypatch.setattr(latency_measure, "time_ms", no_measuring)
     again = load_model(path)
     second = _run(again, f"search-space,latency{{cache={tmp_path / 'cache'},threads=1}}")["latency"]
     assert second["cached"] is True and second["measured"] == 0
