@@ -13,7 +13,7 @@ import json
 import os
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -152,35 +152,38 @@ def _block(times: dict[int, float], hi: int, lo: int, steps: list[int]) -> int:
 
 def measure_table(sig: Signature, axis: int, device: str, threads: int, full_ms: float | None) -> tuple[WidthTable, int]:
     """The node's time against weight dim ``axis``; returns the table and the number of measurements made. The
-    block probes run on one thread (what the other cores do disturbs them least); the table at ``threads``."""
+    block probes run at batch 1 on one thread (the block is the kernel's, not the batch's; one thread is what the
+    other cores disturb least); the table at the pass's batch and ``threads``."""
     full_dims = sig.w_shape[:2]
     full = full_dims[axis]
     count = 0
 
-    def run(width: int, times: dict[int, float], run_threads: int) -> None:
+    def run(width: int, times: dict[int, float], of: Signature, run_threads: int) -> None:
         nonlocal count
         if width not in times:
             dims = list(full_dims)
             dims[axis] = width
-            proto, feeds = single_node_model(sig, dims[0], dims[1])
+            proto, feeds = single_node_model(of, dims[0], dims[1])
             times[width] = time_ms(proto, feeds, device, run_threads)
             count += 1
 
     probes: dict[int, float] = {}
+    batch_first = not (sig.op == "Gemm" and dict(sig.attrs).get("transA", 0))  # Gemm transA: x is [K, M]
+    probe_sig = replace(sig, x_shape=(1, *sig.x_shape[1:])) if batch_first else sig
     hi, lo, steps = _probe_plan(full)
     block = 1
     if steps:
         for width in sorted({hi, lo, *(hi - m for m in steps)}):
-            run(width, probes, 1)
+            run(width, probes, probe_sig, 1)
         block = _block(probes, hi, lo, steps)
     times: dict[int, float] = {full: full_ms} if full_ms is not None else {}
-    if threads == 1:
+    if threads == 1 and probe_sig == sig:
         times.update({w: t for w, t in probes.items() if w % block == 0})
     for fraction in (0.75, 0.5, 0.25):
         width = max(block, round(full * fraction / block) * block)
         if width < full:
-            run(width, times, threads)
-    run(full, times, threads)
+            run(width, times, sig, threads)
+    run(full, times, sig, threads)
     widths = sorted(times)
     return WidthTable(full, widths, [times[w] for w in widths], block), count
 
