@@ -100,7 +100,7 @@ class ASGNAS:
 
     def h2spg(self, lr: float = 0.05, target_group_sparsity: float | int = 0.5, *, total_steps: int | None = None,
               kind: str = "erase", cost_weight: float = DEFAULT_COST_WEIGHT, cost: str = "params-macs",
-              round_to: int = 1, **options: Any) -> H2SPG:
+              round_to: int | str = 1, **options: Any) -> H2SPG:
         """H2SPG over the removal structures (``kind="both"`` adds channel groups), guarded by the hierarchy oracle.
 
         ``total_steps``: the number of ``optimizer.step()`` calls the training will make; it derives warm-up,
@@ -111,7 +111,8 @@ class ASGNAS:
         cost (``asgnas.optim.scores.cost_aware_key``); ``cost``: ``"params-macs"``, their share of the model's
         params and MACs, or ``"latency"``, of its measured latency (``asgnas.bridge.selection_costs``); 0 is the
         paper's order.
-        ``round_to`` > 1 (with channel groups): every channel space keeps a multiple of that many channels."""
+        ``round_to`` > 1 (with channel groups): every channel space keeps a multiple of that many channels;
+        ``"auto"``: per space, the multiple the latency model measures fastest (``asgnas.passes.latency``)."""
         from asgnas.passes.hierarchy import build_oracle
 
         groups = self.groups(kind)
@@ -120,20 +121,25 @@ class ASGNAS:
         self._optimizer = build_optimizer(
             "h2spg", list(self.model.parameters()), groups, self._param_for_initializer, lr=lr,
             target=target_group_sparsity, total_steps=total_steps, oracle=oracle, costs=costs,
-            cost_weight=cost_weight, selection_filter=channel_rounding(groups, round_to), **options)
+            cost_weight=cost_weight, selection_filter=self._rounding(groups, round_to), **options)
         return self._optimizer
 
     def dhspg(self, lr: float = 0.05, target_group_sparsity: float | int = 0.5, *, total_steps: int | None = None,
-              kind: str = "prune", round_to: int = 1, **options: Any) -> DHSPG:
+              kind: str = "prune", round_to: int | str = 1, **options: Any) -> DHSPG:
         """DHSPG over the channel groups (pruning-only mode); ``total_steps`` and ``options`` as :meth:`h2spg`;
         ``round_to`` > 1: every channel space keeps a multiple of that many channels (hardware-friendly widths;
-        the target is then an upper bound)."""
+        the target is then an upper bound; ``"auto"`` as :meth:`h2spg`)."""
         groups = self.groups(kind)
         self._optimizer = build_optimizer(
             "dhspg", list(self.model.parameters()), groups, self._param_for_initializer, lr=lr,
             target=target_group_sparsity, total_steps=total_steps,
-            selection_filter=channel_rounding(groups, round_to), **options)
+            selection_filter=self._rounding(groups, round_to), **options)
         return self._optimizer
+
+    def _rounding(self, groups: list, round_to: int | str) -> Any:
+        from asgnas.passes.latency import resolve_round_to
+
+        return channel_rounding(groups, resolve_round_to(self.ir, round_to, self.search_space))
 
     # --- construction -------------------------------------------------------------------------------------------
     def construct_subnet(self, out_dir: str | os.PathLike) -> dict[str, Any]:

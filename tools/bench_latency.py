@@ -1,11 +1,17 @@
-"""Benchmark: onnxruntime CPU latency of the slim model vs the group-sparse full model at 50% group sparsity.
+"""Benchmark: onnxruntime CPU latency of the slim model vs the group-sparse full model at 50% group sparsity,
+and the latency model's prediction of it.
 
-    python tools/bench_latency.py [--archs resnet18,resnet50,resnext50_32x4d] [--size 224] [--repeat 10]
+    python tools/bench_latency.py [--archs resnet18,resnet50,resnext50_32x4d,mobilenet_v2] [--size 224]
+                                  [--repeat 10] [--round-to auto] [--cache DIR]
 
-For each architecture (tools/archs.py, random weights, randomized BN): search space, zero 50% of the channel
-groups (``zero-groups{kind=prune}``), construct the slim model (timed), verify it, then time both models in
-onnxruntime (all cores, batch 1 and 32, median of ``--repeat`` runs, both sessions interleaved in one run).
-Reports the speed-up (full/slim latency) as a fraction of the MACs reduction (full/slim MACs): target >= 0.9.
+For each architecture (tools/archs.py, random weights, randomized BN): search space, the ``latency`` pass at
+batch 1 (timed: the first run measures, later runs read the cache), zero 50% of the channel groups
+(``zero-groups{kind=prune,round-to=...}``; ``auto``: the multiples the latency model measured), construct the slim
+model (timed), verify it, then time both models in onnxruntime (``--threads``, default all cores, batch 1 and 32, median of ``--repeat``
+runs, both sessions interleaved in one run). Reports the speed-up (full/slim latency) as a fraction of the MACs
+reduction (full/slim MACs): target >= 0.9; and the slim latency the latency model (``latency{batch=B}``, measured
+on the group-sparse model) predicts against the one measured: target within 10% (``anchored``: the prediction
+scaled by this run's full-model time over the latency pass's, which load drift on a shared machine cannot move).
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ import archs  # noqa: E402
 from asgnas.ir import load_model  # noqa: E402
 from asgnas.passes import PassContext, PassManager, parse_pipeline  # noqa: E402
 from asgnas.passes.construct_subnet import construct_subnet  # noqa: E402
+from asgnas.passes.latency import analyze_latency, parse_round_to  # noqa: E402
 from asgnas.passes.verify import compare_models  # noqa: E402
 from asgnas.runtime import session  # noqa: E402
 
@@ -40,8 +47,8 @@ def randomize_bn(module: torch.nn.Module) -> None:
                 m.bias.uniform_(-0.5, 0.5)
 
 
-def median_latencies(models: list, batch: int, size: int, repeat: int) -> list[float]:
-    sessions = [session(m, device="cpu") for m in models]
+def median_latencies(models: list, batch: int, size: int, repeat: int, threads: int) -> list[float]:
+    sessions = [session(m, device="cpu", threads=threads) for m in models]
     x = np.random.default_rng(0).standard_normal((batch, 3, size, size)).astype(np.float32)
     feeds = [{s.get_inputs()[0].name: x} for s in sessions]
     for sess, feed in zip(sessions, feeds):
@@ -57,11 +64,14 @@ def median_latencies(models: list, batch: int, size: int, repeat: int) -> list[f
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--archs", default="resnet18,resnet50,resnext50_32x4d")
+    parser.add_argument("--archs", default="resnet18,resnet50,resnext50_32x4d,mobilenet_v2")
     parser.add_argument("--size", type=int, default=224)
     parser.add_argument("--repeat", type=int, default=10)
     parser.add_argument("--batches", default="1,32")
-    parser.add_argument("--round-to", type=int, default=1, help="keep channel counts a multiple of this")
+    parser.add_argument("--round-to", type=parse_round_to, default="auto",
+                        help="keep channel counts a multiple of this (auto: what the latency model measured)")
+    parser.add_argument("--threads", type=int, default=0, help="onnxruntime threads (0: every core)")
+    parser.add_argument("--cache", default="", help="latency cache folder (default $ASGNAS_CACHE or ~/.cache/asgnas)")
     args = parser.parse_args()
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -71,7 +81,12 @@ def main() -> None:
             randomize_bn(net)
             path = archs.export(net, torch.randn(1, 3, args.size, args.size), str(Path(tmp) / f"{name}.onnx"))
             model = load_model(path)
-            pipeline = f"search-space{{groups=false}},zero-groups{{fraction=0.5,seed=0,kind=prune,round-to={args.round_to}}}"
+            PassManager(parse_pipeline("search-space{groups=false}")).run(model, PassContext(quiet=True))
+            space = model.analyses["search_space"]
+            start = time.perf_counter()
+            analyze_latency(model, space, batch=1, threads=args.threads, cache=args.cache)
+            latency_seconds = time.perf_counter() - start
+            pipeline = f"zero-groups{{fraction=0.5,seed=0,kind=prune,round-to={args.round_to}}}"
             PassManager(parse_pipeline(pipeline)).run(model, PassContext(quiet=True))
             sparse = model.copy()
             start = time.perf_counter()
@@ -80,18 +95,30 @@ def main() -> None:
             diff = compare_models(model, sparse, seeds=1)["max_rel_diff"]
             macs_ratio = built["cost"]["before"]["macs"] / built["cost"]["after"]["macs"]
             for batch in (int(b) for b in args.batches.split(",")):
-                full_ms, slim_ms = median_latencies([sparse, model], batch, args.size, args.repeat)
+                latency = analyze_latency(sparse.copy(), space, batch=batch, threads=args.threads, cache=args.cache)
+                predicted = latency.predict_ms(model)
+                full_ms, slim_ms = median_latencies([sparse, model], batch, args.size, args.repeat, args.threads)
                 speedup = full_ms / slim_ms
-                rows.append((name, batch, full_ms, slim_ms, speedup, macs_ratio, speedup / macs_ratio, seconds, diff))
-                print(f"{name} batch {batch}: full {full_ms:.1f} ms, slim {slim_ms:.1f} ms, speed-up {speedup:.2f}x, "
-                      f"MACs {macs_ratio:.2f}x -> {speedup / macs_ratio:.2f} of the MACs ratio; construction "
-                      f"{seconds:.2f} s; verify max rel diff {diff:.1e}", flush=True)
-    print("\n| model | batch | full ms | slim ms | speed-up | MACs reduction | speed-up / MACs reduction | "
-          "construction s | max rel diff |\n|" + "---|" * 9)
+                error = predicted / slim_ms - 1
+                # the same prediction anchored on this run's full-model time: what load drift between the latency
+                # pass and this run cannot move
+                anchored = full_ms * predicted / latency.total_ms / slim_ms - 1
+                rows.append((name, batch, full_ms, slim_ms, predicted, error, anchored, speedup, macs_ratio,
+                             speedup / macs_ratio, seconds, latency_seconds, diff))
+                print(f"{name} batch {batch}: full {full_ms:.1f} ms, slim {slim_ms:.1f} ms (predicted {predicted:.1f}, "
+                      f"{100 * error:+.0f}%; anchored {100 * anchored:+.0f}%), speed-up {speedup:.2f}x, MACs "
+                      f"{macs_ratio:.2f}x -> "
+                      f"{speedup / macs_ratio:.2f} of the MACs ratio; construction {seconds:.2f} s; latency pass "
+                      f"(batch 1) {latency_seconds:.1f} s; verify max rel diff {diff:.1e}", flush=True)
+    print("\n| model | batch | full ms | slim ms | predicted slim ms | prediction error | anchored error | speed-up | "
+          "MACs reduction | speed-up / MACs reduction | construction s | latency pass s (b1) | max rel diff |\n|"
+          + "---|" * 13)
     for r in rows:
-        print(f"| {r[0]} | {r[1]} | {r[2]:.1f} | {r[3]:.1f} | {r[4]:.2f}x | {r[5]:.2f}x | {r[6]:.2f} | {r[7]:.2f} | "
-              f"{r[8]:.1e} |")
-
+        print(f"| {r[0]} | {r[1]} | {r[2]:.1f} | {r[3]:.1f} | {r[4]:.1f} | {100 * r[5]:+.0f}% | {100 * r[6]:+.0f}% | "
+              f"{r[7]:.2f}x | {r[8]:.2f}x | {r[9]:.2f} | {r[10]:.2f} | {r[11]:.1f} | {r[12]:.1e} |")
+    for column, what in ((5, "prediction error"), (6, "anchored error")):
+        errors = sorted(abs(r[column]) for r in rows)
+        print(f"median |{what}|: {100 * errors[len(errors) // 2]:.1f}% (target <= 10%)")
 
 if __name__ == "__main__":
     main()

@@ -14,11 +14,12 @@ from typing import Any
 
 from asgnas.errors import AsgnasError
 from asgnas.ir import Model
+from asgnas.passes.analysis_manager import AnalysisManager
 from asgnas.passes.groups import Group
+from asgnas.passes.latency import LATENCY_KEY
 
 #: the cost models cost-aware selection accepts (train option ``cost``, ``ASGNAS.h2spg(cost=...)``)
 COST_MODELS = ("params-macs", "latency")
-LATENCY_KEY = "latency"
 
 __all__ = ["COST_MODELS", "selection_costs", "latency_costs"]
 
@@ -39,10 +40,10 @@ def latency_costs(model: Model, groups: list[Group]) -> dict[int, float]:
     as no saving (costs are non-negative)."""
     ids = [g.id for g in groups if g.removable]
     table = model.analyses.get(LATENCY_KEY)
-    if table is None or any(i not in table.group_saving_ms for i in ids):
-        from asgnas.passes.latency import analyze_latency  # imported only when latency is the cost
-
-        table = model.analyses[LATENCY_KEY] = analyze_latency(model)
+    if table is None or any(i not in table.group_saving_ms for i in ids):  # missing, or of another search space
+        analyses = AnalysisManager(model)
+        analyses.forget(LATENCY_KEY)
+        table = analyses.get(LATENCY_KEY)
     missing = [i for i in ids if i not in table.group_saving_ms]
     if missing:
         raise AsgnasError(f"latency: no measured saving for removable group(s) {missing[:10]}")

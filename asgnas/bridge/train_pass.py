@@ -32,6 +32,7 @@ from asgnas.passes.base import Option, Pass, PassContext, ValidationData, regist
 from asgnas.passes.erasing import ANALYSIS_KEY as ERASING_KEY
 from asgnas.passes.pruning import ANALYSIS_KEY as PRUNING_KEY
 from asgnas.passes.search_space import SEARCH_SPACE_KEY
+from asgnas.passes.latency import parse_round_to, resolve_round_to
 
 #: H2SPG's cost-aware selection weight in the train pass and the API (ours; 0 = the paper's saliency order)
 DEFAULT_COST_WEIGHT = 0.0
@@ -100,8 +101,9 @@ class TrainPass(Pass):
                "saliency order"),
         Option("cost", str, "params-macs", "what cost-aware selection counts as a group's cost: its share of "
                "params and MACs, or of the latency measured by the latency pass", choices=COST_MODELS),
-        Option("round-to", int, 1, "keep a multiple of this many channels in every channel space (e.g. 8 or 16, "
-               "the block of onnxruntime's conv kernels; the channel target is then an upper bound)", minimum=1),
+        Option("round-to", parse_round_to, 1, "keep a multiple of this many channels in every channel space (e.g. "
+               "8 or 16, the block of onnxruntime's conv kernels; auto: per space, the multiple the latency model "
+               "measured fastest; the channel target is then an upper bound)", minimum=1),
         Option("warmup-fraction", float, 0.2, "share of the steps before the redundant structures are chosen"),
         Option("hard-zero-fraction", float, 0.5, "share of the steps after which the chosen structures are forced "
                "to zero (the rest of the budget trains the sub-network)"),
@@ -151,7 +153,7 @@ class TrainPass(Pass):
         groups = [g for g in space.groups if g.kind in kinds]
         if not any(g.removable for g in groups):
             raise AsgnasError(f"the search space has no removable {kind} groups to train")
-        if cfg["round-to"] > 1 and "prune" not in kinds:
+        if cfg["round-to"] != 1 and "prune" not in kinds:
             ctx.log(f"train: round-to={cfg['round-to']} has no effect with kind={kind} (no channel groups)")
         output = pick_output(model, cfg["output"])
         head = logits_head(model, output)
@@ -187,7 +189,7 @@ class TrainPass(Pass):
             target=int(target) if target >= 1 else target, total_steps=max(1, cfg["epochs"] * steps), oracle=oracle,
             warmup_fraction=cfg["warmup-fraction"], hard_zero_fraction=cfg["hard-zero-fraction"],
             variant=cfg["variant"], momentum=cfg["momentum"], weight_decay=cfg["weight-decay"],
-            selection_filter=channel_rounding(groups, cfg["round-to"]),
+            selection_filter=channel_rounding(groups, resolve_round_to(model, cfg["round-to"], space)),
             **({"costs": costs, "cost_weight": cfg["cost-weight"]} if cfg["optimizer"] == "h2spg" else {}),
             **({"score_fn": random_score(cfg["seed"])} if cfg["selection"] == "random" else {}),
         )

@@ -49,10 +49,11 @@ class KindQuotaOracle:
         return True
 
 
-def channel_rounding(groups: Sequence[Group], multiple: int) -> Callable[[list[int]], list[int]] | None:
+def channel_rounding(groups: Sequence[Group],
+                     multiple: int | Mapping[str, int]) -> Callable[[list[int]], list[int]] | None:
     """The optimizers' ``selection_filter`` that keeps a multiple of ``multiple`` channels in every channel space
-    (train ``round-to``); ``None`` for 1."""
-    if multiple <= 1:
+    (train ``round-to``; a mapping: per space, ``asgnas.passes.latency.resolve_round_to``); ``None`` for 1."""
+    if not isinstance(multiple, Mapping) and multiple <= 1:
         return None
     by_id = {g.id: g for g in groups}
     return lambda ids: [g.id for g in round_kept_channels(groups, [by_id[i] for i in ids], multiple)]

@@ -50,7 +50,7 @@ class Option:
         if self.choices is not None and value not in self.choices:
             allowed = "|".join(str(c) for c in self.choices)
             raise AsgnasError(f"option '{self.name}' must be one of {allowed}, got '{text}'", pass_name=pass_name)
-        if self.minimum is not None and value < self.minimum:
+        if self.minimum is not None and not isinstance(value, str) and value < self.minimum:  # str: a keyword (auto)
             raise AsgnasError(f"option '{self.name}' must be >= {self.minimum:g}, got '{text}'", pass_name=pass_name)
         return value
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Literal, Sequence
+from typing import Any, Iterable, Literal, Mapping, Sequence
 
 import numpy as np
 
@@ -99,15 +99,18 @@ def zero_groups(model: Model, groups: Iterable[Group]) -> None:
         values[name].const.array = array
 
 
-def round_kept_channels(groups: Sequence[Group], chosen: Sequence[Group], multiple: int) -> list[Group]:
-    """Un-choose channel groups so that every channel space keeps a multiple of ``multiple`` channels.
+def round_kept_channels(groups: Sequence[Group], chosen: Sequence[Group],
+                        multiple: int | Mapping[str, int]) -> list[Group]:
+    """Un-choose channel groups so that every channel space keeps a multiple of ``multiple`` channels (a mapping:
+    per channel space, e.g. the latency model's ``preferred_multiple``; spaces it does not name keep any count).
 
     ``groups``: every group of the search space (a space's size counts its removable and fixed channels);
     ``chosen``: the groups to zero, most redundant first; a space's last-chosen ones are dropped. Odd channel
     counts (33 of 64) make onnxruntime's blocked conv kernels pad back up: the slim model is then smaller on
     paper only. Zeroing fewer channels of a space is always valid, so this never breaks the oracle's verdict.
     """
-    if multiple <= 1:
+    per_space = multiple if isinstance(multiple, Mapping) else None
+    if per_space is None and multiple <= 1:
         return list(chosen)
     size = Counter(g.space for g in groups if g.kind == "prune")
     by_space: dict[str, list[Group]] = {}
@@ -116,8 +119,9 @@ def round_kept_channels(groups: Sequence[Group], chosen: Sequence[Group], multip
             by_space.setdefault(group.space, []).append(group)
     dropped: set[int] = set()
     for sid, members in by_space.items():
+        step = per_space.get(sid, 1) if per_space is not None else multiple
         kept = size[sid] - len(members)
-        rounded = min(size[sid], -(-kept // multiple) * multiple)
+        rounded = min(size[sid], -(-kept // step) * step)
         dropped.update(g.id for g in members[len(members) - (rounded - kept):])
     return [g for g in chosen if g.id not in dropped]
 

@@ -1,6 +1,6 @@
 """``zero-groups``: set a valid subset of removable groups to exactly zero (testing, and users' sanity checks).
 
-    zero-groups{fraction=0.5,seed=0,kind=prune|erase|both}   random subset, valid under the hierarchy oracle
+    zero-groups{fraction=0.5,seed=0,kind=prune|erase|both,round-to=1|N|auto}   random subset, valid under the oracle
     zero-groups{ids=FILE.json}                                the listed group ids ([...] or {"ids": [...]})
 
 Reads: ``model.analyses["search_space"]`` (required: computed when missing). Writes: the zeroed initializers;
@@ -20,6 +20,7 @@ from asgnas.ir import Model
 from asgnas.passes.analysis_manager import ALL_ANALYSES, AnalysisManager
 from asgnas.passes.base import Option, Pass, PassContext, register_pass
 from asgnas.passes.groups import Group, SearchSpace, round_kept_channels, zero_groups
+from asgnas.passes.latency import parse_round_to, resolve_round_to
 from asgnas.passes.search_space import SEARCH_SPACE_KEY
 
 CHECKPOINT = "group-sparse"
@@ -77,7 +78,8 @@ class ZeroGroupsPass(Pass):
         Option("seed", int, 0, "random seed"),
         Option("kind", str, "both", "which groups", choices=("prune", "erase", "both")),
         Option("ids", str, "", "JSON file with the group ids to zero (overrides fraction/seed/kind)"),
-        Option("round-to", int, 1, "keep a multiple of this many channels in every channel space", minimum=1),
+        Option("round-to", parse_round_to, 1, "keep a multiple of this many channels in every channel space (auto: "
+               "the multiple the latency model measured fastest, per space)", minimum=1),
     )
     requires = (SEARCH_SPACE_KEY,)
     preserves = ALL_ANALYSES  # zeroing values keeps the structure the analyses describe
@@ -90,7 +92,8 @@ class ZeroGroupsPass(Pass):
             chosen = choose_listed(model, space, self.config["ids"])
         else:
             chosen = choose_random(model, space, self.config["fraction"], self.config["seed"], self.config["kind"])
-            chosen = round_kept_channels(space.groups, chosen, self.config["round-to"])
+            multiple = resolve_round_to(model, self.config["round-to"], space)
+            chosen = round_kept_channels(space.groups, chosen, multiple)
         zero_groups(model, chosen)
         ctx.checkpoint(CHECKPOINT, model, as_reference=True)
         return {
