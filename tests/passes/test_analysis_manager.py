@@ -180,6 +180,19 @@ def test_forgetting_an_analysis_not_cached_still_drops_what_was_built_on_it(coun
     assert model.analyses == {}
 
 
+def test_a_result_whose_requirement_went_missing_is_recomputed_with_what_was_built_on_it(counted):
+    model = _mlp()
+    analyses = AnalysisManager(model)
+    assert analyses.get("built_on_counted") == 10
+    del model.analyses["counted"]  # popped by hand, not forgotten (its dependent is stale now)
+    assert analyses.get("built_on_counted") == 20 and counted.calls == 2  # not the stale 10
+    analyses.get("built_on_counted")
+    del model.analyses["counted"]
+    assert analyses.get("counted") == 3  # recomputing a requirement drops the result built on the old one
+    assert "built_on_counted" not in model.analyses
+    assert analyses.get("built_on_counted") == 30 and counted.calls == 3
+
+
 def test_hierarchy_pass_gets_its_required_erasing_analysis_from_the_manager():
     model = _mlp()
     erasing = AnalysisManager(model).get(ERASING_KEY)
