@@ -155,6 +155,8 @@ class TrainPass(Pass):
             raise AsgnasError(f"the search space has no removable {kind} groups to train")
         if cfg["round-to"] != 1 and "prune" not in kinds:
             ctx.log(f"train: round-to={cfg['round-to']} has no effect with kind={kind} (no channel groups)")
+        if cfg["cost"] != "params-macs" and not (cfg["cost-weight"] > 0 and cfg["optimizer"] == "h2spg"):
+            ctx.log(f"train: cost={cfg['cost']} has no effect without h2spg's cost-weight > 0 (the saliency order)")
         output = pick_output(model, cfg["output"])
         head = logits_head(model, output)
         data = fitted_dataset(model, cfg["data"], output, seed=cfg["seed"])

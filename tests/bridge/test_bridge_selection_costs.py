@@ -138,3 +138,18 @@ def test_train_pass_ranks_by_the_measured_latency(stackedunets, tmp_path):
         f"search-space{{groups=false}},latency{{cache={tmp_path}}},train{{epochs=1,target-sparsity=2,quiet=true,"
         f"device=cpu,cost-weight=100,cost=latency}}")).run(load_model(stackedunets), PassContext(quiet=True))
     assert report["train"]["redundant_groups"] == expected
+
+
+def test_cost_latency_without_a_cost_weight_says_it_does_nothing_and_measures_nothing(stackedunets, monkeypatch,
+                                                                                       capsys):
+    def no_measuring(*args, **kwargs):
+        raise AssertionError("latency measured although the cost term is off")
+
+    monkeypatch.setattr(latency, "analyze_latency", no_measuring)
+    _register_all_passes()
+    model = load_model(stackedunets)
+    report = PassManager(parse_pipeline("train{epochs=1,target-sparsity=1,quiet=true,device=cpu,cost=latency}")).run(
+        model, PassContext(quiet=True))
+    assert report["train"]["cost"] == "latency" and report["train"]["cost_weight"] == 0.0
+    assert "cost=latency has no effect without h2spg's cost-weight > 0" in capsys.readouterr().out
+    assert "latency" not in model.analyses
