@@ -139,6 +139,8 @@ class ASGNAS:
     def _rounding(self, groups: list, round_to: int | str) -> Any:
         from asgnas.passes.latency import resolve_round_to
 
+        if not any(g.kind == "prune" for g in groups):  # nothing to round: auto would measure for nothing
+            return None
         return channel_rounding(groups, resolve_round_to(self.ir, round_to, self.search_space))
 
     # --- construction -------------------------------------------------------------------------------------------

@@ -191,7 +191,9 @@ class TrainPass(Pass):
             target=int(target) if target >= 1 else target, total_steps=max(1, cfg["epochs"] * steps), oracle=oracle,
             warmup_fraction=cfg["warmup-fraction"], hard_zero_fraction=cfg["hard-zero-fraction"],
             variant=cfg["variant"], momentum=cfg["momentum"], weight_decay=cfg["weight-decay"],
-            selection_filter=channel_rounding(groups, resolve_round_to(model, cfg["round-to"], space)),
+            # without channel groups nothing is rounded: auto would measure the latency model for nothing
+            selection_filter=channel_rounding(groups, resolve_round_to(model, cfg["round-to"], space)
+                                              if "prune" in kinds else 1),
             **({"costs": costs, "cost_weight": cfg["cost-weight"]} if cfg["optimizer"] == "h2spg" else {}),
             **({"score_fn": random_score(cfg["seed"])} if cfg["selection"] == "random" else {}),
         )
