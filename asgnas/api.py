@@ -26,7 +26,7 @@ from asgnas.bridge.executor import OnnxModule
 from asgnas.bridge.export import PARAM_MAP_KEY, export_torch_model
 from asgnas.bridge.mapping import params_by_initializer
 from asgnas.bridge.model_io import ClassScores, fitted_dataset, logits_head, pick_output
-from asgnas.bridge.selection_costs import selection_costs
+from asgnas.bridge.selection_costs import COST_MODELS, selection_costs
 from asgnas.bridge.train_pass import DEFAULT_COST_WEIGHT
 from asgnas.bridge.training import build_optimizer, channel_rounding
 from asgnas.data import Dataset
@@ -95,6 +95,10 @@ class ASGNAS:
 
     # --- optimizers -----------------------------------------------------------------------------------------------
     def groups(self, kind: str) -> list:
+        """The search space's groups of ``kind``: ``"erase"`` (removal structures), ``"prune"`` (channels) or
+        ``"both"``."""
+        if kind not in ("erase", "prune", "both"):
+            raise ValueError(f"kind must be 'erase', 'prune' or 'both', got {kind!r}")
         kinds = {"prune", "erase"} if kind == "both" else {kind}
         return [g for g in self.search_space.groups if g.kind in kinds]
 
@@ -115,6 +119,8 @@ class ASGNAS:
         ``"auto"``: per space, the multiple the latency model measures fastest (``asgnas.passes.latency``)."""
         from asgnas.passes.hierarchy import build_oracle
 
+        if cost not in COST_MODELS:  # checked even where cost_weight 0 leaves it unused
+            raise ValueError(f"cost must be one of {', '.join(COST_MODELS)}, got {cost!r}")
         groups = self.groups(kind)
         oracle = build_oracle(self.ir, groups)
         costs = selection_costs(self.ir, groups, oracle, cost) if cost_weight > 0 else None

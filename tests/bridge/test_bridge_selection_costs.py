@@ -153,3 +153,12 @@ def test_cost_latency_without_a_cost_weight_says_it_does_nothing_and_measures_no
     assert report["train"]["cost"] == "latency" and report["train"]["cost_weight"] == 0.0
     assert "cost=latency has no effect without h2spg's cost-weight > 0" in capsys.readouterr().out
     assert "latency" not in model.analyses
+
+
+def test_api_refuses_an_unknown_cost_model_or_kind_even_without_a_cost_weight(stackedunets, tmp_path):
+    nas = ASGNAS.from_onnx(stackedunets, workdir=tmp_path)
+    with pytest.raises(ValueError, match="cost must be one of params-macs, latency, got 'macs'"):
+        nas.h2spg(warmup_steps=1, cost="macs")
+    with pytest.raises(ValueError, match="kind must be 'erase', 'prune' or 'both', got 'channels'"):
+        nas.dhspg(warmup_steps=1, kind="channels")
+    assert {g.kind for g in nas.groups("both")} == {"erase", "prune"}
