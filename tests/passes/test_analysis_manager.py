@@ -231,3 +231,17 @@ def test_construct_subnet_without_validation_data_adds_no_accuracy():
     report = PassManager(parse_pipeline("construct-subnet")).run(_mlp(zero_hidden=3))
     assert report["construct-subnet"]["pruned_channel_groups"] == 3
     assert not any("val_accuracy_slim" in v for v in report.values() if isinstance(v, dict))
+
+
+def test_an_error_inside_construct_subnet_names_construct_subnet_and_its_failing_part(monkeypatch):
+    from asgnas.errors import AsgnasError
+    from asgnas.passes.erase_subnet import EraseSubnetPass
+
+    def fails(self, model: Model, ctx: PassContext) -> None:
+        raise AsgnasError("cannot erase: stand-in", node="fc1", op="Gemm")
+
+    monkeypatch.setattr(EraseSubnetPass, "run", fails)
+    with pytest.raises(AsgnasError) as caught:
+        PassManager(parse_pipeline("construct-subnet")).run(_mlp(zero_hidden=3))
+    assert caught.value.pass_name == "construct-subnet (erase-subnet)"
+    assert "pass construct-subnet (erase-subnet)" in str(caught.value) and "node fc1" in str(caught.value)
