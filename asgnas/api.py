@@ -27,7 +27,7 @@ from asgnas.bridge.executor import OnnxModule
 from asgnas.bridge.export import PARAM_MAP_KEY, export_torch_model
 from asgnas.bridge.mapping import params_by_initializer
 from asgnas.bridge.model_io import ClassScores, fitted_dataset, logits_head, pick_output
-from asgnas.bridge.selection_costs import selection_costs
+from asgnas.bridge.selection_costs import COST_MODELS, selection_costs
 from asgnas.bridge.train_pass import DEFAULT_COST_WEIGHT, PREPROCESSING_KEY
 from asgnas.bridge.training import build_optimizer, channel_rounding
 from asgnas.data import Dataset
@@ -99,6 +99,10 @@ class ASGNAS:
 
     # --- optimizers -----------------------------------------------------------------------------------------------
     def groups(self, kind: str) -> list:
+        """The search space's groups of ``kind``: ``"erase"`` (removal structures), ``"prune"`` (channels) or
+        ``"both"``."""
+        if kind not in ("erase", "prune", "both"):
+            raise ValueError(f"kind must be 'erase', 'prune' or 'both', got {kind!r}")
         kinds = {"prune", "erase"} if kind == "both" else {kind}
         return [g for g in self.search_space.groups if g.kind in kinds]
 
@@ -119,6 +123,8 @@ class ASGNAS:
         ``"auto"``: per space, the multiple the latency model measures fastest (``asgnas.passes.latency``)."""
         from asgnas.passes.hierarchy import build_oracle
 
+        if cost not in COST_MODELS:  # checked even where cost_weight 0 leaves it unused
+            raise ValueError(f"cost must be one of {', '.join(COST_MODELS)}, got {cost!r}")
         groups = self.groups(kind)
         oracle = build_oracle(self.ir, groups)
         costs = selection_costs(self.ir, groups, oracle, cost) if cost_weight > 0 else None
@@ -143,6 +149,8 @@ class ASGNAS:
     def _rounding(self, groups: list, round_to: int | str) -> Any:
         from asgnas.passes.latency import resolve_round_to
 
+        if not any(g.kind == "prune" for g in groups):  # nothing to round: auto would measure for nothing
+            return None
         return channel_rounding(groups, resolve_round_to(self.ir, round_to, self.search_space))
 
     # --- construction -------------------------------------------------------------------------------------------
