@@ -106,3 +106,16 @@ def test_structures_removable_alone_but_not_buildable_together_are_an_invalid_se
         ids.write_text(json.dumps([gid]))
         assert main([model, "--passes", f"search-space,zero-groups{{ids={ids}}},construct-subnet,verify", "-q"]) == 0
     assert main([model, "--passes", "search-space,zero-groups{fraction=1.0},construct-subnet,verify", "-q"]) == 0
+
+
+def test_expand_target_broadcasts_along_a_dim_of_unknown_size() -> None:
+    """A kept operand's unknown dim may be 1 at run time: the Expand takes the output's dim there (a no-op when the
+    operand already has it), and an output dim that is not static leaves the bypass unbuildable."""
+    from asgnas.ir import Value
+    from asgnas.passes.erasing.bypass import bypass_problem, expand_target
+
+    out = Value("out", shape=(2, 8, 6, 6))
+    assert expand_target(out, Value("keep", shape=(2, None, 6, 6))) == [1, 8, 1, 1]
+    assert expand_target(out, Value("keep", shape=(8, 1, 1))) == [2, 1, 6, 6]
+    symbolic = Value("out", shape=("N", 8, 6, 6))
+    assert bypass_problem(symbolic, Value("keep", shape=(None, 8, 6, 6))).endswith("not static")

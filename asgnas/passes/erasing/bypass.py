@@ -25,12 +25,13 @@ def may_broadcast(out: Value, keep: Value) -> bool:
 
 
 def expand_target(out: Value, keep: Value) -> list[Dim]:
-    """The ``Expand`` target that turns ``keep`` into ``out``: ``out``'s dim where ``keep`` is 1 or lacks the axis
-    (it is broadcast there), else 1. Entries that are not ints make the bypass unbuildable."""
+    """The ``Expand`` target that turns ``keep`` into ``out``: ``out``'s dim where ``keep`` is 1, unknown (it may be
+    1 at run time) or lacks the axis (it is broadcast there), else 1. Entries that are not ints make the bypass
+    unbuildable."""
     lead = len(out.shape) - len(keep.shape)
     if lead < 0:  # declared shapes that contradict each other: no target to trust
         return [None]
-    return [o if axis < lead or keep.shape[axis - lead] == 1 else 1 for axis, o in enumerate(out.shape)]
+    return [o if axis < lead or keep.shape[axis - lead] in (1, None) else 1 for axis, o in enumerate(out.shape)]
 
 
 def bypass_problem(joint_out: Value, keep: Value) -> str:
