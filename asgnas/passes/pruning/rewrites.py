@@ -25,17 +25,14 @@ class RewriteCtx:
         self.model = model
         self.graph = model.graph
         self.analysis = analysis
-        self.b = analysis._b
-        self.shape_eval = analysis._se
-        self.root_of_key = analysis._root_of_key
+        self.shape_eval = analysis.shape_eval
         self.kept_root = kept_root
         self.opset = model.opset
 
     def _root(self, value: Value, axis: int) -> int | None:
         if value.rank is None:
             return None
-        key = self.b.keys.get((value.name, axis % value.rank))
-        return None if key is None else self.root_of_key[key]
+        return self.analysis.root_of(value.name, axis % value.rank)
 
     def kept(self, value: Value, axis: int) -> np.ndarray | None:
         """Kept indices along the axis, or None when it does not change."""
@@ -50,19 +47,19 @@ class RewriteCtx:
         return len(kept) if kept is not None else self.old_dim(value, axis)
 
     def virtual_size(self, node: Node, label: str) -> int:
-        key = self.b.virtual_keys[(node.name, label)]
-        kept = self.kept_root.get(self.root_of_key[key])
-        return len(kept) if kept is not None else int(self.b.key_size[key])
+        root, size = self.analysis.virtual_axis(node.name, label)
+        kept = self.kept_root.get(root)
+        return len(kept) if kept is not None else size
 
     def changed_key(self, key: int) -> bool:
-        return self.root_of_key[key] in self.kept_root
+        return self.analysis.key_root(key) in self.kept_root
 
     def depends_on_change(self, value: Value | None) -> bool:
         sv = self.shape_eval.ev(value) if value is not None else None
         return sv is not None and any(self.changed_key(k) for k in sv.tainted)
 
     def const_array(self, value: Value | None) -> np.ndarray | None:
-        return self.b.const_array(value)
+        return None if value is None or value.const is None else value.const.array
 
     def set_const_input(self, node: Node, index: int, array: np.ndarray, label: str) -> None:
         """Give ``node`` its own constant at input ``index`` (never edits a constant others may read)."""
