@@ -14,6 +14,7 @@ the loop will make) sets the schedule; without it an explicit ``warmup_steps`` i
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 from pathlib import Path
@@ -26,8 +27,8 @@ from asgnas.bridge.executor import OnnxModule
 from asgnas.bridge.export import PARAM_MAP_KEY, export_torch_model
 from asgnas.bridge.mapping import params_by_initializer
 from asgnas.bridge.model_io import ClassScores, fitted_dataset, logits_head, pick_output
-from asgnas.bridge.selection_costs import selection_costs
-from asgnas.bridge.train_pass import DEFAULT_COST_WEIGHT
+from asgnas.bridge.selection_costs import COST_MODELS, selection_costs
+from asgnas.bridge.train_pass import DEFAULT_COST_WEIGHT, PREPROCESSING_KEY
 from asgnas.bridge.training import build_optimizer, channel_rounding
 from asgnas.data import Dataset
 from asgnas.ir import Model, load_model, save_model
@@ -51,6 +52,7 @@ class ASGNAS:
         self.search_space: SearchSpace = analyze_search_space(self.ir)
         self._param_for_initializer = params_by_initializer(model, self.ir.analyses[PARAM_MAP_KEY])
         self._output = ""  # the graph output the model trains: the first
+        self._preprocessing: dict[str, Any] | None = None  # of the last ``dataset()``
         self._optimizer: torch.optim.Optimizer | None = None
         self._executor: OnnxModule | None = None
 
@@ -84,7 +86,9 @@ class ASGNAS:
         """``digits``, ``npz:PATH`` or ``synthetic`` data fitted to the model's inputs (shape, NCHW/NHWC layout,
         named or integer inputs) with the ``train`` pass's split for ``seed``: ``x_train``, ``y_train``, ``x_val``,
         ``y_val``, and the ``preprocessing`` to apply when deploying."""
-        return fitted_dataset(self.ir, spec, pick_output(self.ir, self._output), seed=seed)
+        data = fitted_dataset(self.ir, spec, pick_output(self.ir, self._output), seed=seed)
+        self._preprocessing = data.preprocessing  # construct_subnet records it in the models, as the train pass does
+        return data
 
     def _export(self, path: Path) -> Model:
         was_training = self.model.training
@@ -95,6 +99,10 @@ class ASGNAS:
 
     # --- optimizers -----------------------------------------------------------------------------------------------
     def groups(self, kind: str) -> list:
+        """The search space's groups of ``kind``: ``"erase"`` (removal structures), ``"prune"`` (channels) or
+        ``"both"``."""
+        if kind not in ("erase", "prune", "both"):
+            raise ValueError(f"kind must be 'erase', 'prune' or 'both', got {kind!r}")
         kinds = {"prune", "erase"} if kind == "both" else {kind}
         return [g for g in self.search_space.groups if g.kind in kinds]
 
@@ -115,6 +123,8 @@ class ASGNAS:
         ``"auto"``: per space, the multiple the latency model measures fastest (``asgnas.passes.latency``)."""
         from asgnas.passes.hierarchy import build_oracle
 
+        if cost not in COST_MODELS:  # checked even where cost_weight 0 leaves it unused
+            raise ValueError(f"cost must be one of {', '.join(COST_MODELS)}, got {cost!r}")
         groups = self.groups(kind)
         oracle = build_oracle(self.ir, groups)
         costs = selection_costs(self.ir, groups, oracle, cost) if cost_weight > 0 else None
@@ -139,6 +149,8 @@ class ASGNAS:
     def _rounding(self, groups: list, round_to: int | str) -> Any:
         from asgnas.passes.latency import resolve_round_to
 
+        if not any(g.kind == "prune" for g in groups):  # nothing to round: auto would measure for nothing
+            return None
         return channel_rounding(groups, resolve_round_to(self.ir, round_to, self.search_space))
 
     # --- construction -------------------------------------------------------------------------------------------
@@ -155,6 +167,9 @@ class ASGNAS:
             save_model(full, full_path)
         else:
             full = self._export(full_path)
+        if self._preprocessing is not None:  # the deployer needs it: the same metadata as the train pass writes
+            full.metadata_props[PREPROCESSING_KEY] = json.dumps(self._preprocessing, sort_keys=True)
+            save_model(full, full_path)
         removable = [g for g in analyze_search_space(full).groups if g.removable]
         zero = sum(group_is_zero(full, g) for g in removable)
         slim = load_model(full_path)

@@ -155,6 +155,8 @@ class TrainPass(Pass):
             raise AsgnasError(f"the search space has no removable {kind} groups to train")
         if cfg["round-to"] != 1 and "prune" not in kinds:
             ctx.log(f"train: round-to={cfg['round-to']} has no effect with kind={kind} (no channel groups)")
+        if cfg["cost"] != "params-macs" and not (cfg["cost-weight"] > 0 and cfg["optimizer"] == "h2spg"):
+            ctx.log(f"train: cost={cfg['cost']} has no effect without h2spg's cost-weight > 0 (the saliency order)")
         output = pick_output(model, cfg["output"])
         head = logits_head(model, output)
         data = fitted_dataset(model, cfg["data"], output, seed=cfg["seed"])
@@ -189,7 +191,9 @@ class TrainPass(Pass):
             target=int(target) if target >= 1 else target, total_steps=max(1, cfg["epochs"] * steps), oracle=oracle,
             warmup_fraction=cfg["warmup-fraction"], hard_zero_fraction=cfg["hard-zero-fraction"],
             variant=cfg["variant"], momentum=cfg["momentum"], weight_decay=cfg["weight-decay"],
-            selection_filter=channel_rounding(groups, resolve_round_to(model, cfg["round-to"], space)),
+            # without channel groups nothing is rounded: auto would measure the latency model for nothing
+            selection_filter=channel_rounding(groups, resolve_round_to(model, cfg["round-to"], space)
+                                              if "prune" in kinds else 1),
             **({"costs": costs, "cost_weight": cfg["cost-weight"]} if cfg["optimizer"] == "h2spg" else {}),
             **({"score_fn": random_score(cfg["seed"])} if cfg["selection"] == "random" else {}),
         )

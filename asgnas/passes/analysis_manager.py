@@ -66,13 +66,16 @@ class AnalysisManager:
         return self.model.analyses.get(key)
 
     def get(self, key: str) -> Any:
-        """The result of analysis ``key``: cached, or computed now (its ``requires`` first) and cached."""
+        """The result of analysis ``key``: cached (with its ``requires`` and ``stores``), or computed now (its
+        ``requires`` first) and cached."""
         info = ANALYSIS_REGISTRY.get(key)
         if info is None:
             raise LookupError(f"no analysis registered as '{key}' (known: {', '.join(sorted(ANALYSIS_REGISTRY))})")
         cache = self.model.analyses
-        if key in cache and all(part in cache for part in info.stores):
+        if key in cache and all(dep in cache for dep in info.requires + info.stores):
             return cache[key]
+        # a requirement or part went missing (popped by hand): what was built on the old result goes too
+        self._drop({key})
         for required in info.requires:
             self.get(required)
         result = cache[key] = info.compute(self.model, self)

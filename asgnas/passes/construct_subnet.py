@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from asgnas.errors import AsgnasError
 from asgnas.ir import Model
 from asgnas.passes.base import Pass, PassContext, register_pass
 from asgnas.passes.cost import total_cost
@@ -31,7 +32,11 @@ def construct_subnet(model: Model) -> dict[str, Any]:
     check_gates(model)  # a gate neither 0 nor 1 fails before anything is rewritten
     before = total_cost(model)
     # no part reads the pipeline's input model: handing over this one spares the manager a copy
-    parts = PassManager(parse_pipeline(CONSTRUCT_PIPELINE)).run(model, PassContext(input_model=model, quiet=True))
+    try:
+        parts = PassManager(parse_pipeline(CONSTRUCT_PIPELINE)).run(model, PassContext(input_model=model, quiet=True))
+    except AsgnasError as err:  # name the pass the user ran, then its part that failed
+        err.pass_name = f"construct-subnet ({err.pass_name})" if err.pass_name else "construct-subnet"
+        raise
     erase, pruned = parts["erase-subnet"], parts["prune-subnet"]
     # zero structures that are not valid together: a valid subset went, the rest stay (they contribute zero)
     erased = {k: v for k, v in erase.items() if k not in ("zero_groups", "skipped")} if erase["erased_groups"] else {}

@@ -138,3 +138,27 @@ def test_train_pass_ranks_by_the_measured_latency(stackedunets, tmp_path):
         f"search-space{{groups=false}},latency{{cache={tmp_path}}},train{{epochs=1,target-sparsity=2,quiet=true,"
         f"device=cpu,cost-weight=100,cost=latency}}")).run(load_model(stackedunets), PassContext(quiet=True))
     assert report["train"]["redundant_groups"] == expected
+
+
+def test_cost_latency_without_a_cost_weight_says_it_does_nothing_and_measures_nothing(stackedunets, monkeypatch,
+                                                                                       capsys):
+    def no_measuring(*args, **kwargs):
+        raise AssertionError("latency measured although the cost term is off")
+
+    monkeypatch.setattr(latency, "analyze_latency", no_measuring)
+    _register_all_passes()
+    model = load_model(stackedunets)
+    report = PassManager(parse_pipeline("train{epochs=1,target-sparsity=1,quiet=true,device=cpu,cost=latency}")).run(
+        model, PassContext(quiet=True))
+    assert report["train"]["cost"] == "latency" and report["train"]["cost_weight"] == 0.0
+    assert "cost=latency has no effect without h2spg's cost-weight > 0" in capsys.readouterr().out
+    assert "latency" not in model.analyses
+
+
+def test_api_refuses_an_unknown_cost_model_or_kind_even_without_a_cost_weight(stackedunets, tmp_path):
+    nas = ASGNAS.from_onnx(stackedunets, workdir=tmp_path)
+    with pytest.raises(ValueError, match="cost must be one of params-macs, latency, got 'macs'"):
+        nas.h2spg(warmup_steps=1, cost="macs")
+    with pytest.raises(ValueError, match="kind must be 'erase', 'prune' or 'both', got 'channels'"):
+        nas.dhspg(warmup_steps=1, kind="channels")
+    assert {g.kind for g in nas.groups("both")} == {"erase", "prune"}

@@ -257,3 +257,20 @@ def test_api_from_onnx_output_picks_the_trained_output_and_dataset_reads_named_i
     with torch.no_grad():
         logits = nas.model(**{name: torch.from_numpy(a) for name, a in data.x_val[:3].arrays.items()})
     assert isinstance(logits, torch.Tensor) and logits.shape == (3, 4)
+
+
+def test_api_slim_model_records_the_preprocessing_of_its_dataset(tmp_path):
+    """One path for every front end: the API's slim model carries ``asgnas.preprocessing`` like the train pass's."""
+    import json
+
+    from asgnas import ASGNAS
+    from asgnas.bridge.train_pass import PREPROCESSING_KEY
+
+    onnx.save(_small_keras(), str(tmp_path / "m.onnx"))
+    nas = ASGNAS.from_onnx(tmp_path / "m.onnx", workdir=tmp_path)
+    data = nas.dataset("digits")
+    result = nas.construct_subnet(tmp_path / "out")
+    for path in (result["full_onnx"], result["subnet_onnx"]):
+        props = {p.key: p.value for p in onnx.load(path).metadata_props}
+        assert json.loads(props[PREPROCESSING_KEY]) == json.loads(json.dumps(data.preprocessing, sort_keys=True))
+    assert data.preprocessing["mean"] == pytest.approx(0.3053, abs=1e-3)

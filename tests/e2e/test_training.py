@@ -156,3 +156,27 @@ def test_train_round_to_without_channel_groups_says_it_does_nothing(superresnet_
     status = main([str(superresnet_onnx), "--passes", "train{epochs=1,target-sparsity=1,round-to=8,quiet=true}"])
     assert status in (0, 1)  # 1: train's verdict may find one epoch learnt nothing; the point here is the message
     assert "round-to=8 has no effect with kind=erase" in capsys.readouterr().out
+
+
+def test_train_round_to_auto_without_channel_groups_measures_no_latency(superresnet_onnx, capsys, monkeypatch):
+    import asgnas.passes.latency as latency
+
+    def no_measuring(*args, **kwargs):
+        raise AssertionError("latency measured for a rounding that has no channel groups to round")
+
+    monkeypatch.setattr(latency, "analyze_latency", no_measuring)
+    status = main([str(superresnet_onnx), "--passes", "train{epochs=1,target-sparsity=1,round-to=auto,quiet=true}"])
+    assert status in (0, 1)  # 1: one epoch may learn nothing; the point is that nothing was measured
+    assert "round-to=auto has no effect with kind=erase" in capsys.readouterr().out
+
+
+def test_api_round_to_auto_over_structures_alone_measures_no_latency(superresnet_onnx, tmp_path, monkeypatch):
+    import asgnas.passes.latency as latency
+
+    def no_measuring(*args, **kwargs):
+        raise AssertionError("latency measured for a rounding that has no channel groups to round")
+
+    monkeypatch.setattr(latency, "analyze_latency", no_measuring)
+    nas = ASGNAS.from_onnx(superresnet_onnx, workdir=tmp_path)
+    optimizer = nas.h2spg(target_group_sparsity=1, warmup_steps=1, kind="erase", round_to="auto")
+    assert optimizer.metrics()["num_removable"] == len(nas.search_space.removable("erase"))

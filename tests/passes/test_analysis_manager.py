@@ -219,6 +219,19 @@ def test_gate_branches_and_fold_gates_drop_every_analysis():
     assert set(model.analyses) == {SEARCH_SPACE_KEY, PRUNING_KEY, ERASING_KEY, HIERARCHY_KEY}
 
 
+def test_a_result_whose_requirement_went_missing_is_recomputed_with_what_was_built_on_it(counted):
+    model = _mlp()
+    analyses = AnalysisManager(model)
+    assert analyses.get("built_on_counted") == 10
+    del model.analyses["counted"]  # popped by hand, not forgotten (its dependent is stale now)
+    assert analyses.get("built_on_counted") == 20 and counted.calls == 2  # not the stale 10
+    analyses.get("built_on_counted")
+    del model.analyses["counted"]
+    assert analyses.get("counted") == 3  # recomputing a requirement drops the result built on the old one
+    assert "built_on_counted" not in model.analyses
+    assert analyses.get("built_on_counted") == 30 and counted.calls == 3
+
+
 def test_hierarchy_pass_gets_its_required_erasing_analysis_from_the_manager():
     model = _mlp()
     erasing = AnalysisManager(model).get(ERASING_KEY)
@@ -257,3 +270,17 @@ def test_construct_subnet_without_validation_data_adds_no_accuracy():
     report = PassManager(parse_pipeline("construct-subnet")).run(_mlp(zero_hidden=3))
     assert report["construct-subnet"]["pruned_channel_groups"] == 3
     assert not any("val_accuracy_slim" in v for v in report.values() if isinstance(v, dict))
+
+
+def test_an_error_inside_construct_subnet_names_construct_subnet_and_its_failing_part(monkeypatch):
+    from asgnas.errors import AsgnasError
+    from asgnas.passes.erase_subnet import EraseSubnetPass
+
+    def fails(self, model: Model, ctx: PassContext) -> None:
+        raise AsgnasError("cannot erase: stand-in", node="fc1", op="Gemm")
+
+    monkeypatch.setattr(EraseSubnetPass, "run", fails)
+    with pytest.raises(AsgnasError) as caught:
+        PassManager(parse_pipeline("construct-subnet")).run(_mlp(zero_hidden=3))
+    assert caught.value.pass_name == "construct-subnet (erase-subnet)"
+    assert "pass construct-subnet (erase-subnet)" in str(caught.value) and "node fc1" in str(caught.value)
