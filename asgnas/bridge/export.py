@@ -25,6 +25,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from asgnas.passes.analysis_manager import AnalysisManager
 from asgnas.passes.untie_aliases import untie_initializer_aliases
 from asgnas.errors import AsgnasError
 from asgnas.ir import Model, Value, load_model, save_model
@@ -112,9 +113,10 @@ def export_torch_model(
     model = load_model(path)
     param_map, buffer_map, unmapped = map_torch_names(model, module)
     save_model(model, path)
-    model.analyses[PARAM_MAP_KEY] = param_map
-    model.analyses[BUFFER_MAP_KEY] = buffer_map
-    model.analyses[UNMAPPED_KEY] = unmapped
+    analyses = AnalysisManager(model)
+    analyses.store(PARAM_MAP_KEY, param_map)
+    analyses.store(BUFFER_MAP_KEY, buffer_map)
+    analyses.store(UNMAPPED_KEY, unmapped)
     return model
 
 

@@ -2,8 +2,9 @@
 
 An analysis is registered by key (``register_analysis``) with the function that computes it and the analyses it
 ``requires`` (computed first, read back through the manager). ``AnalysisManager(model).get(key)`` returns the cached
-result or computes it. The cache is the IR's plain ``model.analyses`` dict, so results stored there by other means
-(the exporter's ``param_map``, ``cost``) sit beside them and a manager is a cheap view: any two over one model agree.
+result or computes it; ``store`` caches a result computed by other means (an analysis pass run with its options, the
+exporter's ``param_map``, ``cost``) beside them. The cache is the IR's plain ``model.analyses`` dict, so a manager is
+a cheap view: any two over one model agree. Nothing else should write or drop entries of that dict.
 
 Passes declare ``requires`` (provided by the ``PassManager`` before ``run``) and ``preserves``: after a pass, every
 cached analysis it does not preserve is dropped, and so is every analysis built on a dropped one (it ``requires``
@@ -79,6 +80,11 @@ class AnalysisManager:
             self.get(required)
         result = cache[key] = info.compute(self.model, self)
         return result
+
+    def store(self, key: str, result: Any) -> None:
+        """Cache ``result`` as ``key``, computed by other means on the IR as it is (an analysis pass run with its
+        options, ``search_space``'s parts, the exporter's ``param_map``); what is cached beside it stays."""
+        self.model.analyses[key] = result
 
     def forget(self, *keys: str) -> None:
         """Drop ``keys`` (the IR changed under them) and every analysis built on them, cached or not."""

@@ -57,7 +57,6 @@ def construct_subnet(model: Model) -> dict[str, Any]:
 class ConstructSubnetPass(Pass):
     name = "construct-subnet"
     summary = "remove every exactly-zero group (erase structures, prune channels) and emit the slim model"
-    preserves = frozenset()
 
     def run(self, model: Model, ctx: PassContext) -> dict[str, Any]:
         result = construct_subnet(model)

@@ -19,7 +19,7 @@ import numpy as np
 from onnx import helper
 
 from asgnas.ir import Model, Node, Value
-from asgnas.passes.analysis_manager import ALL_ANALYSES
+from asgnas.passes.analysis_manager import ALL_ANALYSES, AnalysisManager
 from asgnas.passes.base import Pass, PassContext, register_pass
 from asgnas.passes.op_registry import OPS
 from asgnas.passes.shape_infer import ensure_shapes  # unknown dims would count as 1
@@ -148,5 +148,5 @@ class CostPass(Pass):
         per_node = node_costs(model)
         after = _totals(per_node)
         before = total_cost(ctx.input_model) if ctx.input_model is not None else after
-        model.analyses["cost"] = per_node
+        AnalysisManager(model).store("cost", per_node)
         return {**after, "before": before, "after": after, "per_node": per_node}

@@ -34,7 +34,6 @@ def eliminate_dead_code(graph: Graph) -> tuple[int, int]:
 class DeadCodeEliminationPass(Pass):
     name = "dce"
     summary = "remove nodes, initializers and value infos that no graph output depends on"
-    preserves = frozenset()
 
     def run(self, model: Model, ctx: PassContext) -> dict[str, Any]:
         nodes, initializers = eliminate_dead_code(model.graph)

@@ -42,6 +42,7 @@ from onnx import TensorProto, helper
 
 from asgnas.errors import AsgnasError
 from asgnas.ir import Model, Node, Value
+from asgnas.passes.analysis_manager import AnalysisManager
 from asgnas.passes.base import Pass, PassContext, register_pass
 
 GATE_SUFFIX = ".asgnas_gate"
@@ -99,7 +100,7 @@ def gate_branches(model: Model) -> list[str]:
             names.append(gate.name)
     if names:
         graph.reorder()  # the Muls were appended at the end
-    model.analyses.clear()
+    AnalysisManager(model).invalidate(frozenset())  # called outside a pipeline too (train{gates=true})
     return names
 
 
@@ -140,7 +141,7 @@ def fold_gates(model: Model) -> dict[str, int]:
             zero_kept += 1  # contributes zero; construct-subnet erases it unless the zero set is invalid
     if folded:
         graph.reorder()
-        model.analyses.clear()
+        AnalysisManager(model).invalidate(frozenset())
     return {"folded": folded, "zero_kept": zero_kept}
 
 
@@ -178,7 +179,6 @@ def pin_gates(optimizer: Any, groups: Iterable[Any], param_for_initializer: Mapp
 class GateBranchesPass(Pass):
     name = "gate-branches"
     summary = "training-only scalar gate (=1) on every parameter-free Add/Sum operand, so it becomes erasable"
-    preserves = frozenset()
 
     def run(self, model: Model, ctx: PassContext) -> dict[str, Any]:
         names = gate_branches(model)
@@ -189,7 +189,6 @@ class GateBranchesPass(Pass):
 class FoldGatesPass(Pass):
     name = "fold-gates"
     summary = "remove every gate equal to 1 (construct-subnet runs this); a gate neither 0 nor 1 is an error"
-    preserves = frozenset()
 
     def run(self, model: Model, ctx: PassContext) -> dict[str, Any]:
         return fold_gates(model)

@@ -461,7 +461,7 @@ class HierarchyPass(Pass):
                 if group.kind == "erase" and twin is not None and group is not twin:
                     group.children = translate(twin.children)
                     group.parents = translate(twin.parents)
-        model.analyses[HIERARCHY_KEY] = hierarchy
+        AnalysisManager(model).store(HIERARCHY_KEY, hierarchy)
         return hierarchy.summary()
 
 

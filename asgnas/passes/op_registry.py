@@ -11,8 +11,8 @@
 
 Design: this module is data and sits *below* the modules that implement the rules. It names each rule
 (``"conv"``, ``"channel_stem"``), and each table module turns the names into its table, as a view of ``OPS``:
-``pruning/rules.py: CHANNEL_RULES`` (``a_<name>`` analyze functions of ``rules_*.py``, its ``ZERO_RULES``
-catalogue over ``zeros.py``, ``r_<name>`` rewrites), ``erasing/ops.py: OP_TABLE`` (``zp`` predicates by name),
+``pruning/rules.py: CHANNEL_RULES`` (``analyze_<name>`` functions of ``rules_*.py``, its ``ZERO_RULES``
+catalogue over ``zeros.py``, ``rewrite_<name>`` functions), ``erasing/ops.py: OP_TABLE`` (``zp`` predicates by name),
 ``cost.py: MAC_RULES`` (``MAC_COUNTERS``). So every table module imports this one and never the reverse (no
 import circle through the ``pruning``/``erasing`` packages), and a misspelt rule name fails at import. The
 executor (``asgnas/bridge``, a higher layer) keeps its own ``BUILDERS``; ``tests/passes/test_op_tables.py`` checks
@@ -33,9 +33,9 @@ from typing import Any
 class Channels:
     """The pruning analysis' rule for an op (``pruning/rules.py`` builds ``OpRule``s from it)."""
 
-    analyze: str  # ``a_<analyze>`` in ``pruning/rules_*.py``: the relations between the op's axes
+    analyze: str  # ``analyze_<analyze>`` in ``pruning/rules_*.py``: the relations between the op's axes
     zero: str | None  # a key of ``rules.ZERO_RULES``: a removed channel's value after the op; None: not known
-    rewrite: str | None = None  # ``r_<rewrite>`` in ``pruning/rewrites.py``: construction's update of the node
+    rewrite: str | None = None  # ``rewrite_<rewrite>`` in ``pruning/rewrites.py``: construction's update of the node
     #: output axis i lines up with input axis i (numpy broadcasting from the right): the zero rule runs once per
     #: live output axis
     aligned: bool = True
@@ -265,13 +265,13 @@ def explain_op(op: str) -> str:
     if channels is None:
         pruning = "unknown: every axis it touches is pinned"
     elif channels["refused"]:
-        pruning = f"refused ({channels['refused']}), rule a_{channels['analyze']}"
+        pruning = f"refused ({channels['refused']}), rule analyze_{channels['analyze']}"
     else:
         zero = channels["zero"] or f"unknown ({info['why_not'].get('zero', '')})"
         if zero == "unary":
             zero = f"unary (f(0) is zeros.py: UNARY[{op!r}])"
-        rewrite = f", rewrite r_{channels['rewrite']}" if channels["rewrite"] else ""
-        pruning = f"rule a_{channels['analyze']}, zero {zero}{rewrite}, aligned={channels['aligned']}"
+        rewrite = f", rewrite rewrite_{channels['rewrite']}" if channels["rewrite"] else ""
+        pruning = f"rule analyze_{channels['analyze']}, zero {zero}{rewrite}, aligned={channels['aligned']}"
     if erasing is None:
         erase = info["why_not"].get("erasing") or "unknown: a boundary"
     else:

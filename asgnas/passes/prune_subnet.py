@@ -30,9 +30,10 @@ from onnx import TensorProto
 
 from asgnas.errors import AsgnasError
 from asgnas.ir import ConstTensor, Model, Node, Value
+from asgnas.passes.analysis_manager import AnalysisManager
 from asgnas.passes.base import Option, Pass, PassContext, register_pass
 from asgnas.passes.groups import group_is_zero
-from asgnas.passes.pruning.analysis import PruningAnalysis, analyze_pruning
+from asgnas.passes.pruning.analysis import ANALYSIS_KEY, PruningAnalysis, analyze_pruning
 from asgnas.passes.pruning.rewrites import RewriteCtx
 from asgnas.passes.pruning.rules import CHANNEL_RULES
 from asgnas.passes.shape_infer import forget_shapes
@@ -115,7 +116,7 @@ def construct_pruned(model: Model, analysis: PruningAnalysis, zero_ids: set[int]
         _add_bias(model, node, kind, contrib)
 
     forget_shapes(model)  # stale now; the caller infers them once (construct-subnet after dce, prune-subnet's cost)
-    model.analyses.pop("pruning_groups", None)
+    AnalysisManager(model).forget(ANALYSIS_KEY)  # its relations describe the graph before the cut
 
     removed_channels: dict[str, int] = {}
     for gid in active:
@@ -188,7 +189,6 @@ class PruneSubnetPass(Pass):
     summary = "physically remove every exactly-zero channel group (slice rows and columns, update attributes)"
     options = (Option("cost", bool, True, "report the cost before/after (infers the new shapes; construct-subnet "
                                          "turns it off and infers them once, at its end)"),)
-    preserves = frozenset()
 
     def run(self, model: Model, ctx: PassContext) -> dict[str, Any]:
         from asgnas.passes.cost import total_cost

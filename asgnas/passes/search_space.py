@@ -16,7 +16,7 @@ import numpy as np
 
 from asgnas.ir import Model
 from asgnas.ir.model import gc_paused
-from asgnas.passes.analysis_manager import ALL_ANALYSES, register_analysis
+from asgnas.passes.analysis_manager import ALL_ANALYSES, AnalysisManager, register_analysis
 from asgnas.passes.base import Option, Pass, PassContext, register_pass
 from asgnas.passes.cost import total_cost
 from asgnas.passes.erasing import ANALYSIS_KEY as ERASING_KEY
@@ -36,15 +36,18 @@ def analyze_search_space(model: Model) -> SearchSpace:
 
 
 def _analyze_search_space(model: Model) -> SearchSpace:
-    pruning = model.analyses[PRUNING_KEY] = analyze_pruning(model)
-    erasing = model.analyses[ERASING_KEY] = analyze_erasing(model, costs=pruning.costs)
-    model.analyses[HIERARCHY_KEY] = build_hierarchy(erasing)
+    analyses = AnalysisManager(model)  # the three parts are stored with the space (its registration's ``stores``)
+    pruning = analyze_pruning(model)
+    analyses.store(PRUNING_KEY, pruning)
+    erasing = analyze_erasing(model, costs=pruning.costs)
+    analyses.store(ERASING_KEY, erasing)
+    analyses.store(HIERARCHY_KEY, build_hierarchy(erasing))
     _link_channels_to_structures(pruning.groups, erasing.groups)
     space = SearchSpace(list(pruning.groups) + list(erasing.groups))
     ids = [g.id for g in space.groups]
     if len(set(ids)) != len(ids):
         raise AssertionError("search space: pruning and erasing group ids overlap")
-    model.analyses[SEARCH_SPACE_KEY] = space
+    analyses.store(SEARCH_SPACE_KEY, space)
     return space
 
 

@@ -84,7 +84,6 @@ def _aliases_initializer(node: Node) -> bool:
 class UntieAliasesPass(Pass):
     name = "untie-aliases"
     summary = "give every Identity-aliased initializer its own copy (the legacy exporter's de-duplication)"
-    preserves = frozenset()
 
     def run(self, model: Model, ctx: PassContext) -> dict[str, Any]:
         untied = untie_initializer_aliases(model)

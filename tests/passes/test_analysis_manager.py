@@ -16,7 +16,10 @@ from asgnas.passes import PASS_REGISTRY, Pass, PassContext, PassManager, parse_p
 from asgnas.passes.analysis_manager import ALL_ANALYSES, ANALYSIS_REGISTRY, AnalysisManager, register_analysis
 from asgnas.passes.base import ValidationData
 from asgnas.passes.erasing import ANALYSIS_KEY as ERASING_KEY
+from asgnas.passes.gates import fold_gates, gate_branches
+from asgnas.passes.groups import group_is_zero
 from asgnas.passes.hierarchy import HIERARCHY_KEY
+from asgnas.passes.prune_subnet import construct_pruned
 from asgnas.passes.pruning import ANALYSIS_KEY as PRUNING_KEY
 from asgnas.passes.search_space import SEARCH_SPACE_KEY
 
@@ -178,6 +181,42 @@ def test_forgetting_an_analysis_not_cached_still_drops_what_was_built_on_it(coun
     del model.analyses["counted"]  # e.g. a caller that passed its own copy around
     analyses.forget("counted")
     assert model.analyses == {}
+
+
+def test_store_caches_a_result_and_keeps_what_is_beside_it(counted):
+    model = _mlp()
+    analyses = AnalysisManager(model)
+    assert analyses.get("built_on_counted") == 10
+    analyses.store("param_map", {"fc1.weight": "w1"})
+    assert model.analyses == {"counted": 1, "built_on_counted": 10, "param_map": {"fc1.weight": "w1"}}
+    analyses.store("counted", 7)  # e.g. an analysis pass run afresh with its options
+    assert analyses.get("counted") == 7 and analyses.get("built_on_counted") == 10 and counted.calls == 1
+
+
+def test_construct_pruned_forgets_the_pruning_analysis_and_what_stores_it():
+    model = _mlp(zero_hidden=2)
+    analyses = AnalysisManager(model)
+    analyses.get(SEARCH_SPACE_KEY)
+    pruning = analyses.cached(PRUNING_KEY)
+    zero = {g.id for g in pruning.groups if g.removable and group_is_zero(model, g)}
+    assert len(zero) == 2
+    result = construct_pruned(model, pruning, zero)
+    assert result["removed_group_ids"] == sorted(zero)
+    assert model.graph.values["w1"].const.shape == (6, 4) and model.graph.values["w2"].const.shape == (3, 6)
+    # the channel relations describe the graph before the cut; the search space stores them, so it goes too
+    assert set(model.analyses) == {ERASING_KEY, HIERARCHY_KEY}
+
+
+def test_gate_branches_and_fold_gates_drop_every_analysis():
+    model = _mlp()
+    analyses = AnalysisManager(model)
+    analyses.get(SEARCH_SPACE_KEY)
+    analyses.store("param_map", {"fc1.weight": "w1"})
+    assert gate_branches(model) == []  # nothing to gate: no IR change, still every analysis goes
+    assert model.analyses == {}
+    analyses.get(SEARCH_SPACE_KEY)
+    assert fold_gates(model) == {"folded": 0, "zero_kept": 0}  # nothing folded: the analyses stay
+    assert set(model.analyses) == {SEARCH_SPACE_KEY, PRUNING_KEY, ERASING_KEY, HIERARCHY_KEY}
 
 
 def test_a_result_whose_requirement_went_missing_is_recomputed_with_what_was_built_on_it(counted):

@@ -97,7 +97,7 @@ def test_cli_lists_and_explains_ops(capsys) -> None:
     assert main(["--explain-op", "Sigmoid"]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert lines[0] == "Sigmoid"
-    assert lines[1] == "  pruning:  rule a_unary, zero unary (f(0) is zeros.py: UNARY['Sigmoid']), aligned=True"
+    assert lines[1] == "  pruning:  rule analyze_unary, zero unary (f(0) is zeros.py: UNARY['Sigmoid']), aligned=True"
     assert lines[2].split() == ["erasing:", "zp=False"] and lines[4].split() == ["train:", "yes"]
     assert main(["--list-ops"]) == 0
     rows = {line.split()[0]: line.split()[1:] for line in capsys.readouterr().out.splitlines()[1:]}

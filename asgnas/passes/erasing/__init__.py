@@ -23,7 +23,7 @@ from typing import Any
 
 from asgnas.ir import Model
 from asgnas.ir.model import gc_paused
-from asgnas.passes.analysis_manager import ALL_ANALYSES, register_analysis
+from asgnas.passes.analysis_manager import ALL_ANALYSES, AnalysisManager, register_analysis
 from asgnas.passes.base import Option, Pass, PassContext, register_pass
 from asgnas.passes.cost import node_costs
 from asgnas.passes.erasing.channels import ChannelPlan, trace_channels
@@ -136,7 +136,7 @@ class ErasingGroupsPass(Pass):
 
     def run(self, model: Model, ctx: PassContext) -> dict[str, Any]:
         analysis = analyze_erasing(model, self.config["id-offset"])
-        model.analyses[ANALYSIS_KEY] = analysis
+        AnalysisManager(model).store(ANALYSIS_KEY, analysis)  # afresh: its id-offset may differ
         return analysis.summary()
 
 

@@ -36,7 +36,7 @@ from __future__ import annotations
 from typing import Any
 
 from asgnas.ir import Model
-from asgnas.passes.analysis_manager import ALL_ANALYSES, register_analysis
+from asgnas.passes.analysis_manager import ALL_ANALYSES, AnalysisManager, register_analysis
 from asgnas.passes.base import Option, Pass, PassContext, register_pass
 from asgnas.passes.pruning.analysis import ANALYSIS_KEY, Fold, PruningAnalysis, Space, analyze_pruning
 from asgnas.passes.pruning.rules import CHANNEL_RULES, OpRule
@@ -50,7 +50,8 @@ class PruningGroupsPass(Pass):
     preserves = ALL_ANALYSES
 
     def run(self, model: Model, ctx: PassContext) -> dict[str, Any]:
-        analysis = model.analyses[ANALYSIS_KEY] = analyze_pruning(model)
+        analysis = analyze_pruning(model)
+        AnalysisManager(model).store(ANALYSIS_KEY, analysis)
         result = analysis.to_json(compact=True)
         if not self.config["groups"]:
             result.pop("groups")

@@ -292,8 +292,8 @@ def _analyze_pruning(model: Model) -> PruningAnalysis:
 
     analysis = PruningAnalysis(
         groups=groups, spaces=spaces, other_slices=other_slices, folds=folds,
-        pin_reasons=pin_counts, _b=b, _se=se, _root_of_key=root_of_key, _root_size=root_size,
-        _root_members=root_members, _elements=elements, _zero=dict(zc.values), _space_id=space_ids,
+        pin_reasons=pin_counts, shape_eval=se, _b=b, _root_of_key=root_of_key, _root_size=root_size,
+        _root_members=root_members, _elements=elements, _space_id=space_ids,
         costs=costs,
     )
     for group in groups:

@@ -50,8 +50,8 @@ class PruningAnalysis:
     ``removable()``, ``slices(group_id)`` (every slice construction removes with the group: params, consumer
     columns, running statistics, constants), ``space_groups(space_id)``, ``summary()``, ``to_json()``; for
     construction, the channel index spaces ("roots": linked spaces share one) as ints: ``removed_masks(ids)``,
-    ``removes_from(group_id, root)``, ``root_of(value, axis)``, ``root_members(root)``, valid while
-    ``describes(model)``. The private fields are the rewrite rules' (``rewrites.RewriteCtx``).
+    ``removes_from(group_id, root)``, ``root_of(value, axis)``, ``key_root(key)``, ``virtual_axis(node, label)``,
+    ``root_members(root)`` and the folded shape computations ``shape_eval``, valid while ``describes(model)``.
     """
 
     groups: list[Group]
@@ -59,13 +59,13 @@ class PruningAnalysis:
     other_slices: dict[int, list[TensorSlice]]
     folds: list[Fold]
     pin_reasons: dict[str, int]
+    #: the analysed graph's shape computations, folded (construction rewrites the shape inputs they feed)
+    shape_eval: ShapeEval | None = None
     _b: Builder | None = None
-    _se: ShapeEval | None = None
     _root_of_key: list[int] = field(default_factory=list)
     _root_size: dict[int, int] = field(default_factory=dict)
     _root_members: dict[int, list[int]] = field(default_factory=dict)
     _elements: dict[int, dict[int, np.ndarray]] = field(default_factory=dict)  # group -> root -> indices
-    _zero: dict[str, float | None] = field(default_factory=dict)
     _space_id: dict[int, str] = field(default_factory=dict)
     costs: dict[str, dict[str, int]] | None = None  # node_costs of the model as analysed (None: they failed)
 
@@ -111,6 +111,15 @@ class PruningAnalysis:
         """The root indexing ``axis`` of the named tensor; None when no channel relation reached it."""
         key = self._b.keys.get((value_name, axis)) if self._b is not None else None
         return None if key is None else self._root_of_key[key]
+
+    def key_root(self, key: int) -> int:
+        """The root of a relation key (``shape_eval`` names the keys a computed size depends on)."""
+        return self._root_of_key[key]
+
+    def virtual_axis(self, node_name: str, label: str) -> tuple[int, int]:
+        """The root and the size of an axis a rule invented on the node (e.g. a GroupNormalization's groups)."""
+        key = self._b.virtual_keys[(node_name, label)]
+        return self._root_of_key[key], int(self._b.key_size[key])
 
     def root_members(self, root: int) -> list[tuple[Value, int]]:
         """Every tensor of the analysed IR indexed by ``root``, with the axis that is."""

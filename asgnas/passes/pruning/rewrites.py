@@ -25,17 +25,14 @@ class RewriteCtx:
         self.model = model
         self.graph = model.graph
         self.analysis = analysis
-        self.b = analysis._b
-        self.shape_eval = analysis._se
-        self.root_of_key = analysis._root_of_key
+        self.shape_eval = analysis.shape_eval
         self.kept_root = kept_root
         self.opset = model.opset
 
     def _root(self, value: Value, axis: int) -> int | None:
         if value.rank is None:
             return None
-        key = self.b.keys.get((value.name, axis % value.rank))
-        return None if key is None else self.root_of_key[key]
+        return self.analysis.root_of(value.name, axis % value.rank)
 
     def kept(self, value: Value, axis: int) -> np.ndarray | None:
         """Kept indices along the axis, or None when it does not change."""
@@ -50,19 +47,19 @@ class RewriteCtx:
         return len(kept) if kept is not None else self.old_dim(value, axis)
 
     def virtual_size(self, node: Node, label: str) -> int:
-        key = self.b.virtual_keys[(node.name, label)]
-        kept = self.kept_root.get(self.root_of_key[key])
-        return len(kept) if kept is not None else int(self.b.key_size[key])
+        root, size = self.analysis.virtual_axis(node.name, label)
+        kept = self.kept_root.get(root)
+        return len(kept) if kept is not None else size
 
     def changed_key(self, key: int) -> bool:
-        return self.root_of_key[key] in self.kept_root
+        return self.analysis.key_root(key) in self.kept_root
 
     def depends_on_change(self, value: Value | None) -> bool:
         sv = self.shape_eval.ev(value) if value is not None else None
         return sv is not None and any(self.changed_key(k) for k in sv.tainted)
 
     def const_array(self, value: Value | None) -> np.ndarray | None:
-        return self.b.const_array(value)
+        return None if value is None or value.const is None else value.const.array
 
     def set_const_input(self, node: Node, index: int, array: np.ndarray, label: str) -> None:
         """Give ``node`` its own constant at input ``index`` (never edits a constant others may read)."""
@@ -131,95 +128,95 @@ class RewriteCtx:
         node.set_input(index, where.outputs[0])
 
 
-def r_conv(node: Node, rc: RewriteCtx) -> None:
+def rewrite_conv(node: Node, ctx: RewriteCtx) -> None:
     x = node.inputs[0]
     groups = node.attr("group", 1)
-    if groups > 1 and groups == rc.old_dim(x, 1) and rc.old_dim(node.inputs[1], 1) == 1:
-        node.set_attr("group", rc.new_dim(x, 1))  # depthwise stays depthwise
+    if groups > 1 and groups == ctx.old_dim(x, 1) and ctx.old_dim(node.inputs[1], 1) == 1:
+        node.set_attr("group", ctx.new_dim(x, 1))  # depthwise stays depthwise
 
 
-def r_groupnorm(node: Node, rc: RewriteCtx) -> None:
-    node.set_attr("num_groups", rc.virtual_size(node, "groups"))
+def rewrite_groupnorm(node: Node, ctx: RewriteCtx) -> None:
+    node.set_attr("num_groups", ctx.virtual_size(node, "groups"))
 
 
-def r_reshape(node: Node, rc: RewriteCtx) -> None:
-    rc.rewrite_shape_input(node, 1, node.inputs[0], node.outputs[0], copy_zero=not node.attr("allowzero", 0))
+def rewrite_reshape(node: Node, ctx: RewriteCtx) -> None:
+    ctx.rewrite_shape_input(node, 1, node.inputs[0], node.outputs[0], copy_zero=not node.attr("allowzero", 0))
 
 
-def r_expand(node: Node, rc: RewriteCtx) -> None:
-    rc.rewrite_shape_input(node, 1, node.inputs[0], node.outputs[0], broadcast=True)
+def rewrite_expand(node: Node, ctx: RewriteCtx) -> None:
+    ctx.rewrite_shape_input(node, 1, node.inputs[0], node.outputs[0], broadcast=True)
 
 
-def r_resize(node: Node, rc: RewriteCtx) -> None:
+def rewrite_resize(node: Node, ctx: RewriteCtx) -> None:
     sizes = node.inputs[3] if len(node.inputs) > 3 else None
     if sizes is not None and sizes.shape and sizes.shape[0]:
-        rc.rewrite_shape_input(node, 3, node.inputs[0], node.outputs[0])
+        ctx.rewrite_shape_input(node, 3, node.inputs[0], node.outputs[0])
 
 
-def r_slice(node: Node, rc: RewriteCtx) -> None:
+def rewrite_slice(node: Node, ctx: RewriteCtx) -> None:
     x = node.inputs[0]
-    params = slice_params(node, rc.shape_eval, x.rank)
+    params = slice_params(node, ctx.shape_eval, x.rank)
     changed = False
     starts, ends = [], []
     for axis, start, end, step in params:
-        kept = rc.kept(x, axis)
+        kept = ctx.kept(x, axis)
         if kept is not None:
-            n = rc.old_dim(x, axis)
+            n = ctx.old_dim(x, axis)
             s, e, _ = slice(start, end, step).indices(n)
             start, end = int(np.searchsorted(kept, s)), int(np.searchsorted(kept, e))
             changed = True
         starts.append(start)
         ends.append(end)
-    if len(node.inputs) > 1 and (rc.depends_on_change(node.inputs[1]) or rc.depends_on_change(node.inputs[2])):
+    if len(node.inputs) > 1 and (ctx.depends_on_change(node.inputs[1]) or ctx.depends_on_change(node.inputs[2])):
         changed = True  # computed from sizes that change: write the (re)computed constants
     if not changed:
         return
     if len(node.inputs) > 1:
-        rc.set_const_input(node, 1, np.asarray(starts, np.int64), "starts")
-        rc.set_const_input(node, 2, np.asarray(ends, np.int64), "ends")
+        ctx.set_const_input(node, 1, np.asarray(starts, np.int64), "starts")
+        ctx.set_const_input(node, 2, np.asarray(ends, np.int64), "ends")
         axes = np.asarray([p[0] for p in params], np.int64)
         steps = np.asarray([p[3] for p in params], np.int64)
         if len(node.inputs) > 3 and node.inputs[3] is not None:
-            rc.set_const_input(node, 3, axes, "axes")
+            ctx.set_const_input(node, 3, axes, "axes")
         if len(node.inputs) > 4 and node.inputs[4] is not None:
-            rc.set_const_input(node, 4, steps, "steps")
+            ctx.set_const_input(node, 4, steps, "steps")
     else:
         node.set_attr("starts", starts)
         node.set_attr("ends", ends)
 
 
-def r_split(node: Node, rc: RewriteCtx) -> None:
+def rewrite_split(node: Node, ctx: RewriteCtx) -> None:
     x = node.inputs[0]
     axis = node.attr("axis", 0) % x.rank
-    if rc.kept(x, axis) is None:
+    if ctx.kept(x, axis) is None:
         return
-    sizes = np.asarray([rc.new_dim(out, axis) for out in node.outputs], np.int64)
-    if rc.opset >= 13:
+    sizes = np.asarray([ctx.new_dim(out, axis) for out in node.outputs], np.int64)
+    if ctx.opset >= 13:
         if len(node.inputs) > 1 and node.inputs[1] is not None:
-            rc.set_const_input(node, 1, sizes, "split")
+            ctx.set_const_input(node, 1, sizes, "split")
         else:
             node.inputs.append(None)
-            rc.set_const_input(node, 1, sizes, "split")
+            ctx.set_const_input(node, 1, sizes, "split")
         if node.attr("num_outputs") is not None:
             node.del_attr("num_outputs")
     else:
         node.set_attr("split", [int(s) for s in sizes])
 
 
-def r_gather(node: Node, rc: RewriteCtx) -> None:
+def rewrite_gather(node: Node, ctx: RewriteCtx) -> None:
     data, indices = node.inputs
     axis = node.attr("axis", 0) % data.rank
-    kept = rc.kept(data, axis)
-    idx = rc.const_array(indices)
+    kept = ctx.kept(data, axis)
+    idx = ctx.const_array(indices)
     if kept is None or idx is None:
         return
-    n = rc.old_dim(data, axis)
+    n = ctx.old_dim(data, axis)
     new_pos = np.full(n, -1, np.int64)
     new_pos[kept] = np.arange(len(kept))
     flat = np.asarray(idx, np.int64).reshape(-1)
     flat = np.where(flat < 0, flat + n, flat)
     if idx.ndim == 1:
-        out_kept = rc.kept(node.outputs[0], axis)
+        out_kept = ctx.kept(node.outputs[0], axis)
         if out_kept is not None:
             flat = flat[out_kept]
         new = new_pos[flat]
@@ -227,19 +224,19 @@ def r_gather(node: Node, rc: RewriteCtx) -> None:
         new = new_pos[flat].reshape(idx.shape)
     if (new < 0).any():
         raise AssertionError(f"{node.name}: a gathered element was removed")
-    rc.set_const_input(node, 1, new.astype(idx.dtype), "indices")
+    ctx.set_const_input(node, 1, new.astype(idx.dtype), "indices")
 
 
 # ==================================================================================================
 
 
-def r_reduce_mean(node: Node, rc: RewriteCtx) -> None:
+def rewrite_reduce_mean(node: Node, ctx: RewriteCtx) -> None:
     """A mean over channels that lost some: sum / C' -> times C'/C restores sum / C (removed channels are 0)."""
     x = node.inputs[0]
     factor = 1.0
-    for axis in reduce_axes(node, rc.shape_eval, x.rank):
-        kept = rc.kept(x, axis)
+    for axis in reduce_axes(node, ctx.shape_eval, x.rank):
+        kept = ctx.kept(x, axis)
         if kept is not None:
-            factor *= len(kept) / rc.old_dim(x, axis)
+            factor *= len(kept) / ctx.old_dim(x, axis)
     if factor != 1.0:
-        rc.scale_output(node, factor)
+        ctx.scale_output(node, factor)

@@ -12,15 +12,15 @@ def need_shape(*values: Value | None) -> None:
             raise Unsupported(f"unknown shape of {value.name}")
 
 
-def identity_axes(b: Builder, src: Value, dst: Value) -> None:
+def identity_axes(builder: Builder, src: Value, dst: Value) -> None:
     need_shape(src, dst)
     if src.rank != dst.rank:
         raise Unsupported(f"rank changes from {src.rank} to {dst.rank}")
     for axis in range(src.rank):
-        b.same(b.k(src, axis), b.k(dst, axis))
+        builder.same(builder.k(src, axis), builder.k(dst, axis))
 
 
-def broadcast_into(b: Builder, value: Value, out: Value) -> None:
+def broadcast_into(builder: Builder, value: Value, out: Value) -> None:
     """Numpy broadcasting: an operand axis equal to the output axis shares its indexing; size 1 broadcasts.
     An operand is never larger than the result, so a symbolic dim against a declared 1 (value_info that does not
     match the data, as some exporters write for the batch) is the same axis too."""
@@ -35,10 +35,10 @@ def broadcast_into(b: Builder, value: Value, out: Value) -> None:
         symbolic_against_one = isinstance(dim, str) and odim == 1
         if dim is None or odim is None or (dim != odim and not symbolic_against_one):
             raise Unsupported(f"cannot match dim {dim} of {value.name} to {odim}")
-        b.same(b.k(value, axis), b.k(out, axis + offset))
+        builder.same(builder.k(value, axis), builder.k(out, axis + offset))
 
 
-def pin_mixed(b: Builder, node: Node, value: Value, axes: range) -> None:
+def pin_mixed(builder: Builder, node: Node, value: Value, axes: range) -> None:
     """Axes an op mixes (a kernel slides over them): their elements may never go."""
     for axis in axes:
-        b.pin(b.k(value, axis), None, f"{node.name} ({node.op_type}) mixes elements along this axis")
+        builder.pin(builder.k(value, axis), None, f"{node.name} ({node.op_type}) mixes elements along this axis")

@@ -8,15 +8,15 @@ from asgnas.passes.pruning.rules_common import broadcast_into, identity_axes
 from asgnas.passes.pruning.shapes import ShapeEval
 
 
-def a_unary(node: Node, b: Builder, se: ShapeEval) -> None:
+def analyze_unary(node: Node, builder: Builder, shape_eval: ShapeEval) -> None:
     x = node.inputs[0]
     for out in node.outputs:
-        if out.uses or b.graph.is_output(out):
-            identity_axes(b, x, out)
+        if out.uses or builder.graph.is_output(out):
+            identity_axes(builder, x, out)
 
 
-def a_elementwise(node: Node, b: Builder, se: ShapeEval) -> None:
+def analyze_elementwise(node: Node, builder: Builder, shape_eval: ShapeEval) -> None:
     out = node.outputs[0]
     for value in node.inputs:
         if value is not None:
-            broadcast_into(b, value, out)
+            broadcast_into(builder, value, out)

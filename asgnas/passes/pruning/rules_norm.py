@@ -9,44 +9,44 @@ from asgnas.passes.pruning.rules_common import broadcast_into, identity_axes, ne
 from asgnas.passes.pruning.shapes import ShapeEval
 
 
-def a_batchnorm(node: Node, b: Builder, se: ShapeEval) -> None:
+def analyze_batchnorm(node: Node, builder: Builder, shape_eval: ShapeEval) -> None:
     x = node.inputs[0]
-    identity_axes(b, x, node.outputs[0])
+    identity_axes(builder, x, node.outputs[0])
     if x.rank < 2:
         raise Unsupported("BatchNormalization of a rank < 2 input")
-    channel = b.k(x, 1)
+    channel = builder.k(x, 1)
     for index, role in ((1, "param"), (2, "param"), (3, "stat"), (4, "stat")):
         value = node.inputs[index] if index < len(node.inputs) else None
         if value is None:
             continue
         if value.rank != 1:
             raise Unsupported(f"BatchNormalization input {index} is not 1-d")
-        b.same(b.k(value, 0), channel)
-        b.role(value, 0, role)
+        builder.same(builder.k(value, 0), channel)
+        builder.role(value, 0, role)
     for extra in node.outputs[1:]:  # training mode: running statistics out
         if extra.rank == 1:
-            b.same(b.k(extra, 0), channel)
+            builder.same(builder.k(extra, 0), channel)
     if node.attr("training_mode", 0):  # batch statistics mix the batch and spatial elements
-        pin_mixed(b, node, x, range(0, 1))
-        pin_mixed(b, node, x, range(2, x.rank))
+        pin_mixed(builder, node, x, range(0, 1))
+        pin_mixed(builder, node, x, range(2, x.rank))
 
 
-def a_instancenorm(node: Node, b: Builder, se: ShapeEval) -> None:
+def analyze_instancenorm(node: Node, builder: Builder, shape_eval: ShapeEval) -> None:
     x, out = node.inputs[0], node.outputs[0]
     need_shape(x, out)
     if x.rank < 3:
         raise Unsupported("InstanceNormalization of a rank < 3 input")
     for axis in (0, 1):
-        b.same(b.k(x, axis), b.k(out, axis))
+        builder.same(builder.k(x, axis), builder.k(out, axis))
     for axis in range(2, x.rank):
-        b.pin(b.k(x, axis), None, f"{node.name} (InstanceNormalization) normalizes over this axis")
+        builder.pin(builder.k(x, axis), None, f"{node.name} (InstanceNormalization) normalizes over this axis")
     for value in node.inputs[1:3]:
         if value is not None:
-            b.same(b.k(value, 0), b.k(x, 1))
-            b.role(value, 0, "param")
+            builder.same(builder.k(value, 0), builder.k(x, 1))
+            builder.role(value, 0, "param")
 
 
-def a_groupnorm(node: Node, b: Builder, se: ShapeEval) -> None:
+def analyze_groupnorm(node: Node, builder: Builder, shape_eval: ShapeEval) -> None:
     x, out = node.inputs[0], node.outputs[0]
     need_shape(x, out)
     groups = node.attr("num_groups")
@@ -54,55 +54,55 @@ def a_groupnorm(node: Node, b: Builder, se: ShapeEval) -> None:
     if not isinstance(channels, int) or not groups or channels % groups:
         raise Unsupported(f"GroupNormalization num_groups={groups} with {channels} channels")
     for axis in (0, 1):
-        b.same(b.k(x, axis), b.k(out, axis))
+        builder.same(builder.k(x, axis), builder.k(out, axis))
     for axis in range(2, x.rank):
-        b.pin(b.k(x, axis), None, f"{node.name} (GroupNormalization) normalizes over this axis")
-    g = b.virtual(node, "groups", groups)
-    per = b.virtual(node, "channels_per_group", channels // groups)
+        builder.pin(builder.k(x, axis), None, f"{node.name} (GroupNormalization) normalizes over this axis")
+    g = builder.virtual(node, "groups", groups)
+    per = builder.virtual(node, "channels_per_group", channels // groups)
     # whole GroupNorm groups go (exact); the group width is fixed
-    b.pin(per, None, f"{node.name} (GroupNormalization): channels per group are fixed, whole groups go")
-    b.product(node, b.k(x, 1), [g, per])
+    builder.pin(per, None, f"{node.name} (GroupNormalization): channels per group are fixed, whole groups go")
+    builder.product(node, builder.k(x, 1), [g, per])
     for value in node.inputs[1:3]:
         if value is None:
             continue
         size = value.shape[0] if value.shape else None
-        b.same(b.k(value, 0), b.k(x, 1) if size == channels else g)
-        b.role(value, 0, "param")
+        builder.same(builder.k(value, 0), builder.k(x, 1) if size == channels else g)
+        builder.role(value, 0, "param")
 
 
-def a_layernorm(node: Node, b: Builder, se: ShapeEval) -> None:
-    _normalize_trailing(node, b, "removing channels changes the statistics of the others")
+def analyze_layernorm(node: Node, builder: Builder, shape_eval: ShapeEval) -> None:
+    _normalize_trailing(node, builder, "removing channels changes the statistics of the others")
 
 
-def a_rmsnorm(node: Node, b: Builder, se: ShapeEval) -> None:
+def analyze_rmsnorm(node: Node, builder: Builder, shape_eval: ShapeEval) -> None:
     """RMSNormalization (opset 23): a LayerNormalization without centring or bias. A zeroed channel adds nothing
     to the sum of squares, but the mean divides by the axis size, so removing it rescales the others."""
-    _normalize_trailing(node, b, "the mean square divides by the axis size, so removing channels rescales the "
+    _normalize_trailing(node, builder, "the mean square divides by the axis size, so removing channels rescales the "
                                  "others")
 
 
-def _normalize_trailing(node: Node, b: Builder, why: str) -> None:
+def _normalize_trailing(node: Node, builder: Builder, why: str) -> None:
     """Axes from ``axis`` on are normalized (pinned, ``why``); the rest pass through; scale/bias broadcast in."""
     x, out = node.inputs[0], node.outputs[0]
     need_shape(x, out)
     axis = axis_attr(node, x.rank, -1)
     for a in range(x.rank):
-        b.same(b.k(x, a), b.k(out, a))
+        builder.same(builder.k(x, a), builder.k(out, a))
     for a in range(axis, x.rank):
-        b.pin(b.k(x, a), None, f"{node.name} ({node.op_type}) normalizes over this axis: {why}")
+        builder.pin(builder.k(x, a), None, f"{node.name} ({node.op_type}) normalizes over this axis: {why}")
     for value in node.inputs[1:3]:
         if value is not None:
-            broadcast_into(b, value, x)
+            broadcast_into(builder, value, x)
 
 
-def a_softmax(node: Node, b: Builder, se: ShapeEval) -> None:
+def analyze_softmax(node: Node, builder: Builder, shape_eval: ShapeEval) -> None:
     x, out = node.inputs[0], node.outputs[0]
-    identity_axes(b, x, out)
-    default = -1 if b.model.opset >= 13 else 1
+    identity_axes(builder, x, out)
+    default = -1 if builder.model.opset >= 13 else 1
     axis = axis_attr(node, x.rank, default)
-    mixed = [axis] if b.model.opset >= 13 else list(range(axis, x.rank))
+    mixed = [axis] if builder.model.opset >= 13 else list(range(axis, x.rank))
     for a in mixed:
-        b.pin(b.k(x, a), None, f"{node.name} ({node.op_type}) normalizes over this axis")
+        builder.pin(builder.k(x, a), None, f"{node.name} ({node.op_type}) normalizes over this axis")
 
 
 #: reductions a zero channel does not change (ReduceMean too: construction rescales it by C'/C, which restores
@@ -111,25 +111,26 @@ def a_softmax(node: Node, b: Builder, se: ShapeEval) -> None:
 _SUM_LIKE = {"ReduceSum", "ReduceL1", "ReduceL2", "ReduceSumSquare", "ReduceLogSum", "ReduceMean"}
 
 
-def a_reduce(node: Node, b: Builder, se: ShapeEval) -> None:
+def analyze_reduce(node: Node, builder: Builder, shape_eval: ShapeEval) -> None:
     x, out = node.inputs[0], node.outputs[0]
     need_shape(x, out)
-    axes = reduce_axes(node, se, x.rank)
+    axes = reduce_axes(node, shape_eval, x.rank)
     keep = node.attr("keepdims", 1)
     j = 0
     for a in range(x.rank):
         if a in axes:
             if node.op_type in _SUM_LIKE:
-                b.consume(node, x, a, "dense", foldable=False, why_not=f"{node.op_type} reduces over the channels")
+                builder.consume(node, x, a, "dense", foldable=False,
+                                why_not=f"{node.op_type} reduces over the channels")
             else:
-                b.pin(b.k(x, a), None, f"{node.name} ({node.op_type}) reduces over this axis")
+                builder.pin(builder.k(x, a), None, f"{node.name} ({node.op_type}) reduces over this axis")
             j += 1 if keep else 0
         else:
-            b.same(b.k(x, a), b.k(out, j))
+            builder.same(builder.k(x, a), builder.k(out, j))
             j += 1
 
 
-def a_argreduce(node: Node, b: Builder, se: ShapeEval) -> None:
+def analyze_argreduce(node: Node, builder: Builder, shape_eval: ShapeEval) -> None:
     x, out = node.inputs[0], node.outputs[0]
     need_shape(x, out)
     axis = axis_attr(node, x.rank)
@@ -137,8 +138,8 @@ def a_argreduce(node: Node, b: Builder, se: ShapeEval) -> None:
     j = 0
     for a in range(x.rank):
         if a == axis:
-            b.pin(b.k(x, a), None, f"{node.name} ({node.op_type}) reduces over this axis")
+            builder.pin(builder.k(x, a), None, f"{node.name} ({node.op_type}) reduces over this axis")
             j += 1 if keep else 0
         else:
-            b.same(b.k(x, a), b.k(out, j))
+            builder.same(builder.k(x, a), builder.k(out, j))
             j += 1

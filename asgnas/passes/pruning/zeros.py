@@ -29,13 +29,13 @@ class ZeroCtx:
     confused with a slab along another (a Linear over tokens passes the channels through with its bias added).
     """
 
-    def __init__(self, b: Builder, root_of_key: list[int], root_live: set[int], opset: int,
-                 se: ShapeEval) -> None:
-        self.b = b
+    def __init__(self, builder: Builder, root_of_key: list[int], root_live: set[int], opset: int,
+                 shape_eval: ShapeEval) -> None:
+        self.builder = builder
         self.root_of_key = root_of_key
         self.root_live = root_live
         self.opset = opset
-        self.se = se
+        self.shape_eval = shape_eval
         self.values: dict[str, dict[int | str, float | None]] = {}
         self._scalar: dict[str, float | None] = {}
         self.axis: int | None = None  # output axis being evaluated (aligned rules)
@@ -44,7 +44,7 @@ class ZeroCtx:
     def live(self, value: Value, axis: int) -> bool:
         if value.rank is None:
             return False
-        key = self.b.keys.get((value.name, axis % value.rank))
+        key = self.builder.keys.get((value.name, axis % value.rank))
         return key is not None and self.root_of_key[key] in self.root_live
 
     def live_axes(self, value: Value | None) -> list[int]:
@@ -99,8 +99,8 @@ class ZeroCtx:
     def _is_live_param(self, value: Value, axis: int | None) -> bool:
         axes = range(value.rank or 0) if axis is None else [axis]
         for a in axes:
-            key = self.b.keys.get((value.name, a))
-            if key is not None and self.b.roles.get(key, "param") == "param" \
+            key = self.builder.keys.get((value.name, a))
+            if key is not None and self.builder.roles.get(key, "param") == "param" \
                     and self.root_of_key[key] in self.root_live:
                 return True
         return False
@@ -131,7 +131,7 @@ class ZeroCtx:
     def padded_axes(self, node: Node) -> list[int] | None:
         x = node.inputs[0]
         try:
-            amounts = pad_amounts(node, self.se, x.rank)
+            amounts = pad_amounts(node, self.shape_eval, x.rank)
         except Unsupported:
             return None
         return [a for a in range(x.rank) if amounts[a].any()]
@@ -139,31 +139,31 @@ class ZeroCtx:
     def reduced_count(self, node: Node) -> int | None:
         x = node.inputs[0]
         try:
-            axes = reduce_axes(node, self.se, x.rank)
+            axes = reduce_axes(node, self.shape_eval, x.rank)
         except Unsupported:
             return None
         dims = [x.shape[a] for a in axes]
         return int(np.prod(dims)) if all(isinstance(d, int) for d in dims) else None
 
     def is_linear(self, node: Node) -> bool:
-        return self.b.view(node.inputs[1]) is not None and self.b.view(node.inputs[0]) is None
+        return self.builder.view(node.inputs[1]) is not None and self.builder.view(node.inputs[0]) is None
 
     def is_embedding(self, node: Node) -> bool:
-        return self.b.view(node.inputs[0]) is not None and self.b.const_array(node.inputs[1]) is None
+        return self.builder.view(node.inputs[0]) is not None and self.builder.const_array(node.inputs[1]) is None
 
 
 Zero = Callable[[Node, ZeroCtx], "float | None"]
 
 
-def z_first(node: Node, zc: ZeroCtx) -> float | None:
-    return zc.z(node.inputs[0])
+def zero_first(node: Node, ctx: ZeroCtx) -> float | None:
+    return ctx.z(node.inputs[0])
 
 
-def z_dropout(node: Node, zc: ZeroCtx) -> float | None:
+def zero_dropout(node: Node, ctx: ZeroCtx) -> float | None:
     """Inference Dropout is the identity; a training-mode one scales a random subset, so only 0 survives."""
-    z = zc.z(node.inputs[0])
+    z = ctx.z(node.inputs[0])
     training = node.inputs[2] if len(node.inputs) > 2 else None
-    if training is not None and zc.scalar(training) != 0:
+    if training is not None and ctx.scalar(training) != 0:
         return z if z == 0 else None
     return z
 
@@ -172,9 +172,9 @@ def _finite(x: float | None) -> float | None:
     return x if x is not None and math.isfinite(x) else None
 
 
-def z_unary(fn: Callable[[Node, float], float | None]) -> Zero:
-    def zero(node: Node, zc: ZeroCtx) -> float | None:
-        z = zc.z(node.inputs[0])
+def zero_unary(fn: Callable[[Node, float], float | None]) -> Zero:
+    def zero(node: Node, ctx: ZeroCtx) -> float | None:
+        z = ctx.z(node.inputs[0])
         if z is None:
             return None
         try:
@@ -194,71 +194,71 @@ def _softplus(x: float) -> float:
 
 
 UNARY: dict[str, Callable[[Node, float], float | None]] = {
-    "Relu": lambda n, z: max(z, 0.0),
-    "LeakyRelu": lambda n, z: z if z >= 0 else n.attr("alpha", 0.01) * z,
-    "Elu": lambda n, z: z if z > 0 else n.attr("alpha", 1.0) * math.expm1(z),
-    "Celu": lambda n, z: max(0.0, z) + min(0.0, n.attr("alpha", 1.0) * math.expm1(z / n.attr("alpha", 1.0))),
-    "Selu": lambda n, z: n.attr("gamma", 1.0507009873554805)
-    * (z if z > 0 else n.attr("alpha", 1.6732632423543772) * math.expm1(z)),
-    "ThresholdedRelu": lambda n, z: z if z > n.attr("alpha", 1.0) else 0.0,
-    "Sigmoid": lambda n, z: _sigmoid(z),
-    "HardSigmoid": lambda n, z: max(0.0, min(1.0, n.attr("alpha", 0.2) * z + n.attr("beta", 0.5))),
-    "HardSwish": lambda n, z: z * max(0.0, min(1.0, z / 6.0 + 0.5)),
-    "Tanh": lambda n, z: math.tanh(z),
-    "Softplus": lambda n, z: _softplus(z),
-    "Softsign": lambda n, z: z / (1.0 + abs(z)),
-    "Mish": lambda n, z: z * math.tanh(_softplus(z)),
-    "Gelu": lambda n, z: (
+    "Relu": lambda node, z: max(z, 0.0),
+    "LeakyRelu": lambda node, z: z if z >= 0 else node.attr("alpha", 0.01) * z,
+    "Elu": lambda node, z: z if z > 0 else node.attr("alpha", 1.0) * math.expm1(z),
+    "Celu": lambda node, z: max(0.0, z) + min(0.0, node.attr("alpha", 1.0) * math.expm1(z / node.attr("alpha", 1.0))),
+    "Selu": lambda node, z: node.attr("gamma", 1.0507009873554805)
+    * (z if z > 0 else node.attr("alpha", 1.6732632423543772) * math.expm1(z)),
+    "ThresholdedRelu": lambda node, z: z if z > node.attr("alpha", 1.0) else 0.0,
+    "Sigmoid": lambda node, z: _sigmoid(z),
+    "HardSigmoid": lambda node, z: max(0.0, min(1.0, node.attr("alpha", 0.2) * z + node.attr("beta", 0.5))),
+    "HardSwish": lambda node, z: z * max(0.0, min(1.0, z / 6.0 + 0.5)),
+    "Tanh": lambda node, z: math.tanh(z),
+    "Softplus": lambda node, z: _softplus(z),
+    "Softsign": lambda node, z: z / (1.0 + abs(z)),
+    "Mish": lambda node, z: z * math.tanh(_softplus(z)),
+    "Gelu": lambda node, z: (
         0.5 * z * (1.0 + math.tanh(math.sqrt(2.0 / math.pi) * (z + 0.044715 * z**3)))
-        if n.attr("approximate", "none") == "tanh"
+        if node.attr("approximate", "none") == "tanh"
         else 0.5 * z * (1.0 + math.erf(z / math.sqrt(2.0)))
     ),
-    "Erf": lambda n, z: math.erf(z),
-    "Exp": lambda n, z: math.exp(z),
-    "Log": lambda n, z: math.log(z) if z > 0 else None,
-    "Sqrt": lambda n, z: math.sqrt(z) if z >= 0 else None,
-    "Reciprocal": lambda n, z: 1.0 / z if z != 0 else None,
-    "Neg": lambda n, z: -z,
-    "Abs": lambda n, z: abs(z),
-    "Sign": lambda n, z: float(np.sign(z)),
-    "Sin": lambda n, z: math.sin(z),
-    "Cos": lambda n, z: math.cos(z),
-    "Floor": lambda n, z: float(math.floor(z)),
-    "Ceil": lambda n, z: float(math.ceil(z)),
-    "Round": lambda n, z: float(np.round(z)),
-    "Shrink": lambda n, z: (z + n.attr("bias", 0.0)) if z < -n.attr("lambd", 0.5)
-    else (z - n.attr("bias", 0.0)) if z > n.attr("lambd", 0.5) else 0.0,
-    "Identity": lambda n, z: z,
-    "Cast": lambda n, z: z,
+    "Erf": lambda node, z: math.erf(z),
+    "Exp": lambda node, z: math.exp(z),
+    "Log": lambda node, z: math.log(z) if z > 0 else None,
+    "Sqrt": lambda node, z: math.sqrt(z) if z >= 0 else None,
+    "Reciprocal": lambda node, z: 1.0 / z if z != 0 else None,
+    "Neg": lambda node, z: -z,
+    "Abs": lambda node, z: abs(z),
+    "Sign": lambda node, z: float(np.sign(z)),
+    "Sin": lambda node, z: math.sin(z),
+    "Cos": lambda node, z: math.cos(z),
+    "Floor": lambda node, z: float(math.floor(z)),
+    "Ceil": lambda node, z: float(math.ceil(z)),
+    "Round": lambda node, z: float(np.round(z)),
+    "Shrink": lambda node, z: (z + node.attr("bias", 0.0)) if z < -node.attr("lambd", 0.5)
+    else (z - node.attr("bias", 0.0)) if z > node.attr("lambd", 0.5) else 0.0,
+    "Identity": lambda node, z: z,
+    "Cast": lambda node, z: z,
 }
 
 
-def z_add(node: Node, zc: ZeroCtx) -> float | None:
-    vals = [zc.operand(node, i) for i, v in enumerate(node.inputs) if v is not None]
+def zero_add(node: Node, ctx: ZeroCtx) -> float | None:
+    vals = [ctx.operand(node, i) for i, v in enumerate(node.inputs) if v is not None]
     return None if any(v is None for v in vals) else float(sum(vals))
 
 
-def z_sub(node: Node, zc: ZeroCtx) -> float | None:
-    a, b = zc.operand(node, 0), zc.operand(node, 1)
+def zero_sub(node: Node, ctx: ZeroCtx) -> float | None:
+    a, b = ctx.operand(node, 0), ctx.operand(node, 1)
     return None if a is None or b is None else a - b
 
 
-def z_mul(node: Node, zc: ZeroCtx) -> float | None:
-    vals = [zc.operand(node, i) for i, v in enumerate(node.inputs) if v is not None]
+def zero_mul(node: Node, ctx: ZeroCtx) -> float | None:
+    vals = [ctx.operand(node, i) for i, v in enumerate(node.inputs) if v is not None]
     if any(v == 0 for v in vals):
         return 0.0  # a zero factor wins whatever the other side is
     return None if any(v is None for v in vals) else _finite(float(np.prod(vals)))
 
 
-def z_div(node: Node, zc: ZeroCtx) -> float | None:
-    a, b = zc.operand(node, 0), zc.operand(node, 1)
+def zero_div(node: Node, ctx: ZeroCtx) -> float | None:
+    a, b = ctx.operand(node, 0), ctx.operand(node, 1)
     if a is None or b is None or b == 0:
         return None
     return a / b
 
 
-def z_pow(node: Node, zc: ZeroCtx) -> float | None:
-    a, b = zc.operand(node, 0), zc.operand(node, 1)
+def zero_pow(node: Node, ctx: ZeroCtx) -> float | None:
+    a, b = ctx.operand(node, 0), ctx.operand(node, 1)
     if a is None or b is None:
         return None
     try:
@@ -267,43 +267,43 @@ def z_pow(node: Node, zc: ZeroCtx) -> float | None:
         return None
 
 
-def z_reduce_all(fn: Callable[[list[float]], float]) -> Zero:
-    def zero(node: Node, zc: ZeroCtx) -> float | None:
-        vals = [zc.operand(node, i) for i, v in enumerate(node.inputs) if v is not None]
+def zero_reduce_all(fn: Callable[[list[float]], float]) -> Zero:
+    def zero(node: Node, ctx: ZeroCtx) -> float | None:
+        vals = [ctx.operand(node, i) for i, v in enumerate(node.inputs) if v is not None]
         return None if any(v is None for v in vals) else float(fn(vals))
 
     return zero
 
 
-def z_where(node: Node, zc: ZeroCtx) -> float | None:
-    cond, x, y = zc.operand(node, 0), zc.operand(node, 1), zc.operand(node, 2)
+def zero_where(node: Node, ctx: ZeroCtx) -> float | None:
+    cond, x, y = ctx.operand(node, 0), ctx.operand(node, 1), ctx.operand(node, 2)
     if cond is not None:
         return x if cond else y
     return x if x is not None and x == y else None
 
 
-def z_compare(fn: Callable[[float, float], bool]) -> Zero:
-    def zero(node: Node, zc: ZeroCtx) -> float | None:
-        a, b = zc.operand(node, 0), zc.operand(node, 1)
+def zero_compare(fn: Callable[[float, float], bool]) -> Zero:
+    def zero(node: Node, ctx: ZeroCtx) -> float | None:
+        a, b = ctx.operand(node, 0), ctx.operand(node, 1)
         return None if a is None or b is None else float(fn(a, b))
 
     return zero
 
 
-def z_prelu(node: Node, zc: ZeroCtx) -> float | None:
-    x = zc.operand(node, 0)
+def zero_prelu(node: Node, ctx: ZeroCtx) -> float | None:
+    x = ctx.operand(node, 0)
     if x is None or x >= 0:
         return x
-    slope = zc.operand(node, 1)
+    slope = ctx.operand(node, 1)
     return None if slope is None else slope * x
 
 
-def z_clip(node: Node, zc: ZeroCtx) -> float | None:
-    z = zc.z(node.inputs[0])
+def zero_clip(node: Node, ctx: ZeroCtx) -> float | None:
+    z = ctx.z(node.inputs[0])
     if z is None:
         return None
-    lo = zc.scalar(node.inputs[1]) if len(node.inputs) > 1 and node.inputs[1] is not None else node.attr("min")
-    hi = zc.scalar(node.inputs[2]) if len(node.inputs) > 2 and node.inputs[2] is not None else node.attr("max")
+    lo = ctx.scalar(node.inputs[1]) if len(node.inputs) > 1 and node.inputs[1] is not None else node.attr("min")
+    hi = ctx.scalar(node.inputs[2]) if len(node.inputs) > 2 and node.inputs[2] is not None else node.attr("max")
     if (len(node.inputs) > 1 and node.inputs[1] is not None and lo is None) or (
         len(node.inputs) > 2 and node.inputs[2] is not None and hi is None
     ):
@@ -315,46 +315,46 @@ def z_clip(node: Node, zc: ZeroCtx) -> float | None:
     return z
 
 
-def z_norm(scale_index: int, bias_index: int) -> Zero:
+def zero_norm(scale_index: int, bias_index: int) -> Zero:
     """Batch/instance/group norm: a zero scale (or a constant input channel) leaves exactly the bias."""
 
-    def zero(node: Node, zc: ZeroCtx) -> float | None:
+    def zero(node: Node, ctx: ZeroCtx) -> float | None:
         if len(node.inputs) <= bias_index or node.inputs[bias_index] is None:
             return None
-        if zc.axis is not None and zc.axis != 1:
+        if ctx.axis is not None and ctx.axis != 1:
             return None  # a removed slab along another axis is normalised per channel: not one constant
-        scale = zc.z(node.inputs[scale_index])
-        if scale != 0 and (node.op_type == "BatchNormalization" or zc.z(node.inputs[0]) is None):
+        scale = ctx.z(node.inputs[scale_index])
+        if scale != 0 and (node.op_type == "BatchNormalization" or ctx.z(node.inputs[0]) is None):
             return None  # BN of a constant keeps (c - mean) * scale / std: per channel
-        return zc.z(node.inputs[bias_index])
+        return ctx.z(node.inputs[bias_index])
 
     return zero
 
 
-def z_rmsnorm(node: Node, zc: ZeroCtx) -> float | None:
+def zero_rmsnorm(node: Node, ctx: ZeroCtx) -> float | None:
     """``x / sqrt(mean(x^2) + eps) * scale``: a zero input slab stays 0 (with a positive epsilon)."""
     epsilon = node.attr("epsilon", 1e-5)
-    return 0.0 if epsilon > 0 and zc.z(node.inputs[0]) == 0 else None
+    return 0.0 if epsilon > 0 and ctx.z(node.inputs[0]) == 0 else None
 
 
-def z_stem(own_axes: Callable[[Node], set[int]]) -> Zero:
+def zero_stem(own_axes: Callable[[Node], set[int]]) -> Zero:
     """A stem zeroes the slabs of its own output axis (its rows are in the group); a removed slab along an axis
     it passes through from its input would be ``bias + z * sum(W)``: only exact as 0 (input slab 0, no bias)."""
 
-    def zero(node: Node, zc: ZeroCtx) -> float | None:
-        if zc.axis is None or zc.axis in own_axes(node):
+    def zero(node: Node, ctx: ZeroCtx) -> float | None:
+        if ctx.axis is None or ctx.axis in own_axes(node):
             return 0.0
         has_bias = node.op_type != "MatMul" and len(node.inputs) > 2 and node.inputs[2] is not None
-        return 0.0 if zc.z(node.inputs[0]) == 0 and not has_bias else None
+        return 0.0 if ctx.z(node.inputs[0]) == 0 and not has_bias else None
 
     return zero
 
 
-def z_gemm(node: Node, zc: ZeroCtx) -> float | None:
+def zero_gemm(node: Node, ctx: ZeroCtx) -> float | None:
     c = node.inputs[2] if len(node.inputs) > 2 else None
-    value = 0.0 if c is None else _times(node.attr("beta", 1.0), zc.operand(node, 2))
-    if zc.axis is not None and zc.axis != 1:  # rows of A passed through: A's slab must be zero
-        if zc.z_at(node.inputs[0], 1 if node.attr("transA", 0) else 0) != 0:
+    value = 0.0 if c is None else _times(node.attr("beta", 1.0), ctx.operand(node, 2))
+    if ctx.axis is not None and ctx.axis != 1:  # rows of A passed through: A's slab must be zero
+        if ctx.z_at(node.inputs[0], 1 if node.attr("transA", 0) else 0) != 0:
             return None
     return value
 
@@ -363,88 +363,88 @@ def _times(a: float, b: float | None) -> float | None:
     return None if b is None else a * b
 
 
-def z_contract(node: Node, zc: ZeroCtx) -> float | None:
+def zero_contract(node: Node, ctx: ZeroCtx) -> float | None:
     """A @ B of activations: a slab along A's rows is zero iff A's is; along B's columns iff B's is; along a
     batch axis iff either is."""
     a, b = node.inputs
     rank = node.outputs[0].rank
-    if zc.axis == rank - 2:
-        return 0.0 if zc.z_at(a, a.rank - 2) == 0 else None
-    if zc.axis == rank - 1:
-        return 0.0 if zc.z_at(b, b.rank - 1) == 0 else None
-    return 0.0 if zc.z(a) == 0 or zc.z(b) == 0 else None
+    if ctx.axis == rank - 2:
+        return 0.0 if ctx.z_at(a, a.rank - 2) == 0 else None
+    if ctx.axis == rank - 1:
+        return 0.0 if ctx.z_at(b, b.rank - 1) == 0 else None
+    return 0.0 if ctx.z(a) == 0 or ctx.z(b) == 0 else None
 
 
-def z_transpose(node: Node, zc: ZeroCtx) -> float | None:
+def zero_transpose(node: Node, ctx: ZeroCtx) -> float | None:
     x = node.inputs[0]
-    if zc.axis is None:
-        return zc.z(x)
+    if ctx.axis is None:
+        return ctx.z(x)
     perm = node.attr("perm") or list(range(x.rank))[::-1]
-    return zc.z_at(x, perm[zc.axis])
+    return ctx.z_at(x, perm[ctx.axis])
 
 
-def z_expand(node: Node, zc: ZeroCtx) -> float | None:
-    return zc.operand(node, 0)
+def zero_expand(node: Node, ctx: ZeroCtx) -> float | None:
+    return ctx.operand(node, 0)
 
 
-def z_avgpool(node: Node, zc: ZeroCtx) -> float | None:
-    z = zc.z(node.inputs[0])
+def zero_avgpool(node: Node, ctx: ZeroCtx) -> float | None:
+    z = ctx.z(node.inputs[0])
     if z == 0 or not node.attr("count_include_pad", 0) or pads_zero(node):
         return z
     return None
 
 
-def z_lppool(node: Node, zc: ZeroCtx) -> float | None:
-    return 0.0 if zc.z(node.inputs[0]) == 0 else None
+def zero_lppool(node: Node, ctx: ZeroCtx) -> float | None:
+    return 0.0 if ctx.z(node.inputs[0]) == 0 else None
 
 
-def z_resize(node: Node, zc: ZeroCtx) -> float | None:
-    z = zc.z(node.inputs[0])
+def zero_resize(node: Node, ctx: ZeroCtx) -> float | None:
+    z = ctx.z(node.inputs[0])
     if node.attr("coordinate_transformation_mode", "half_pixel") == "tf_crop_and_resize":
         return z if z == node.attr("extrapolation_value", 0.0) else None
     return z
 
 
-def z_pad(node: Node, zc: ZeroCtx) -> float | None:
-    z = zc.z(node.inputs[0])
+def zero_pad(node: Node, ctx: ZeroCtx) -> float | None:
+    z = ctx.z(node.inputs[0])
     mode = node.attr("mode", "constant")
     if z is None or mode != "constant":
         return z
     if len(node.inputs) > 2 and node.inputs[2] is not None:
-        value = zc.scalar(node.inputs[2])
+        value = ctx.scalar(node.inputs[2])
     else:
         value = node.attr("value", 0.0)
     if value is not None and value == z:
         return z
     # padding a removed slab with a different constant makes it non-uniform, unless the only padded axis is the
     # slab's own axis (new channels were added, the slab is untouched)
-    padded = zc.padded_axes(node)
-    if padded is not None and zc.axis is not None and set(padded) <= {zc.axis}:
+    padded = ctx.padded_axes(node)
+    if padded is not None and ctx.axis is not None and set(padded) <= {ctx.axis}:
         return z
     return None
 
 
-def z_concat(node: Node, zc: ZeroCtx) -> float | None:
+def zero_concat(node: Node, ctx: ZeroCtx) -> float | None:
     out = node.outputs[0]
     if out.rank is None:
         return None
     axis = axis_attr(node, out.rank)
     inputs = [v for v in node.inputs if v is not None]
-    if zc.axis is not None and zc.axis != axis:  # a slab across the concat axis spans every input
-        vals = [zc.z_at(v, zc.axis) for v in inputs]
+    if ctx.axis is not None and ctx.axis != axis:  # a slab across the concat axis spans every input
+        vals = [ctx.z_at(v, ctx.axis) for v in inputs]
     else:
-        vals = [zc.z_at(v, axis) for v in inputs if zc.live(v, axis)] or [zc.z_at(v, axis) for v in inputs]
+        vals = [ctx.z_at(v, axis) for v in inputs if ctx.live(v, axis)] or [ctx.z_at(v, axis) for v in inputs]
     return vals[0] if vals and all(v is not None and v == vals[0] for v in vals) else None
 
 
-def z_softmax(node: Node, zc: ZeroCtx) -> float | None:
-    z = zc.z(node.inputs[0])
+def zero_softmax(node: Node, ctx: ZeroCtx) -> float | None:
+    z = ctx.z(node.inputs[0])
     x = node.inputs[0]
     if z is None or x.shape is None:
         return None
-    default = -1 if zc.opset >= 13 else 1
+    default = -1 if ctx.opset >= 13 else 1
     axis = node.attr("axis", default) % x.rank
-    dims = x.shape[axis:] if zc.opset < 13 else (x.shape[axis],)
+    dims = x.shape[axis:] if ctx.opset < 13 else (x.shape[axis],)
     if not all(isinstance(d, int) for d in dims):
         return None
     n = int(np.prod(dims))
@@ -455,9 +455,9 @@ def z_softmax(node: Node, zc: ZeroCtx) -> float | None:
     return None
 
 
-def z_reduce(node: Node, zc: ZeroCtx) -> float | None:
-    z = zc.z(node.inputs[0])
-    n = zc.reduced_count(node)
+def zero_reduce(node: Node, ctx: ZeroCtx) -> float | None:
+    z = ctx.z(node.inputs[0])
+    n = ctx.reduced_count(node)
     if z is None or n is None:
         return None
     op = node.op_type
