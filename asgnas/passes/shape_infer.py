@@ -7,13 +7,15 @@ torch's exporter writes for ``unflatten``) are folded with numpy into Constants;
 read the shapes it found are folded too and it runs again. Where holes remain, a fallback runs the model in
 onnxruntime twice (once when no input dim is symbolic), with the symbolic input dims set to two different sizes,
 reading the missing values as extra outputs: dims equal in both runs are static, dims that differ stay symbolic
-(see ``fill_by_running``).
+(see ``fill_by_running``). Declared shapes (value_info) that contradict inference from the graph inputs are
+replaced by the inferred ones, with a warning (see ``declared_shapes``).
 ``ensure_shapes`` is what every analysis calls: both steps, only when some value lacks its shape.
 """
 
 from __future__ import annotations
 
 import itertools
+import weakref
 from typing import Any
 
 import numpy as np
@@ -26,6 +28,7 @@ from asgnas.ir.model import _apply_value_info, gc_paused
 from asgnas.ir.wellformed import check_conv_fits
 from asgnas.passes.analysis_manager import ALL_ANALYSES
 from asgnas.passes.base import Option, Pass, PassContext, register_pass
+from asgnas.passes.declared_shapes import trust_inferred
 from asgnas.passes.folding import FOLDABLE, evaluate
 
 
@@ -41,6 +44,7 @@ def infer_static(model: Model) -> None:
 
 def _infer_static(model: Model) -> None:
     probe = lower(model, weights=False)  # shapes need no weight data: skip copying it
+    trust_inferred(model, probe)  # declared shapes that contradict the graph must not win over inference
     _replace_folded(model, probe, _fold_shape_constants(model), set())  # constant arithmetic onnx does not propagate
     _run_onnx_inference(model, probe)
     missing = len(holes(model))
@@ -225,11 +229,21 @@ def infer_shapes(model: Model, fallback: bool = True) -> int:
     return fill_by_running(model, missing) if missing and fallback else 0
 
 
+#: models whose declared shapes were checked against inference (a model without holes is checked once)
+_CHECKED: "weakref.WeakSet[Model]" = weakref.WeakSet()
+
+
 def ensure_shapes(model: Model) -> bool:
     """Shapes everywhere, inferred only when some value lacks one (``infer_shapes`` with its fallback): what the
-    analyses and cost call before reading shapes. True when some were missing (and may have changed)."""
+    analyses and cost call before reading shapes. The first call on a model without holes still replaces declared
+    shapes that contradict inference. True when some were missing or replaced (and may have changed)."""
+    first = model not in _CHECKED
+    _CHECKED.add(model)
     if not holes(model):
-        return False
+        if not first or not trust_inferred(model, lower(model, weights=False)):
+            return False
+        if not holes(model):  # a declared rank that was wrong leaves the dims inference did not know
+            return True
     infer_shapes(model)
     return True
 
