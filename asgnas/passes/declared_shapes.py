@@ -50,8 +50,8 @@ def trust_inferred(model: Model, probe: onnx.ModelProto) -> bool:
         named = ", ".join(contradicted[:_NAMED]) + (f" and {len(contradicted) - _NAMED} more"
                                                    if len(contradicted) > _NAMED else "")
         warnings.warn(AsgnasWarning(
-            f"{model.source or 'model'}: the declared type of {named} contradicts what the graph computes from "
-            "its inputs; the inferred one is used"))
+            f"{model.source or 'model'}: declared shapes contradict what the graph computes from its inputs for "
+            f"{named}; the inferred ones are used"))
     return bool(replaced)
 
 
