@@ -124,12 +124,14 @@ def _torchrun(script: Path, args: list[str], tmp_path: Path, env: dict[str, str]
 
 
 def _failure(status: int, ranks: dict[int, RankLog]) -> str:
-    """Why torchrun failed, for the assertion message: each rank's stderr tail and torchrun's verdict; whether
-    asgnas reported the failure (its error line or a traceback through asgnas) or it came from outside (torchrun,
-    gloo, a signal: the environment)."""
-    ours = any("asgnas-opt: " in log.stderr or "/asgnas/" in log.stderr for r, log in ranks.items() if r >= 0)
-    lines = [f"torchrun exited {status}; " + ("asgnas reported the failure:" if ours else
-             "environment: no rank reported an asgnas error (torchrun, gloo or a signal stopped it):")]
+    """Why torchrun failed, for the assertion message: whether a rank reported an asgnas error (ours) or none did
+    (torchrun, gloo or a signal such as an out-of-memory kill: the environment, unless a traceback says otherwise),
+    then each rank's stderr tail and torchrun's verdict (which rank, exit code or signal)."""
+    reported = [line for r, log in ranks.items() if r >= 0 for line in log.stderr.splitlines()
+                if line.startswith("asgnas-opt: ") and not line.startswith("asgnas-opt: warning:")]
+    lines = [f"torchrun exited {status}; " + (f"asgnas reported: {reported[0]}" if reported else
+             "no rank reported an asgnas error: the environment stopped it (torchrun, gloo, a signal) unless a "
+             "traceback below goes through asgnas")]
     for r, log in sorted(ranks.items()):
         text = log.stderr[log.stderr.find("Failures:"):] if r < 0 and "Failures:" in log.stderr else log.stderr
         lines.append(f"--- {'torchrun' if r < 0 else f'rank {r}'} stderr (tail) ---")
