@@ -44,7 +44,7 @@ def infer_static(model: Model) -> None:
 
 def _infer_static(model: Model) -> None:
     probe = lower(model, weights=False)  # shapes need no weight data: skip copying it
-    trust_inferred(model, probe)  # declared shapes that contradict the graph must not win over inference
+    _check_declared_once(model, probe)
     _replace_folded(model, probe, _fold_shape_constants(model), set())  # constant arithmetic onnx does not propagate
     _run_onnx_inference(model, probe)
     missing = len(holes(model))
@@ -229,18 +229,25 @@ def infer_shapes(model: Model, fallback: bool = True) -> int:
     return fill_by_running(model, missing) if missing and fallback else 0
 
 
-#: models whose declared shapes were checked against inference (a model without holes is checked once)
+#: models whose declared shapes were checked against inference: what a model declares is checked once (later
+#: shapes are our own inference's, and the values a rewrite adds start without one)
 _CHECKED: "weakref.WeakSet[Model]" = weakref.WeakSet()
+
+
+def _check_declared_once(model: Model, probe: onnx.ModelProto | None = None) -> bool:
+    """``declared_shapes.trust_inferred`` on the first call for ``model``; True when it replaced some shape."""
+    if model in _CHECKED:
+        return False
+    _CHECKED.add(model)
+    return trust_inferred(model, lower(model, weights=False) if probe is None else probe)
 
 
 def ensure_shapes(model: Model) -> bool:
     """Shapes everywhere, inferred only when some value lacks one (``infer_shapes`` with its fallback): what the
-    analyses and cost call before reading shapes. The first call on a model without holes still replaces declared
-    shapes that contradict inference. True when some were missing or replaced (and may have changed)."""
-    first = model not in _CHECKED
-    _CHECKED.add(model)
+    analyses and cost call before reading shapes. Declared shapes that contradict inference are replaced on the
+    first call, holes or not. True when some were missing or replaced (and may have changed)."""
     if not holes(model):
-        if not first or not trust_inferred(model, lower(model, weights=False)):
+        if not _check_declared_once(model):
             return False
         if not holes(model):  # a declared rank that was wrong leaves the dims inference did not know
             return True
