@@ -7,13 +7,15 @@ torch's exporter writes for ``unflatten``) are folded with numpy into Constants;
 read the shapes it found are folded too and it runs again. Where holes remain, a fallback runs the model in
 onnxruntime twice (once when no input dim is symbolic), with the symbolic input dims set to two different sizes,
 reading the missing values as extra outputs: dims equal in both runs are static, dims that differ stay symbolic
-(see ``fill_by_running``).
+(see ``fill_by_running``). Declared shapes (value_info) that contradict inference from the graph inputs are
+replaced by the inferred ones, with a warning (see ``declared_shapes``).
 ``ensure_shapes`` is what every analysis calls: both steps, only when some value lacks its shape.
 """
 
 from __future__ import annotations
 
 import itertools
+import weakref
 from typing import Any
 
 import numpy as np
@@ -26,6 +28,7 @@ from asgnas.ir.model import _apply_value_info, gc_paused
 from asgnas.ir.wellformed import check_conv_fits
 from asgnas.passes.analysis_manager import ALL_ANALYSES
 from asgnas.passes.base import Option, Pass, PassContext, register_pass
+from asgnas.passes.declared_shapes import trust_inferred
 from asgnas.passes.folding import FOLDABLE, evaluate
 
 
@@ -41,6 +44,7 @@ def infer_static(model: Model) -> None:
 
 def _infer_static(model: Model) -> None:
     probe = lower(model, weights=False)  # shapes need no weight data: skip copying it
+    _check_declared_once(model, probe)
     _replace_folded(model, probe, _fold_shape_constants(model), set())  # constant arithmetic onnx does not propagate
     _run_onnx_inference(model, probe)
     missing = len(holes(model))
@@ -225,11 +229,28 @@ def infer_shapes(model: Model, fallback: bool = True) -> int:
     return fill_by_running(model, missing) if missing and fallback else 0
 
 
+#: models whose declared shapes were checked against inference: what a model declares is checked once (later
+#: shapes are our own inference's, and the values a rewrite adds start without one)
+_CHECKED: "weakref.WeakSet[Model]" = weakref.WeakSet()
+
+
+def _check_declared_once(model: Model, probe: onnx.ModelProto | None = None) -> bool:
+    """``declared_shapes.trust_inferred`` on the first call for ``model``; True when it replaced some shape."""
+    if model in _CHECKED:
+        return False
+    _CHECKED.add(model)
+    return trust_inferred(model, lower(model, weights=False) if probe is None else probe)
+
+
 def ensure_shapes(model: Model) -> bool:
     """Shapes everywhere, inferred only when some value lacks one (``infer_shapes`` with its fallback): what the
-    analyses and cost call before reading shapes. True when some were missing (and may have changed)."""
+    analyses and cost call before reading shapes. Declared shapes that contradict inference are replaced on the
+    first call, holes or not. True when some were missing or replaced (and may have changed)."""
     if not holes(model):
-        return False
+        if not _check_declared_once(model):
+            return False
+        if not holes(model):  # a declared rank that was wrong leaves the dims inference did not know
+            return True
     infer_shapes(model)
     return True
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import textwrap
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -91,6 +91,54 @@ def _selection(report: dict) -> tuple[list[int], list[int]]:
     return report["train"]["redundant_groups"], report["train"]["zero_groups"]
 
 
+#: seconds the two ranks may take: a few alone, minutes on a loaded 2-core machine (the ranks, torchrun's agent and
+#: the test's own process share the cores)
+TORCHRUN_TIMEOUT_S = 600
+
+
+@dataclass
+class RankLog:
+    stdout: str
+    stderr: str
+
+
+def _torchrun(script: Path, args: list[str], tmp_path: Path, env: dict[str, str]) -> tuple[int, dict[int, RankLog]]:
+    """``torchrun --standalone --nproc_per_node=2 script args``: its status, and each rank's stdout and stderr, kept
+    apart (``--redirects``) so a failure shows which rank said what; torchrun's own stderr is rank -1.
+    A rank's internal error prints its traceback (ASGNAS_TRACEBACK)."""
+    logs = tmp_path / "rank-logs"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).parents[2]), "ASGNAS_TRACEBACK": "1",
+           **env}
+    try:
+        run = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                              f"--log-dir={logs}", "--redirects=3", str(script), *args],
+                             capture_output=True, text=True, env=env, timeout=TORCHRUN_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"environment: torchrun with 2 ranks did not finish in {TORCHRUN_TIMEOUT_S} s; the machine is too "
+                    "loaded for this test (it takes seconds alone)")
+    ranks = {int(folder.name): RankLog(*((folder / f"{s}.log").read_text(errors="replace")
+                                         if (folder / f"{s}.log").is_file() else "" for s in ("stdout", "stderr")))
+             for folder in logs.glob("*/attempt_*/[0-9]*")}
+    ranks[-1] = RankLog(run.stdout, run.stderr)
+    return run.returncode, ranks
+
+
+def _failure(status: int, ranks: dict[int, RankLog]) -> str:
+    """Why torchrun failed, for the assertion message: whether a rank reported an asgnas error (ours) or none did
+    (torchrun, gloo or a signal such as an out-of-memory kill: the environment, unless a traceback says otherwise),
+    then each rank's stderr tail and torchrun's verdict (which rank, exit code or signal)."""
+    reported = [line for r, log in ranks.items() if r >= 0 for line in log.stderr.splitlines()
+                if line.startswith("asgnas-opt: ") and not line.startswith("asgnas-opt: warning:")]
+    lines = [f"torchrun exited {status}; " + (f"asgnas reported: {reported[0]}" if reported else
+             "no rank reported an asgnas error: the environment stopped it (torchrun, gloo, a signal) unless a "
+             "traceback below goes through asgnas")]
+    for r, log in sorted(ranks.items()):
+        text = log.stderr[log.stderr.find("Failures:"):] if r < 0 and "Failures:" in log.stderr else log.stderr
+        lines.append(f"--- {'torchrun' if r < 0 else f'rank {r}'} stderr (tail) ---")
+        lines.append(text[-1500:])
+    return "\n".join(lines)
+
+
 def test_two_processes_choose_the_single_process_subnetwork(tmp_path):
     model, data = tmp_path / "net.onnx", tmp_path / "clusters.npz"
     onnx.save(_branchy_net_with_bn(), model)
@@ -107,15 +155,12 @@ def test_two_processes_choose_the_single_process_subnetwork(tmp_path):
     out.mkdir()
     launcher, writes = tmp_path / "launch.py", tmp_path / "writes.log"
     launcher.write_text(LAUNCHER)
-    env = {**os.environ, "WRITES_LOG": str(writes), "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).parents[2])}
-    run = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",
-                          "--nproc_per_node=2", str(launcher), str(model), "--passes", pipeline,
-                          "-o", str(out / "slim.onnx"), "--report", str(out / "r.json")],
-                         capture_output=True, text=True, env=env, timeout=300)
-    assert run.returncode == 0, run.stderr[-3000:]
+    status, ranks = _torchrun(launcher, [str(model), "--passes", pipeline, "-o", str(out / "slim.onnx"),
+                                         "--report", str(out / "r.json")], tmp_path, {"WRITES_LOG": str(writes)})
+    assert status == 0, _failure(status, ranks)
     assert sorted(p.name for p in out.iterdir()) == ["r.json", "r.train.svg", "slim.onnx"]
     assert sorted(writes.read_text().splitlines()) == ["0 model", "0 report"]  # rank 1 wrote nothing
-    assert run.stdout.count("asgnas-opt: ") == 1  # one summary line: rank 0 alone logs
+    assert [ranks[r].stdout.count("asgnas-opt: ") for r in (0, 1)] == [1, 0]  # one summary line: rank 0 alone logs
 
     report = json.loads((out / "r.json").read_text())
     assert report["train"]["processes"] == 2 and reference["train"]["processes"] == 1
@@ -131,8 +176,9 @@ def test_two_processes_choose_the_single_process_subnetwork(tmp_path):
 
 
 def _finish_with(rank: int, port: int, statuses: list[int], out: str) -> None:
+    # the ranks meet at the test's store (as torchrun's workers meet at its agent's): no rank binds a port
     os.environ.update(WORLD_SIZE="2", RANK=str(rank), LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1",
-                      MASTER_PORT=str(port))
+                      MASTER_PORT=str(port), TORCHELASTIC_USE_AGENT_STORE="True")
     from asgnas.bridge.distributed import finish
 
     Path(out, str(rank)).write_text(str(finish(statuses[rank])))
@@ -140,8 +186,8 @@ def _finish_with(rank: int, port: int, statuses: list[int], out: str) -> None:
 
 def test_every_rank_ends_with_the_highest_status(tmp_path):
     """E.g. rank 0 alone failed to write ``-o`` (exit 2): rank 1 exits 2 as well, not 0."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    mp.spawn(_finish_with, args=(port, [2, 0], str(tmp_path)), nprocs=2)
+    # a store on a port the system picks and this process holds: a port found free and released could be taken
+    # by a concurrent test before rank 0 binds it
+    store = dist.TCPStore("127.0.0.1", 0, world_size=2, is_master=True, wait_for_workers=False)
+    mp.spawn(_finish_with, args=(store.port, [2, 0], str(tmp_path)), nprocs=2)
     assert [(tmp_path / r).read_text() for r in "01"] == ["2", "2"]

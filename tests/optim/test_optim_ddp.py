@@ -3,7 +3,6 @@ even when one rank's validity oracle would have chosen differently (rank 0's cho
 from __future__ import annotations
 
 import os
-import socket
 import warnings
 
 import torch
@@ -36,6 +35,7 @@ class _PickyOracle:
 def _worker(rank: int, world: int, port: int, out: str) -> None:
     os.environ["MASTER_ADDR"] = "127.0.0.1"
     os.environ["MASTER_PORT"] = str(port)
+    os.environ["TORCHELASTIC_USE_AGENT_STORE"] = "True"  # every rank a client of the test's store, as under torchrun
     torch.set_num_threads(1)
     dist.init_process_group("gloo", rank=rank, world_size=world)
     try:
@@ -71,14 +71,11 @@ def _worker(rank: int, world: int, port: int, out: str) -> None:
         dist.destroy_process_group()
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_ddp_two_ranks_agree(tmp_path):
-    mp.spawn(_worker, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=True)
+    # the store holds a port the system picked: a port found free and released could be taken by a concurrent
+    # test before rank 0 binds it
+    store = dist.TCPStore("127.0.0.1", 0, world_size=2, is_master=True, wait_for_workers=False)
+    mp.spawn(_worker, args=(2, store.port, str(tmp_path)), nprocs=2, join=True)
     r0, r1 = (torch.load(tmp_path / f"{r}.pt", weights_only=False) for r in (0, 1))
     assert r0["local"] != r1["local"]  # rank 1 alone would have picked differently
     assert r0["redundant"] == r1["redundant"] == sorted(r0["local"])
