@@ -24,9 +24,10 @@ Markers
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 import pytest
 
@@ -117,3 +118,16 @@ def _ort_run_fixture() -> Callable:
 def _seeded_inputs_fixture() -> Callable:
     """``seeded_inputs(path_or_model, seed=0) -> dict[str, np.ndarray]``."""
     return seeded_inputs
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _latency_cache_in_a_temp_folder(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """The latency pass caches under ``$ASGNAS_CACHE``: tests keep out of the user's ``~/.cache`` (and its old
+    entries, measured by another version, never answer a test)."""
+    previous = os.environ.get("ASGNAS_CACHE")
+    os.environ["ASGNAS_CACHE"] = str(tmp_path_factory.mktemp("asgnas-cache"))
+    yield
+    if previous is None:
+        os.environ.pop("ASGNAS_CACHE", None)
+    else:
+        os.environ["ASGNAS_CACHE"] = previous

@@ -18,7 +18,6 @@ from asgnas.bridge.distributed import Shards
 from asgnas.bridge.verdict import TrainingDiverged, diverged_message
 from asgnas.data import Dataset, NamedInputs, Samples
 from asgnas.errors import AsgnasError
-from asgnas.ir import Model
 from asgnas.optim import DHSPG, H2SPG
 from asgnas.passes.groups import Group, round_kept_channels
 from asgnas.progress import Progress

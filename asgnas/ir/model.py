@@ -76,7 +76,7 @@ def _shape_from_type(type_proto: onnx.TypeProto) -> tuple[int, Shape | None]:
     return tensor_type.elem_type, tuple(dims)
 
 
-def _apply_value_info(value: Value, info: ValueInfoProto) -> None:
+def apply_value_info(value: Value, info: ValueInfoProto) -> None:
     if info.type.WhichOneof("value") not in (None, "tensor_type"):
         value.non_tensor_type = info.type
         return
@@ -150,7 +150,7 @@ def _lift(proto: ModelProto) -> Model:
             initializer_inputs.append(info.name)
             continue
         value = graph.get_or_create_value(info.name)
-        _apply_value_info(value, info)
+        apply_value_info(value, info)
         graph.inputs.append(value)
 
     taken_names = {n.name for n in gp.node if n.name}
@@ -196,10 +196,10 @@ def _lift(proto: ModelProto) -> Model:
     for info in gp.value_info:
         value = values.get(info.name)
         if value is not None:
-            _apply_value_info(value, info)
+            apply_value_info(value, info)
     for info in gp.output:
         value = graph.get_or_create_value(info.name)
-        _apply_value_info(value, info)
+        apply_value_info(value, info)
         graph.outputs.append(value)
 
     opsets = {op.domain: op.version for op in proto.opset_import}

@@ -24,7 +24,7 @@ from onnx import numpy_helper
 
 from asgnas.errors import AsgnasError
 from asgnas.ir import Model, Node, Value, lower
-from asgnas.ir.model import _apply_value_info, gc_paused
+from asgnas.ir.model import apply_value_info, gc_paused
 from asgnas.ir.wellformed import check_conv_fits
 from asgnas.passes.analysis_manager import ALL_ANALYSES
 from asgnas.passes.base import Option, Pass, PassContext, register_pass
@@ -146,7 +146,7 @@ def _run_onnx_inference(model: Model, proto: onnx.ModelProto) -> None:
     for info in itertools.chain(inferred.graph.value_info, inferred.graph.output):
         value = values.get(info.name)
         if value is not None and not _complete(value):
-            _apply_value_info(value, info)
+            apply_value_info(value, info)
             if value.shape is not None:  # onnx names dims it could not infer "unk__N": they are holes
                 value.shape = tuple(None if isinstance(d, str) and d.startswith("unk__") else d for d in value.shape)
 
