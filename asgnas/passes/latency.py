@@ -37,7 +37,7 @@ from asgnas.passes.latency_measure import Signature, WidthTable, measure_table, 
 from asgnas.passes.search_space import SEARCH_SPACE_KEY
 
 LATENCY_KEY = "latency"
-_CACHE_VERSION = 1
+_CACHE_VERSION = 2  # 2: grouped convs probed per group
 
 
 def parse_round_to(text: str) -> int | str:
@@ -258,6 +258,7 @@ def _layout(model: Model, space: SearchSpace, batch: int) -> dict[str, Any]:
     space_nodes: dict[str, set[str]] = {}
     space_size: dict[str, int] = {}
     signatures: dict[str, tuple[Signature, set[int]]] = {}
+    unit_channels: dict[tuple[str, str, int], int] = {}  # (space, node, axis) -> weight channels one group slices
     for group in space.groups:
         if group.kind != "prune":
             continue
@@ -269,11 +270,12 @@ def _layout(model: Model, space: SearchSpace, batch: int) -> dict[str, Any]:
             for node in weight_users.get(piece.initializer, []):
                 if piece.axis in (0, 1):
                     axes.add((node.name, piece.axis))
+                    unit_channels[group.space, node.name, piece.axis] = len(piece.indices or [0])
                     sig = node_sig[node.name]
                     signatures.setdefault(sig.key, (sig, set()))[1].add(piece.axis)
         space_nodes[group.space] = {n for n in group.nodes if n not in node_sig}
     return {"node_sig": node_sig, "space_axes": space_axes, "space_nodes": space_nodes, "space_size": space_size,
-            "signatures": signatures}
+            "signatures": signatures, "unit_channels": unit_channels}
 
 
 def _assemble(model: Model, space: SearchSpace, data: dict[str, Any], layout: dict[str, Any], provider: str,
@@ -290,8 +292,9 @@ def _assemble(model: Model, space: SearchSpace, data: dict[str, Any], layout: di
         space_size=layout["space_size"], node_numel=numel)
     _vote_blocks(tables, layout["signatures"])
     for sid, axes in result.space_axes.items():
-        blocks = [tables[node_tables[name][0]][axis].block for name, axis in axes
-                  if axis in tables.get(node_tables[name][0], {})]
+        # a block of channels in groups of the space (a grouped conv's channel group slices one channel per group)
+        blocks = [_in_groups(tables[node_tables[name][0]][axis].block, layout["unit_channels"][sid, name, axis])
+                  for name, axis in axes if axis in tables.get(node_tables[name][0], {})]
         result.preferred_multiple[sid] = max(blocks, default=1)
         size = result.space_size[sid]
         half = size // 2
@@ -304,6 +307,11 @@ def _assemble(model: Model, space: SearchSpace, data: dict[str, Any], layout: di
     return result
 
 
+def _in_groups(block: int, channels_per_group: int) -> int:
+    """The fewest channel groups of ``channels_per_group`` channels that make a multiple of ``block`` channels."""
+    return block // math.gcd(block, max(channels_per_group, 1))
+
+
 def _vote_blocks(tables: dict[str, dict[int, WidthTable]], signatures: Mapping[str, Any]) -> None:
     """One block per kernel kind (op, weight axis, kernel size, depthwise, grouped): the median of what its
     signatures measured, so one noisy probe does not set a space's multiple."""
@@ -312,7 +320,8 @@ def _vote_blocks(tables: dict[str, dict[int, WidthTable]], signatures: Mapping[s
         if key not in signatures:
             continue
         sig = signatures[key][0]
-        grouped = dict(sig.attrs).get("group", 1) != 1
+        group = int(dict(sig.attrs).get("group", 1))
+        grouped = (sig.w_shape[0] // group, sig.w_shape[1]) if group != 1 else None  # blocks are per group
         for axis, table in axes.items():
             kinds.setdefault((sig.op, axis, sig.w_shape[2:], sig.depthwise, grouped), []).append(table)
     for members in kinds.values():

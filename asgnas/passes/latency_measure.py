@@ -126,6 +126,13 @@ class WidthTable:
         return {"full": self.full, "widths": self.widths, "ms": [round(t, 4) for t in self.ms], "block": self.block}
 
 
+def per_group_unit(sig: Signature, axis: int) -> int:
+    """Channels one step of weight dim ``axis`` adds: a grouped (not depthwise) conv's output channels go one per
+    group (its groups stay equal), anything else one."""
+    group = int(dict(sig.attrs).get("group", 1)) if sig.op == "Conv" else 1
+    return group if axis == 0 and group > 1 and not sig.depthwise else 1
+
+
 def _probe_plan(full: int) -> tuple[int, int, list[int]]:
     """``(hi, lo, steps)``: probe widths ``hi - m`` for m in ``steps`` against the line from ``lo`` to ``hi``.
     Small widths show the block best (one channel is a larger share of the time)."""
@@ -138,8 +145,12 @@ def _probe_plan(full: int) -> tuple[int, int, list[int]]:
 
 def _block(times: dict[int, float], hi: int, lo: int, steps: list[int]) -> int:
     """The smallest probe step m such that every width ``hi - m'`` (m' >= m) runs at least halfway from the padded
-    time down to the line between ``lo`` and ``hi``: a width multiple the kernel does not pad."""
+    time down to the line between ``lo`` and ``hi``: a width multiple the kernel does not pad. When ``lo`` runs
+    slower than ``hi`` (onnxruntime's grouped conv leaves its blocked kernel for a generic one below 16 channels per
+    group), only ``hi`` is a width the kernel likes."""
     span = hi - lo
+    if times[lo] > times[hi]:
+        return hi
     block = span
     for m in sorted(steps, reverse=True):
         w = hi - m
@@ -170,12 +181,13 @@ def measure_table(sig: Signature, axis: int, device: str, threads: int, full_ms:
     probes: dict[int, float] = {}
     batch_first = not (sig.op == "Gemm" and dict(sig.attrs).get("transA", 0))  # Gemm transA: x is [K, M]
     probe_sig = replace(sig, x_shape=(1, *sig.x_shape[1:])) if batch_first else sig
-    hi, lo, steps = _probe_plan(full)
+    unit = per_group_unit(sig, axis)  # a grouped conv's output width moves by one channel per group
+    hi, lo, steps = _probe_plan(full // unit)
     block = 1
     if steps:
         for width in sorted({hi, lo, *(hi - m for m in steps)}):
-            run(width, probes, probe_sig, 1)
-        block = _block(probes, hi, lo, steps)
+            run(width * unit, probes, probe_sig, 1)
+        block = _block({w // unit: t for w, t in probes.items()}, hi, lo, steps) * unit
     times: dict[int, float] = {full: full_ms} if full_ms is not None else {}
     if threads == 1 and probe_sig == sig:
         times.update({w: t for w, t in probes.items() if w % block == 0})
