@@ -88,7 +88,7 @@ class LatencyModel:
             if table is None:
                 ratio *= dims[axis] / full[axis]
             else:
-                ratio *= table.at(dims[axis]) / max(table.at(full[axis]), 1e-9)
+                ratio *= min(table.at(dims[axis]) / max(table.at(full[axis]), 1e-9), 1.0)  # noise: narrower is no slower
         return ratio
 
     def predict_ms(self, model_or_widths: Model | Mapping[str, int]) -> float:
@@ -104,7 +104,13 @@ class LatencyModel:
         if profiled <= 0:
             return self.total_ms
         kept = profiled - sum(ms * (1.0 - ratios.get(name, 1.0)) for name, ms in self.node_ms.items())
-        return self.total_ms * kept / profiled  # what the kernels do not account for scales with them
+        if self.total_ms <= profiled:
+            return self.total_ms * kept / profiled
+        # the time outside the kernels (thread hand-offs, the executor's per-node work) does not shrink with the
+        # widths: a fixed cost per node, saved only by a node that is gone
+        gone = sum(1 for name in self.node_ms if ratios.get(name, 1.0) == 0.0)
+        overhead = (self.total_ms - profiled) * (1.0 - gone / max(len(self.node_ms), 1))
+        return kept + overhead
 
     def _ratios_of_widths(self, widths: Mapping[str, int]) -> dict[str, float]:
         dims = {name: list(full) for name, (_, full) in self.node_tables.items()}
@@ -266,7 +272,7 @@ def _layout(model: Model, space: SearchSpace, batch: int) -> dict[str, Any]:
         if group.space in space_axes:
             continue  # every channel of a space touches the same tensors
         axes = space_axes[group.space] = set()
-        for piece in group.params:
+        for piece in _slices(model, group):
             for node in weight_users.get(piece.initializer, []):
                 if piece.axis in (0, 1):
                     axes.add((node.name, piece.axis))
@@ -276,6 +282,15 @@ def _layout(model: Model, space: SearchSpace, batch: int) -> dict[str, Any]:
         space_nodes[group.space] = {n for n in group.nodes if n not in node_sig}
     return {"node_sig": node_sig, "space_axes": space_axes, "space_nodes": space_nodes, "space_size": space_size,
             "signatures": signatures, "unit_channels": unit_channels}
+
+
+def _slices(model: Model, group: Any) -> list[Any]:
+    """The group's parameters and, from the channel analysis when present, the consumers' input columns (a
+    consumer conv narrows with the space too)."""
+    analysis = model.analyses.get("pruning_groups")
+    if analysis is not None and group.id < len(analysis.groups) and analysis.groups[group.id].space == group.space:
+        return analysis.slices(group.id)
+    return list(group.params)
 
 
 def _assemble(model: Model, space: SearchSpace, data: dict[str, Any], layout: dict[str, Any], provider: str,
