@@ -3,10 +3,13 @@
     latency{device=cpu,batch=1,threads=0,cache=DIR}
 
 Measures the whole model under onnxruntime's profiler (wall time and per-node kernel times) and, for every
-Conv/Gemm/MatMul whose weight a channel space slices, a table of the node's time against its kept width, on
-single-node models of the same shapes and attributes (one per distinct signature; widths sampled, interpolated
-between samples). Probing a few widths just below a multiple of 32 finds the kernel's block: the smallest width
-multiple that does not run at the padded width's speed (16 for onnxruntime's blocked AVX-512 conv). Results are
+Conv/Gemm/MatMul whose weight a channel space slices (its output rows, or a consumer's input columns), a table of
+the node's time against its kept width, on single-node models of the same shapes and attributes (one per distinct
+signature; widths sampled, interpolated between samples). Probing a few widths just below a multiple of 32 finds
+the kernel's block: the smallest width multiple that does not run at the padded width's speed (16 for
+onnxruntime's blocked AVX-512 conv; a grouped conv's output is probed per group, as its channel groups take one
+channel from every conv group). The prediction scales each kernel by its table and keeps the time outside the
+kernels (the executor's and the thread pool's per-node work) as a fixed cost per node. Results are
 cached on disk by the model's structure and shapes (not its weight values), provider, batch and threads, in
 ``cache`` (default ``$ASGNAS_CACHE`` or ``~/.cache/asgnas``): a second run measures nothing.
 
