@@ -8,8 +8,8 @@ the node's time against its kept width, on single-node models of the same shapes
 signature; widths sampled, interpolated between samples). Probing a few widths just below a multiple of 32 finds
 the kernel's block: the smallest width multiple that does not run at the padded width's speed (16 for
 onnxruntime's blocked AVX-512 conv; a grouped conv's output is probed per group, as its channel groups take one
-channel from every conv group). The prediction scales each kernel by its table and keeps the time outside the
-kernels (the executor's and the thread pool's per-node work) as a fixed cost per node. Results are
+channel from every conv group). The prediction scales each kernel by its table and keeps the executor's own time per
+node (measured on a chain of tiny nodes) as a fixed cost. Results are
 cached on disk by the model's structure and shapes (not its weight values), provider, batch and threads, in
 ``cache`` (default ``$ASGNAS_CACHE`` or ``~/.cache/asgnas``): a second run measures nothing.
 
@@ -36,11 +36,12 @@ from asgnas.ir import Model, lower
 from asgnas.passes.analysis_manager import ALL_ANALYSES, AnalysisManager, register_analysis
 from asgnas.passes.base import Option, Pass, PassContext, register_pass
 from asgnas.passes.groups import SearchSpace
-from asgnas.passes.latency_measure import Signature, WidthTable, measure_table, profile_model, signature
+from asgnas.passes.latency_measure import (Signature, WidthTable, measure_table, node_overhead_ms, profile_model,
+                                           signature)
 from asgnas.passes.search_space import SEARCH_SPACE_KEY
 
 LATENCY_KEY = "latency"
-_CACHE_VERSION = 2  # 2: grouped convs probed per group
+_CACHE_VERSION = 2  # 2: grouped convs probed per group, consumers' columns (the per-node cost is filled in)
 
 
 def parse_round_to(text: str) -> int | str:
@@ -69,6 +70,7 @@ class LatencyModel:
     threads: int
     node_ms: dict[str, float] = field(repr=False, default_factory=dict)
     unattributed_ms: float = 0.0
+    node_overhead_ms: float = 0.0  # the executor's own time per node, which narrower kernels do not save
     tables: dict[str, dict[int, WidthTable]] = field(repr=False, default_factory=dict)  # signature -> axis -> table
     node_tables: dict[str, tuple[str, tuple[int, int]]] = field(repr=False, default_factory=dict)  # node -> sig, dims
     space_axes: dict[str, list[tuple[str, int]]] = field(repr=False, default_factory=dict)  # space -> (node, axis)
@@ -107,13 +109,11 @@ class LatencyModel:
         if profiled <= 0:
             return self.total_ms
         kept = profiled - sum(ms * (1.0 - ratios.get(name, 1.0)) for name, ms in self.node_ms.items())
-        if self.total_ms <= profiled:
-            return self.total_ms * kept / profiled
-        # the time outside the kernels (thread hand-offs, the executor's per-node work) does not shrink with the
-        # widths: a fixed cost per node, saved only by a node that is gone
+        # the executor's per-node work does not shrink with the widths (a node that is gone saves it); the rest of
+        # the time outside the kernels (and the load of other processes) scales with them
+        fixed = min(self.node_overhead_ms * len(self.node_ms), self.total_ms)
         gone = sum(1 for name in self.node_ms if ratios.get(name, 1.0) == 0.0)
-        overhead = (self.total_ms - profiled) * (1.0 - gone / max(len(self.node_ms), 1))
-        return kept + overhead
+        return fixed * (1.0 - gone / max(len(self.node_ms), 1)) + (self.total_ms - fixed) * kept / profiled
 
     def _ratios_of_widths(self, widths: Mapping[str, int]) -> dict[str, float]:
         dims = {name: list(full) for name, (_, full) in self.node_tables.items()}
@@ -155,7 +155,7 @@ class LatencyModel:
                         "per_channel_ms": round(self.channel_saving_ms.get(sid, 0.0), 5)}
                   for sid in sorted(self.space_size)}
         return {
-            "total_ms": round(self.total_ms, 4),
+            "total_ms": round(self.total_ms, 4), "node_overhead_ms": round(self.node_overhead_ms, 5),
             "provider": self.provider, "batch": self.batch, "threads": self.threads,
             "cached": self.cached, "measured": self.measured,
             "per_structure_ms": {str(gid): round(ms, 5) for gid, ms in sorted(self.group_saving_ms.items())
@@ -240,6 +240,9 @@ def analyze_latency(model: Model, space: SearchSpace | None = None, *, device: s
             data["full_ms"][key] = table.ms[table.widths.index(table.full)]
             data["tables"].setdefault(key, {})[str(axis)] = table.to_json()
             measured += count
+    if "node_overhead_ms" not in data:
+        data["node_overhead_ms"] = node_overhead_ms(device, threads)
+        measured += 2
     if measured or not cached:
         _save_cache(path, data)
     result = _assemble(model, space, data, layout, provider, batch, threads)
@@ -304,6 +307,7 @@ def _assemble(model: Model, space: SearchSpace, data: dict[str, Any], layout: di
     result = LatencyModel(
         total_ms=float(data["total_ms"]), group_saving_ms={}, preferred_multiple={}, provider=provider, batch=batch,
         threads=threads, node_ms=dict(data["node_ms"]), unattributed_ms=float(data["unattributed_ms"]),
+        node_overhead_ms=float(data["node_overhead_ms"]),
         tables=tables, node_tables=node_tables,
         space_axes={s: sorted(a) for s, a in layout["space_axes"].items()},
         space_nodes={s: sorted(n) for s, n in layout["space_nodes"].items()},

@@ -200,6 +200,25 @@ def measure_table(sig: Signature, axis: int, device: str, threads: int, full_ms:
     return WidthTable(full, widths, [times[w] for w in widths], block), count
 
 
+def node_overhead_ms(device: str, threads: int, nodes: int = 64) -> float:
+    """The executor's own time per node (ms): a chain of ``nodes`` Relu nodes on one float, less one node's run.
+    What a slim model does not save however narrow its kernels get."""
+    rng = np.random.default_rng(0)
+    names = [f"t{i}" for i in range(nodes + 1)]
+    chain = [helper.make_node("Relu", [names[i]], [names[i + 1]], name=f"n{i}") for i in range(nodes)]
+
+    def model(of: list) -> onnx.ModelProto:
+        graph = helper.make_graph(of, "chain", [helper.make_tensor_value_info("t0", onnx.TensorProto.FLOAT, [1])],
+                                  [helper.make_tensor_value_info(of[-1].output[0], onnx.TensorProto.FLOAT, [1])])
+        proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+        proto.ir_version = 8
+        return proto
+
+    feeds = {"t0": rng.standard_normal(1).astype(np.float32)}
+    many, one = time_ms(model(chain), feeds, device, threads), time_ms(model(chain[:1]), feeds, device, threads)
+    return max(many - one, 0.0) / (nodes - 1)
+
+
 def time_ms(proto: onnx.ModelProto, feeds: dict[str, np.ndarray], device: str, threads: int) -> float:
     """Best of a few warm runs (ms): the minimum is what load from other processes disturbs least."""
     from asgnas.runtime import session

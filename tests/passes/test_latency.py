@@ -149,15 +149,13 @@ def test_tables_cover_the_consumers_input_columns(tmp_path):
     assert ("conv1", 0) in axes and ("conv2", 1) in axes and ("conv2", 0) in axes and ("conv3", 1) in axes
 
 
-def test_time_outside_the_kernels_is_a_fixed_cost_per_node():
+def test_the_executors_time_per_node_is_a_fixed_cost():
     result = latency_module.LatencyModel(total_ms=14.0, group_saving_ms={}, preferred_multiple={}, provider="cpu",
-                                         batch=1, threads=0, node_ms={"a": 6.0, "b": 4.0})
-    # 4 ms outside the kernels, 2 per node: halving a keeps both nodes' overhead; dropping b saves its share
-    assert result.predict_from_ratios({"a": 0.5}) == pytest.approx(3.0 + 4.0 + 4.0)
-    assert result.predict_from_ratios({"b": 0.0}) == pytest.approx(6.0 + 2.0)
-    lean = latency_module.LatencyModel(total_ms=8.0, group_saving_ms={}, preferred_multiple={}, provider="cpu",
-                                       batch=1, threads=0, node_ms={"a": 6.0, "b": 4.0})
-    assert lean.predict_from_ratios({"a": 0.5}) == pytest.approx(8.0 * 7.0 / 10.0)  # kernels overlap: scale
+                                         batch=1, threads=0, node_ms={"a": 6.0, "b": 4.0}, node_overhead_ms=1.0)
+    # 2 ms fixed (1 per node); the other 12 scale with the kernels (10 ms profiled)
+    assert result.predict_from_ratios({"a": 0.5}) == pytest.approx(2.0 + 12.0 * 7.0 / 10.0)
+    assert result.predict_from_ratios({"b": 0.0}) == pytest.approx(1.0 + 12.0 * 6.0 / 10.0)  # b's share is saved
+    assert latency_measure.node_overhead_ms("cpu", 1, nodes=8) < 0.5  # a few microseconds a node
 
 
 def test_a_width_that_runs_slower_than_twice_its_size_is_no_block():
