@@ -2,7 +2,7 @@
 and the latency model's prediction of it.
 
     python tools/bench_latency.py [--archs resnet18,resnet50,resnext50_32x4d,mobilenet_v2] [--size 224]
-                                  [--repeat 10] [--round-to auto] [--cache DIR] [--threads 0]
+                                  [--repeat 10] [--round-to auto] [--cache DIR] [--threads 0] [--stat median|min]
                                   [--zoo demosupnet,stackedunets,darts,superresnet,regnet] [--zoo-epochs 3]
 
 For each architecture (tools/archs.py, random weights, randomized BN): search space, the ``latency`` pass at
@@ -51,7 +51,7 @@ def randomize_bn(module: torch.nn.Module) -> None:
                 m.bias.uniform_(-0.5, 0.5)
 
 
-def median_latencies(models: list, batch: int, repeat: int, threads: int) -> list[float]:
+def median_latencies(models: list, batch: int, repeat: int, threads: int, stat: str = "median") -> list[float]:
     sessions = [session(m, device="cpu", threads=threads) for m in models]
     feeds = [model_feeds(m, seed=0, symbolic_dim=batch) for m in models]
     for sess, feed in zip(sessions, feeds):
@@ -62,7 +62,7 @@ def median_latencies(models: list, batch: int, repeat: int, threads: int) -> lis
             start = time.perf_counter()
             sess.run(None, feed)
             times[i].append(time.perf_counter() - start)
-    return [1e3 * float(np.median(t)) for t in times]
+    return [1e3 * float(np.median(t) if stat == "median" else np.min(t)) for t in times]
 
 
 def torchvision_pair(name: str, args: argparse.Namespace, tmp: str) -> tuple:
@@ -141,6 +141,8 @@ def main() -> None:
     parser.add_argument("--round-to", type=parse_round_to, default="auto",
                         help="keep channel counts a multiple of this (auto: what the latency model measured)")
     parser.add_argument("--threads", type=int, default=0, help="onnxruntime threads (0: every core)")
+    parser.add_argument("--stat", choices=("median", "min"), default="median",
+                        help="per model over --repeat runs (min: what other processes' load disturbs least)")
     parser.add_argument("--cache", default="", help="latency cache folder (default $ASGNAS_CACHE or ~/.cache/asgnas)")
     args = parser.parse_args()
     rows = []
@@ -151,7 +153,7 @@ def main() -> None:
             for batch in (int(b) for b in args.batches.split(",")):
                 latency = analyze_latency(sparse.copy(), space, batch=batch, threads=args.threads, cache=args.cache)
                 predicted = latency.predict_ms(model)
-                full_ms, slim_ms = median_latencies([sparse, model], batch, args.repeat, args.threads)
+                full_ms, slim_ms = median_latencies([sparse, model], batch, args.repeat, args.threads, args.stat)
                 speedup = full_ms / slim_ms
                 error = predicted / slim_ms - 1
                 # the same prediction anchored on this run's full-model time: what load drift between the latency
