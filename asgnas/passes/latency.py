@@ -41,7 +41,7 @@ from asgnas.passes.latency_measure import (Signature, WidthTable, measure_table,
 from asgnas.passes.search_space import SEARCH_SPACE_KEY
 
 LATENCY_KEY = "latency"
-_CACHE_VERSION = 2  # 2: grouped convs probed per group, consumers' columns (the per-node cost is filled in)
+_CACHE_VERSION = 3  # 2: grouped convs probed per group, consumers' columns; 3: fastest kernel times
 
 
 def parse_round_to(text: str) -> int | str:
