@@ -146,7 +146,8 @@ def main() -> None:
     parser.add_argument("--cache", default="", help="latency cache folder (default $ASGNAS_CACHE or ~/.cache/asgnas)")
     args = parser.parse_args()
     rows = []
-    jobs = [(n, torchvision_pair) for n in args.archs.split(",") if n] + [(n, zoo_pair) for n in args.zoo.split(",") if n]
+    jobs = [(n, torchvision_pair) for n in args.archs.split(",") if n]
+    jobs += [(n, zoo_pair) for n in args.zoo.split(",") if n]
     with tempfile.TemporaryDirectory() as tmp:
         for name, make in jobs:
             sparse, model, space, macs_ratio, latency_seconds, seconds, diff = make(name, args, tmp)

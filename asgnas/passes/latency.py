@@ -93,7 +93,8 @@ class LatencyModel:
             if table is None:
                 ratio *= dims[axis] / full[axis]
             else:
-                ratio *= min(table.at(dims[axis]) / max(table.at(full[axis]), 1e-9), 1.0)  # noise: narrower is no slower
+                # capped: a narrower kernel is no slower than its full width (above 1 is noise)
+                ratio *= min(table.at(dims[axis]) / max(table.at(full[axis]), 1e-9), 1.0)
         return ratio
 
     def predict_ms(self, model_or_widths: Model | Mapping[str, int]) -> float:
