@@ -3,10 +3,13 @@
     latency{device=cpu,batch=1,threads=0,cache=DIR}
 
 Measures the whole model under onnxruntime's profiler (wall time and per-node kernel times) and, for every
-Conv/Gemm/MatMul whose weight a channel space slices, a table of the node's time against its kept width, on
-single-node models of the same shapes and attributes (one per distinct signature; widths sampled, interpolated
-between samples). Probing a few widths just below a multiple of 32 finds the kernel's block: the smallest width
-multiple that does not run at the padded width's speed (16 for onnxruntime's blocked AVX-512 conv). Results are
+Conv/Gemm/MatMul whose weight a channel space slices (its output rows, or a consumer's input columns), a table of
+the node's time against its kept width, on single-node models of the same shapes and attributes (one per distinct
+signature; widths sampled, interpolated between samples). Probing a few widths just below a multiple of 32 finds
+the kernel's block: the smallest width multiple that does not run at the padded width's speed (16 for
+onnxruntime's blocked AVX-512 conv; a grouped conv's output is probed per group, as its channel groups take one
+channel from every conv group). The prediction scales each kernel by its table and keeps the executor's own time per
+node (measured on a chain of tiny nodes) as a fixed cost. Results are
 cached on disk by the model's structure and shapes (not its weight values), provider, batch and threads, in
 ``cache`` (default ``$ASGNAS_CACHE`` or ``~/.cache/asgnas``): a second run measures nothing.
 
@@ -33,11 +36,12 @@ from asgnas.ir import Model, lower
 from asgnas.passes.analysis_manager import ALL_ANALYSES, AnalysisManager, register_analysis
 from asgnas.passes.base import Option, Pass, PassContext, register_pass
 from asgnas.passes.groups import SearchSpace
-from asgnas.passes.latency_measure import Signature, WidthTable, measure_table, profile_model, signature
+from asgnas.passes.latency_measure import (Signature, WidthTable, measure_table, node_overhead_ms, profile_model,
+                                           signature)
 from asgnas.passes.search_space import SEARCH_SPACE_KEY
 
 LATENCY_KEY = "latency"
-_CACHE_VERSION = 1
+_CACHE_VERSION = 3  # 2: grouped convs probed per group, consumers' columns; 3: fastest kernel times
 
 
 def parse_round_to(text: str) -> int | str:
@@ -66,6 +70,7 @@ class LatencyModel:
     threads: int
     node_ms: dict[str, float] = field(repr=False, default_factory=dict)
     unattributed_ms: float = 0.0
+    node_overhead_ms: float = 0.0  # the executor's own time per node, which narrower kernels do not save
     tables: dict[str, dict[int, WidthTable]] = field(repr=False, default_factory=dict)  # signature -> axis -> table
     node_tables: dict[str, tuple[str, tuple[int, int]]] = field(repr=False, default_factory=dict)  # node -> sig, dims
     space_axes: dict[str, list[tuple[str, int]]] = field(repr=False, default_factory=dict)  # space -> (node, axis)
@@ -88,7 +93,8 @@ class LatencyModel:
             if table is None:
                 ratio *= dims[axis] / full[axis]
             else:
-                ratio *= table.at(dims[axis]) / max(table.at(full[axis]), 1e-9)
+                # capped: a narrower kernel is no slower than its full width (above 1 is noise)
+                ratio *= min(table.at(dims[axis]) / max(table.at(full[axis]), 1e-9), 1.0)
         return ratio
 
     def predict_ms(self, model_or_widths: Model | Mapping[str, int]) -> float:
@@ -104,7 +110,11 @@ class LatencyModel:
         if profiled <= 0:
             return self.total_ms
         kept = profiled - sum(ms * (1.0 - ratios.get(name, 1.0)) for name, ms in self.node_ms.items())
-        return self.total_ms * kept / profiled  # what the kernels do not account for scales with them
+        # the executor's per-node work does not shrink with the widths (a node that is gone saves it); the rest of
+        # the time outside the kernels (and the load of other processes) scales with them
+        fixed = min(self.node_overhead_ms * len(self.node_ms), self.total_ms)
+        gone = sum(1 for name in self.node_ms if ratios.get(name, 1.0) == 0.0)
+        return fixed * (1.0 - gone / max(len(self.node_ms), 1)) + (self.total_ms - fixed) * kept / profiled
 
     def _ratios_of_widths(self, widths: Mapping[str, int]) -> dict[str, float]:
         dims = {name: list(full) for name, (_, full) in self.node_tables.items()}
@@ -146,7 +156,7 @@ class LatencyModel:
                         "per_channel_ms": round(self.channel_saving_ms.get(sid, 0.0), 5)}
                   for sid in sorted(self.space_size)}
         return {
-            "total_ms": round(self.total_ms, 4),
+            "total_ms": round(self.total_ms, 4), "node_overhead_ms": round(self.node_overhead_ms, 5),
             "provider": self.provider, "batch": self.batch, "threads": self.threads,
             "cached": self.cached, "measured": self.measured,
             "per_structure_ms": {str(gid): round(ms, 5) for gid, ms in sorted(self.group_saving_ms.items())
@@ -231,6 +241,9 @@ def analyze_latency(model: Model, space: SearchSpace | None = None, *, device: s
             data["full_ms"][key] = table.ms[table.widths.index(table.full)]
             data["tables"].setdefault(key, {})[str(axis)] = table.to_json()
             measured += count
+    if "node_overhead_ms" not in data:
+        data["node_overhead_ms"] = node_overhead_ms(device, threads)
+        measured += 2
     if measured or not cached:
         _save_cache(path, data)
     result = _assemble(model, space, data, layout, provider, batch, threads)
@@ -258,6 +271,7 @@ def _layout(model: Model, space: SearchSpace, batch: int) -> dict[str, Any]:
     space_nodes: dict[str, set[str]] = {}
     space_size: dict[str, int] = {}
     signatures: dict[str, tuple[Signature, set[int]]] = {}
+    unit_channels: dict[tuple[str, str, int], int] = {}  # (space, node, axis) -> weight channels one group slices
     for group in space.groups:
         if group.kind != "prune":
             continue
@@ -265,15 +279,25 @@ def _layout(model: Model, space: SearchSpace, batch: int) -> dict[str, Any]:
         if group.space in space_axes:
             continue  # every channel of a space touches the same tensors
         axes = space_axes[group.space] = set()
-        for piece in group.params:
+        for piece in _slices(model, group):
             for node in weight_users.get(piece.initializer, []):
                 if piece.axis in (0, 1):
                     axes.add((node.name, piece.axis))
+                    unit_channels[group.space, node.name, piece.axis] = len(piece.indices or [0])
                     sig = node_sig[node.name]
                     signatures.setdefault(sig.key, (sig, set()))[1].add(piece.axis)
         space_nodes[group.space] = {n for n in group.nodes if n not in node_sig}
     return {"node_sig": node_sig, "space_axes": space_axes, "space_nodes": space_nodes, "space_size": space_size,
-            "signatures": signatures}
+            "signatures": signatures, "unit_channels": unit_channels}
+
+
+def _slices(model: Model, group: Any) -> list[Any]:
+    """The group's parameters and, from the channel analysis when present, the consumers' input columns (a
+    consumer conv narrows with the space too)."""
+    analysis = model.analyses.get("pruning_groups")
+    if analysis is not None and group.id < len(analysis.groups) and analysis.groups[group.id].space == group.space:
+        return analysis.slices(group.id)
+    return list(group.params)
 
 
 def _assemble(model: Model, space: SearchSpace, data: dict[str, Any], layout: dict[str, Any], provider: str,
@@ -284,14 +308,16 @@ def _assemble(model: Model, space: SearchSpace, data: dict[str, Any], layout: di
     result = LatencyModel(
         total_ms=float(data["total_ms"]), group_saving_ms={}, preferred_multiple={}, provider=provider, batch=batch,
         threads=threads, node_ms=dict(data["node_ms"]), unattributed_ms=float(data["unattributed_ms"]),
+        node_overhead_ms=float(data["node_overhead_ms"]),
         tables=tables, node_tables=node_tables,
         space_axes={s: sorted(a) for s, a in layout["space_axes"].items()},
         space_nodes={s: sorted(n) for s, n in layout["space_nodes"].items()},
         space_size=layout["space_size"], node_numel=numel)
     _vote_blocks(tables, layout["signatures"])
     for sid, axes in result.space_axes.items():
-        blocks = [tables[node_tables[name][0]][axis].block for name, axis in axes
-                  if axis in tables.get(node_tables[name][0], {})]
+        # a block of channels in groups of the space (a grouped conv's channel group slices one channel per group)
+        blocks = [_in_groups(tables[node_tables[name][0]][axis].block, layout["unit_channels"][sid, name, axis])
+                  for name, axis in axes if axis in tables.get(node_tables[name][0], {})]
         result.preferred_multiple[sid] = max(blocks, default=1)
         size = result.space_size[sid]
         half = size // 2
@@ -304,6 +330,11 @@ def _assemble(model: Model, space: SearchSpace, data: dict[str, Any], layout: di
     return result
 
 
+def _in_groups(block: int, channels_per_group: int) -> int:
+    """The fewest channel groups of ``channels_per_group`` channels that make a multiple of ``block`` channels."""
+    return block // math.gcd(block, max(channels_per_group, 1))
+
+
 def _vote_blocks(tables: dict[str, dict[int, WidthTable]], signatures: Mapping[str, Any]) -> None:
     """One block per kernel kind (op, weight axis, kernel size, depthwise, grouped): the median of what its
     signatures measured, so one noisy probe does not set a space's multiple."""
@@ -312,7 +343,8 @@ def _vote_blocks(tables: dict[str, dict[int, WidthTable]], signatures: Mapping[s
         if key not in signatures:
             continue
         sig = signatures[key][0]
-        grouped = dict(sig.attrs).get("group", 1) != 1
+        group = int(dict(sig.attrs).get("group", 1))
+        grouped = (sig.w_shape[0] // group, sig.w_shape[1]) if group != 1 else None  # blocks are per group
         for axis, table in axes.items():
             kinds.setdefault((sig.op, axis, sig.w_shape[2:], sig.depthwise, grouped), []).append(table)
     for members in kinds.values():

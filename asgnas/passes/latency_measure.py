@@ -126,6 +126,13 @@ class WidthTable:
         return {"full": self.full, "widths": self.widths, "ms": [round(t, 4) for t in self.ms], "block": self.block}
 
 
+def per_group_unit(sig: Signature, axis: int) -> int:
+    """Channels one step of weight dim ``axis`` adds: a grouped (not depthwise) conv's output channels go one per
+    group (its groups stay equal), anything else one."""
+    group = int(dict(sig.attrs).get("group", 1)) if sig.op == "Conv" else 1
+    return group if axis == 0 and group > 1 and not sig.depthwise else 1
+
+
 def _probe_plan(full: int) -> tuple[int, int, list[int]]:
     """``(hi, lo, steps)``: probe widths ``hi - m`` for m in ``steps`` against the line from ``lo`` to ``hi``.
     Small widths show the block best (one channel is a larger share of the time)."""
@@ -138,8 +145,12 @@ def _probe_plan(full: int) -> tuple[int, int, list[int]]:
 
 def _block(times: dict[int, float], hi: int, lo: int, steps: list[int]) -> int:
     """The smallest probe step m such that every width ``hi - m'`` (m' >= m) runs at least halfway from the padded
-    time down to the line between ``lo`` and ``hi``: a width multiple the kernel does not pad."""
+    time down to the line between ``lo`` and ``hi``: a width multiple the kernel does not pad. When ``lo`` runs
+    slower than ``hi`` (onnxruntime's grouped conv leaves its blocked kernel for a generic one below 16 channels per
+    group), only ``hi`` is a width the kernel likes."""
     span = hi - lo
+    if times[lo] > times[hi]:
+        return hi
     block = span
     for m in sorted(steps, reverse=True):
         w = hi - m
@@ -170,12 +181,13 @@ def measure_table(sig: Signature, axis: int, device: str, threads: int, full_ms:
     probes: dict[int, float] = {}
     batch_first = not (sig.op == "Gemm" and dict(sig.attrs).get("transA", 0))  # Gemm transA: x is [K, M]
     probe_sig = replace(sig, x_shape=(1, *sig.x_shape[1:])) if batch_first else sig
-    hi, lo, steps = _probe_plan(full)
+    unit = per_group_unit(sig, axis)  # a grouped conv's output width moves by one channel per group
+    hi, lo, steps = _probe_plan(full // unit)
     block = 1
     if steps:
         for width in sorted({hi, lo, *(hi - m for m in steps)}):
-            run(width, probes, probe_sig, 1)
-        block = _block(probes, hi, lo, steps)
+            run(width * unit, probes, probe_sig, 1)
+        block = _block({w // unit: t for w, t in probes.items()}, hi, lo, steps) * unit
     times: dict[int, float] = {full: full_ms} if full_ms is not None else {}
     if threads == 1 and probe_sig == sig:
         times.update({w: t for w, t in probes.items() if w % block == 0})
@@ -186,6 +198,25 @@ def measure_table(sig: Signature, axis: int, device: str, threads: int, full_ms:
     run(full, times, sig, threads)
     widths = sorted(times)
     return WidthTable(full, widths, [times[w] for w in widths], block), count
+
+
+def node_overhead_ms(device: str, threads: int, nodes: int = 64) -> float:
+    """The executor's own time per node (ms): a chain of ``nodes`` Relu nodes on one float, less one node's run.
+    What a slim model does not save however narrow its kernels get."""
+    rng = np.random.default_rng(0)
+    names = [f"t{i}" for i in range(nodes + 1)]
+    chain = [helper.make_node("Relu", [names[i]], [names[i + 1]], name=f"n{i}") for i in range(nodes)]
+
+    def model(of: list) -> onnx.ModelProto:
+        graph = helper.make_graph(of, "chain", [helper.make_tensor_value_info("t0", onnx.TensorProto.FLOAT, [1])],
+                                  [helper.make_tensor_value_info(of[-1].output[0], onnx.TensorProto.FLOAT, [1])])
+        proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+        proto.ir_version = 8
+        return proto
+
+    feeds = {"t0": rng.standard_normal(1).astype(np.float32)}
+    many, one = time_ms(model(chain), feeds, device, threads), time_ms(model(chain[:1]), feeds, device, threads)
+    return max(many - one, 0.0) / (nodes - 1)
 
 
 def time_ms(proto: onnx.ModelProto, feeds: dict[str, np.ndarray], device: str, threads: int) -> float:
@@ -206,7 +237,7 @@ def time_ms(proto: onnx.ModelProto, feeds: dict[str, np.ndarray], device: str, t
 
 
 def profile_model(model: Model, batch: int, device: str, threads: int) -> tuple[float, dict[str, float], float]:
-    """``(whole-model median ms, {IR node: median kernel ms}, unattributed kernel ms)``: the kernels from
+    """``(whole-model median ms, {IR node: fastest kernel ms}, unattributed kernel ms)``: the kernels from
     onnxruntime's profiler, the whole model's wall time from a session without it (profiling slows each run).
 
     onnxruntime renames the nodes it fuses or converts to its blocked layout (``<output>_nchwc``) and adds layout
@@ -245,7 +276,8 @@ def profile_model(model: Model, batch: int, device: str, threads: int) -> tuple[
     unattributed = 0.0
     for key, durations in per_run.items():
         name, kernel = json.loads(key)
-        ms = float(np.median(durations[-runs:]))  # the timed runs (a kernel runs once per run)
+        ms = float(np.min(durations[-runs:]))  # the timed runs (a kernel runs once per run); the minimum, as load
+        # from other processes lands on a few kernels of a run and would scale their share of a prediction
         node = _credited_node(model, name, kernel)
         if node is None:
             unattributed += ms

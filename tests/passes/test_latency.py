@@ -138,3 +138,42 @@ def test_train_round_to_auto_keeps_the_measured_multiple(tmp_path):
             for sid in ("s0", "s1")}
     assert all(width % 8 == 0 for width in kept.values()), kept
     assert min(kept.values()) < 24  # channels went
+
+
+def test_tables_cover_the_consumers_input_columns(tmp_path):
+    model = load_model(_tiny(tmp_path / "tiny.onnx"))
+    _run(model, f"search-space,latency{{cache={tmp_path / 'cache'},threads=1}}")
+    result = model.analyses["latency"]
+    # conv1's channels narrow conv2's input (weight axis 1) and the skip path's conv3 output / fc input
+    axes = {axis for sid in result.space_axes for axis in result.space_axes[sid]}
+    assert ("conv1", 0) in axes and ("conv2", 1) in axes and ("conv2", 0) in axes and ("conv3", 1) in axes
+
+
+def test_the_executors_time_per_node_is_a_fixed_cost():
+    result = latency_module.LatencyModel(total_ms=14.0, group_saving_ms={}, preferred_multiple={}, provider="cpu",
+                                         batch=1, threads=0, node_ms={"a": 6.0, "b": 4.0}, node_overhead_ms=1.0)
+    # 2 ms fixed (1 per node); the other 12 scale with the kernels (10 ms profiled)
+    assert result.predict_from_ratios({"a": 0.5}) == pytest.approx(2.0 + 12.0 * 7.0 / 10.0)
+    assert result.predict_from_ratios({"b": 0.0}) == pytest.approx(1.0 + 12.0 * 6.0 / 10.0)  # b's share is saved
+    assert latency_measure.node_overhead_ms("cpu", 1, nodes=8) < 0.5  # a few microseconds a node
+
+
+def test_a_width_that_runs_slower_than_twice_its_size_is_no_block():
+    # a grouped conv below 16 channels per group leaves the blocked kernel: only the full per-group width is liked
+    times = {8: 0.13, 12: 0.15, 14: 0.16, 15: 0.16, 16: 0.07}
+    assert latency_measure._block(times, 16, 8, [1, 2, 4]) == 16
+    padded = {16: 0.5, 24: 1.0, 28: 1.0, 30: 1.0, 31: 1.0, 32: 1.0}  # every width above 16 runs as 32
+    assert latency_measure._block(padded, 32, 16, [1, 2, 4, 8]) == 16
+    linear = {16: 0.5, 24: 0.75, 28: 0.88, 30: 0.94, 31: 0.97, 32: 1.0}
+    assert latency_measure._block(linear, 32, 16, [1, 2, 4, 8]) == 1
+
+
+def test_grouped_convs_count_their_blocks_per_group():
+    sig = latency_measure.Signature("Conv", (1, 512, 8, 8), (512, 16, 3, 3), (("group", 32),), False, False)
+    assert latency_measure.per_group_unit(sig, 0) == 32 and latency_measure.per_group_unit(sig, 1) == 1
+    depthwise = latency_measure.Signature("Conv", (1, 64, 8, 8), (64, 1, 3, 3), (("group", 64),), False, True)
+    assert latency_measure.per_group_unit(depthwise, 0) == 1
+    # a block of 16 channels per group (512 channels) is 16 channel groups of one channel per group; a plain
+    # conv's block of 16 is one channel group of 32 channels
+    assert latency_module._in_groups(512, 32) == 16 and latency_module._in_groups(16, 32) == 1
+    assert latency_module._in_groups(16, 1) == 16
