@@ -186,10 +186,20 @@ def structure_digest(model: Model) -> str:
 _FLOAT_TYPES = {onnx.TensorProto.FLOAT, onnx.TensorProto.DOUBLE, onnx.TensorProto.FLOAT16, onnx.TensorProto.BFLOAT16}
 
 
+def _machine_digest() -> str:
+    """What else decides the timings: a cache shared between machines or upgrades must not answer for another."""
+    import platform
+
+    import onnxruntime
+
+    cpu = (platform.machine(), platform.processor(), os.cpu_count(), onnxruntime.__version__)
+    return hashlib.sha256(repr(cpu).encode()).hexdigest()[:12]
+
+
 def _cache_file(model: Model, directory: str, provider: str, batch: int, threads: int) -> Path:
     digest = structure_digest(model)
     root = Path(directory or os.environ.get("ASGNAS_CACHE") or Path.home() / ".cache" / "asgnas")
-    return root / f"latency-{digest}-{provider}-b{batch}-t{threads}.json"
+    return root / f"latency-{digest}-{_machine_digest()}-{provider}-b{batch}-t{threads}.json"
 
 
 def _load_cache(path: Path) -> dict[str, Any] | None:
@@ -248,7 +258,7 @@ def analyze_latency(model: Model, space: SearchSpace | None = None, *, device: s
         _save_cache(path, data)
     result = _assemble(model, space, data, layout, provider, batch, threads)
     result.cached, result.measured = cached and not measured, measured
-    model.analyses[LATENCY_KEY] = result
+    AnalysisManager(model).store(LATENCY_KEY, result)
     return result
 
 
