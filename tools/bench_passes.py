@@ -12,9 +12,10 @@ runs it):
   several registered passes);
 - ``train`` (zoo nets only): ``search-space,train{epochs=2,...}`` on digits, the train pass's seconds.
 ``load + search-space`` is what the search-space benchmarks (docs/BENCHMARKS.md, issue 3) time; ``load`` is the
-best of 3 loads inside the worker. Each worker first runs the smallest model's pipelines untimed (lazy imports, allocator warm-up). The table gives
-the best of ``--repeat`` per tree and stage, and the ratio of each tree to the first. Only public functions that
-exist in both trees are used (``asgnas.ir.load_model``, ``asgnas.passes.PassManager/parse_pipeline/PassContext``).
+best of 3 loads inside the worker. Each worker first runs the pipelines of the smallest model of each kind untimed
+(lazy imports, allocator warm-up). The table gives the best of ``--repeat`` per tree and stage, and the ratio of
+each tree to the first. Only public functions that exist in both trees are used (``asgnas.ir.load_model``,
+``asgnas.passes.PassManager/parse_pipeline/PassContext``, ``asgnas.cli._register_all_passes``).
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ ROOT = Path(__file__).resolve().parent.parent
 ARCHS = ("resnet50", "resnet18")  # tools/archs.py at 224x224, legacy export without constant folding
 FOLDED = ("resnet18-folded",)  # the same resnet18, legacy export with constant folding (BN folded into the convs)
 ZOO = ("demosupnet", "superresnet", "stackedunets")  # asgnas.zoo tiny, exported as tools/reproduce.py does
-CHAIN = ("chain-10000",)  # tools/bench_ir.py's synthetic Relu/MatMul chain: per-node overhead
+CHAIN = ("chain-10000",)  # tools/bench_ir.py's synthetic Relu/MatMul chain (chain-N: N nodes): per-node overhead
 ALL_MODELS = ARCHS + FOLDED + ZOO + CHAIN
 ZERO = "zero-groups{fraction=0.5,seed=0,kind=both}"
 TRAIN = "train{data=digits,epochs=2,seed=0,device=cpu,quiet=true}"
@@ -46,35 +47,41 @@ LOAD_REPEAT = 3  # loads of the small models take milliseconds: best of a few in
 
 def export_models(names: list[str], folder: Path) -> dict[str, str]:
     """Each model's ONNX file, written by this tree's exporters (the same files for every tree)."""
-    import torch
-
     sys.path.insert(0, str(ROOT))
     sys.path.insert(0, str(ROOT / "tools"))
-    import archs
-    import bench_ir
-    from asgnas.bridge.export import export_torch_model
-    from asgnas.zoo import build
-
     paths = {}
     for name in names:
         path = folder / f"{name}.onnx"
-        torch.manual_seed(0)
-        if name in CHAIN:
+        if name.startswith("chain-"):
+            import bench_ir
+
             bench_ir.synthetic_chain(int(name.split("-")[1]), str(path))
-        elif name in ZOO:
-            net = build(name, "tiny")
-            export_torch_model(net, net.example_input(1), path)
         else:
-            net = getattr(archs, name.removesuffix("-folded"))()
-            example = torch.randn(1, 3, 224, 224)
-            if name in FOLDED:
-                with torch.no_grad():
-                    torch.onnx.export(net, (example,), str(path), dynamo=False, do_constant_folding=True,
-                                      opset_version=17, input_names=["input"], output_names=["output"])
-            else:
-                archs.export(net, example, str(path))
+            export_torch_net(name, path)
         paths[name] = str(path)
     return paths
+
+
+def export_torch_net(name: str, path: Path) -> None:
+    import torch
+
+    import archs
+    from asgnas.bridge.export import export_torch_model
+    from asgnas.zoo import build
+
+    torch.manual_seed(0)
+    if name in ZOO:
+        net = build(name, "tiny")
+        export_torch_model(net, net.example_input(1), path)
+        return
+    net = getattr(archs, name.removesuffix("-folded"))()
+    example = torch.randn(1, 3, 224, 224)
+    if name in FOLDED:
+        with torch.no_grad():
+            torch.onnx.export(net, (example,), str(path), dynamo=False, do_constant_folding=True,
+                              opset_version=17, input_names=["input"], output_names=["output"])
+    else:
+        archs.export(net, example, str(path))
 
 
 def run_worker(tree: str, paths: dict[str, str], threads: int, workdir: str) -> dict[str, dict[str, float]]:
@@ -106,12 +113,12 @@ def main() -> None:
     parser.add_argument("--trees", default=str(ROOT), help="comma-separated source trees (the first: the baseline)")
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--models", default="all", help=f"comma-separated among {','.join(ALL_MODELS)}")
-    parser.add_argument("--threads", type=int, default=1, help="intra-op threads of torch and onnxruntime")
+    parser.add_argument("--threads", type=int, default=1, help="OMP_NUM_THREADS of the workers (torch's threads)")
     parser.add_argument("--json", default="", help="write every repetition's timings here")
     parser.add_argument("--worker", default="", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
-        print(json.dumps(worker(json.loads(args.worker), args.threads)))
+        print(json.dumps(worker(json.loads(args.worker))))
         return
     trees = [str(Path(t).resolve()) for t in args.trees.split(",")]
     models = list(ALL_MODELS) if args.models == "all" else args.models.split(",")
@@ -133,20 +140,21 @@ def main() -> None:
 
 # ----- worker: one tree, every model once -----
 
-def worker(paths: dict[str, str], threads: int) -> dict[str, dict[str, float]]:
-    import torch
-
+def worker(paths: dict[str, str]) -> dict[str, dict[str, float]]:
+    """Torch is imported only where the pipelines import it (train), as in ``asgnas-opt``: its objects would
+    otherwise sit in every garbage collection the analyses make; the threads are set by OMP_NUM_THREADS."""
     import asgnas
 
-    torch.set_num_threads(threads)
     tree = os.environ["PYTHONPATH"]
     if not Path(asgnas.__file__).resolve().is_relative_to(Path(tree).resolve()):
         raise SystemExit(f"asgnas imported from {asgnas.__file__}, not from {tree}")
     from asgnas.cli import _register_all_passes
 
     _register_all_passes()
-    smallest = min(paths, key=lambda name: os.path.getsize(paths[name]))
-    time_model(paths[smallest], smallest in ZOO)  # warm-up, untimed
+    for group in ([name for name in paths if name not in ZOO], [name for name in paths if name in ZOO]):
+        if group:  # warm-up, untimed: the smallest model of each kind (the zoo's: train, i.e. torch, too)
+            smallest = min(group, key=lambda name: os.path.getsize(paths[name]))
+            time_model(paths[smallest], smallest in ZOO)
     return {name: time_model(path, name in ZOO) for name, path in paths.items()}
 
 
