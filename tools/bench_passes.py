@@ -114,9 +114,14 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--models", default="all", help=f"comma-separated among {','.join(ALL_MODELS)}")
     parser.add_argument("--threads", type=int, default=1, help="OMP_NUM_THREADS of the workers (torch's threads)")
-    parser.add_argument("--json", default="", help="write every repetition's timings here")
+    parser.add_argument("--json", default="", help="write every repetition's timings here (after each worker)")
+    parser.add_argument("--table", default="", help="only print the table of a --json file (a finished or partial run)")
     parser.add_argument("--worker", default="", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.table:
+        saved = json.loads(Path(args.table).read_text())
+        print(table(saved["trees"], saved["runs"], list(saved["runs"][saved["trees"][0]][0])))
+        return
     if args.worker:
         print(json.dumps(worker(json.loads(args.worker))))
         return
@@ -129,13 +134,12 @@ def main() -> None:
         for rep in range(args.repeat):
             for tree in trees if rep % 2 == 0 else trees[::-1]:
                 runs[tree].append(run_worker(tree, paths, args.threads, tmp))
+                if args.json:  # after every worker: a long run can be read while it goes
+                    Path(args.json).write_text(json.dumps({"trees": trees, "threads": args.threads, "runs": runs}))
                 print(f"repetition {rep + 1}/{args.repeat}: {tree} done "
                       f"({time.time() - start:.0f} s, load average {os.getloadavg()[0]:.1f})", file=sys.stderr,
                       flush=True)
     print(table(trees, runs, models))
-    if args.json:
-        Path(args.json).write_text(json.dumps({"trees": trees, "repeat": args.repeat, "threads": args.threads,
-                                               "runs": runs}, indent=1))
 
 
 # ----- worker: one tree, every model once -----
