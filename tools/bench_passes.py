@@ -103,7 +103,8 @@ def table(trees: list[str], runs: dict[str, list[dict[str, dict[str, float]]]], 
             best = [min((r[model][stage] for r in runs[t] if stage in r[model]), default=None) for t in trees]
             if best[0] is None:
                 continue
-            cells = [f"{b:.3f}" for b in best] + [f"{b / best[0]:.2f}" for b in best[1:]]
+            cells = [f"{b:.3f}" if b is not None else "-" for b in best]  # "-": a tree with no run yet
+            cells += [f"{b / best[0]:.2f}" if b is not None else "-" for b in best[1:]]
             lines.append(f"| {model} | {stage} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
