@@ -109,8 +109,9 @@ def test_structures_removable_alone_but_not_buildable_together_are_an_invalid_se
 
 
 def test_expand_target_broadcasts_along_a_dim_of_unknown_size() -> None:
-    """A kept operand's unknown dim may be 1 at run time: the Expand takes the output's dim there (a no-op when the
-    operand already has it), and an output dim that is not static leaves the bypass unbuildable."""
+    """When the kept operand is broadcast somewhere, its unknown dims may be 1 at run time too: the Expand takes the
+    output's dim there (a no-op when the operand already has it), and an output dim that is not static leaves the
+    bypass unbuildable. (A kept operand broadcast nowhere keeps its unknown dims: they count as equal.)"""
     from asgnas.ir import Value
     from asgnas.passes.erasing.bypass import bypass_problem, expand_target
 
@@ -118,4 +119,6 @@ def test_expand_target_broadcasts_along_a_dim_of_unknown_size() -> None:
     assert expand_target(out, Value("keep", shape=(2, None, 6, 6))) == [1, 8, 1, 1]
     assert expand_target(out, Value("keep", shape=(8, 1, 1))) == [2, 1, 6, 6]
     symbolic = Value("out", shape=("N", 8, 6, 6))
-    assert bypass_problem(symbolic, Value("keep", shape=(None, 8, 6, 6))).endswith("not static")
+    assert bypass_problem(symbolic, Value("keep", shape=(None, 8, 1, 1))).endswith("not static")
+    assert bypass_problem(symbolic, Value("keep", shape=("N", 8, 1, 1))) == ""  # target [1, 1, 6, 6]
+    assert bypass_problem(symbolic, Value("keep", shape=(None, 8, 6, 6))) == ""  # nothing to broadcast
