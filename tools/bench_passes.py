@@ -186,7 +186,11 @@ def pass_seconds(model: Any, pipeline: str, after: str) -> float:
     from asgnas.passes import PassContext, PassManager, parse_pipeline
 
     gc.collect()
-    entries = PassManager(parse_pipeline(pipeline)).run(model, PassContext(quiet=True))["passes"]
+    return seconds_after(PassManager(parse_pipeline(pipeline)).run(model, PassContext(quiet=True))["passes"], after)
+
+
+def seconds_after(entries: list[dict[str, Any]], after: str) -> float:
+    """The seconds of the report's pass entries after the last one named ``after`` (``after``'s own when last)."""
     last = max(i for i, entry in enumerate(entries) if entry["name"] == after)
     timed = entries[last + 1:] or entries[last:]
     return sum(entry["seconds"] for entry in timed)
