@@ -10,7 +10,8 @@ the kernel's block: the smallest width multiple that does not run at the padded 
 onnxruntime's blocked AVX-512 conv; a grouped conv's output is probed per group, as its channel groups take one
 channel from every conv group). The prediction scales each kernel by its table and keeps the executor's own time per
 node (measured on a chain of tiny nodes) as a fixed cost. Results are
-cached on disk by the model's structure and shapes (not its weight values), provider, batch and threads, in
+cached on disk by the model's structure and shapes (not its weight values), the machine (CPU, cores, onnxruntime
+version), provider, batch and threads, in
 ``cache`` (default ``$ASGNAS_CACHE`` or ``~/.cache/asgnas``): a second run measures nothing.
 
 Reads: the search space (runs ``search-space`` when missing). Writes: ``model.analyses["latency"]``, a
