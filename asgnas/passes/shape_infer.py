@@ -26,7 +26,7 @@ from asgnas.errors import AsgnasError
 from asgnas.ir import Model, Node, Value, lower
 from asgnas.ir.model import apply_value_info, gc_paused
 from asgnas.ir.wellformed import check_conv_fits
-from asgnas.passes.analysis_manager import ALL_ANALYSES
+from asgnas.passes.analysis_manager import ALL_ANALYSES, AnalysisManager
 from asgnas.passes.base import Option, Pass, PassContext, register_pass
 from asgnas.passes.declared_shapes import trust_inferred
 from asgnas.passes.folding import FOLDABLE, evaluate
@@ -176,15 +176,31 @@ def fill_by_running(model: Model, holes: list[Value]) -> int:
     except Exception:
         return 0  # the fallback is best effort; static results stand
     symbol = symbols[0] if len(symbols) == 1 else None
+    data_dependent = _downstream_of_data_dependent_shapes(model)
     filled = 0
     for value in holes:
         got = [run.get(value.name) for run in runs]
         if not all(isinstance(g, np.ndarray) for g in got) or len({g.ndim for g in got}) != 1:
             continue  # not computed, or no tensor (a sequence comes back as a list, a map as a dict)
         value.dtype = value.dtype or onnx.helper.np_dtype_to_tensor_dtype(got[0].dtype)
-        value.shape = tuple(_run_dim([g.shape[axis] for g in got], symbol) for axis in range(got[0].ndim))
+        # a count that grows with the batch on random data (NonZero's) is no multiple of the batch symbol
+        value_symbol = None if value.name in data_dependent else symbol
+        value.shape = tuple(_run_dim([g.shape[axis] for g in got], value_symbol) for axis in range(got[0].ndim))
         filled += 1
     return filled
+
+
+#: ops whose output size depends on the input's values, not only its shape
+_DATA_DEPENDENT_SHAPES = frozenset({"NonZero", "Unique", "Compress", "NonMaxSuppression", "Loop", "Scan", "If"})
+
+
+def _downstream_of_data_dependent_shapes(model: Model) -> set[str]:
+    """Names of the values computed from an output of a ``_DATA_DEPENDENT_SHAPES`` op."""
+    reached: set[str] = set()
+    for node in model.graph.toposort():
+        if node.op_type in _DATA_DEPENDENT_SHAPES or any(v is not None and v.name in reached for v in node.inputs):
+            reached.update(v.name for v in node.outputs if v is not None)
+    return reached
 
 
 def _run_dim(sizes: list[int], symbol: str | None) -> int | str | None:
@@ -246,13 +262,26 @@ def ensure_shapes(model: Model) -> bool:
     """Shapes everywhere, inferred only when some value lacks one (``infer_shapes`` with its fallback): what the
     analyses and cost call before reading shapes. Declared shapes that contradict inference are replaced on the
     first call, holes or not. True when some were missing or replaced (and may have changed)."""
-    if not holes(model):
+    if not _open_holes(model):
         if not _check_declared_once(model):
             return False
-        if not holes(model):  # a declared rank that was wrong leaves the dims inference did not know
+        if not _open_holes(model):  # a declared rank that was wrong leaves the dims inference did not know
             return True
     infer_shapes(model)
+    unfillable = frozenset(v.name for v in holes(model))
+    if unfillable:
+        AnalysisManager(model).store(UNFILLABLE_KEY, unfillable)
     return True
+
+
+#: ``model.analyses`` key: the holes the last inference could not fill (data-dependent sizes), so that
+#: ``ensure_shapes`` does not run the model again for them; a rewrite (it preserves nothing) drops it
+UNFILLABLE_KEY = "unfillable_shapes"
+
+
+def _open_holes(model: Model) -> list[Value]:
+    unfillable = model.analyses.get(UNFILLABLE_KEY, frozenset())
+    return [value for value in holes(model) if value.name not in unfillable]
 
 
 def forget_shapes(model: Model) -> None:
@@ -260,6 +289,7 @@ def forget_shapes(model: Model) -> None:
     for value in model.graph.values.values():
         if value.producer is not None and not model.graph.is_output(value):
             value.shape = None
+    AnalysisManager(model).forget(UNFILLABLE_KEY)
 
 
 @register_pass

@@ -219,3 +219,36 @@ def test_shape_infer_folding_keeps_onnx_element_types():
     assert model.graph.values["r"].dtype == TensorProto.INT32
     assert model.graph.values["y"].shape == (2, 3)
     assert ort_run(proto, {"x": np.zeros((6, 3), np.float32)})[0].shape == (2, 3)
+
+
+def test_shape_fallback_gives_no_batch_symbol_to_a_data_dependent_count():
+    """NonZero of an all-nonzero [N, 4] input counts 4N elements in both runs: a multiple of the batch by chance of
+    the data, not by the graph, so the count stays unknown (and so does what is computed from it)."""
+    nodes = [helper.make_node("Abs", ["x"], ["a"]), helper.make_node("Add", ["a", "one"], ["pos"]),
+             helper.make_node("NonZero", ["pos"], ["idx"]), helper.make_node("Neg", ["idx"], ["out"])]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4])],
+                              [helper.make_tensor_value_info("out", TensorProto.INT64, None)],
+                              [helper.make_tensor("one", TensorProto.FLOAT, [], [1.0])])
+    model = lift(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]))
+    ensure_shapes(model)
+    assert model.graph.values["idx"].shape == (2, None)
+    assert model.graph.values["out"].shape == (2, None)
+
+
+def test_ensure_shapes_does_not_rerun_the_model_for_holes_it_cannot_fill(monkeypatch):
+    """A data-dependent count stays unknown: later calls (every analysis and cost make one) do not run the model
+    again for it until a rewrite or ``forget_shapes``."""
+    import asgnas.passes.shape_infer as shape_infer
+
+    nodes = [helper.make_node("NonZero", ["x"], ["idx"]), helper.make_node("Neg", ["idx"], ["out"])]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4])],
+                              [helper.make_tensor_value_info("out", TensorProto.INT64, None)])
+    model = lift(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]))
+    runs = []
+    real = shape_infer.fill_by_running
+    monkeypatch.setattr(shape_infer, "fill_by_running", lambda m, h: runs.append(len(h)) or real(m, h))
+    assert ensure_shapes(model) is True and runs == [2]
+    assert ensure_shapes(model) is False and runs == [2]
+    shape_infer.forget_shapes(model)
+    ensure_shapes(model)
+    assert runs == [2, 2]
