@@ -21,7 +21,7 @@ import warnings
 from pathlib import Path
 from typing import Any, Sequence
 
-from asgnas.bridge.distributed import finish, rank
+from asgnas.bridge.distributed import finish, rank, world_size
 from asgnas.errors import AsgnasError, AsgnasWarning, ResultRejected
 
 PROG = "asgnas-opt"
@@ -306,7 +306,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     in_main_thread = threading.current_thread() is threading.main_thread()  # signal handlers live there only
     previous = signal.signal(signal.SIGTERM, _raise_terminated) if in_main_thread else None
     try:
-        return finish(_main(argv))  # under torchrun: every rank ends with the same status
+        status = finish(_main(argv))  # under torchrun: every rank ends with the same status
+        if world_size() > 1:
+            _exit_without_teardown(status)
+        return status
     except Terminated:
         print(f"{PROG}: terminated", file=sys.stderr)
         return 143
@@ -314,6 +317,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         warnings.showwarning = shown_by
         if in_main_thread:
             signal.signal(signal.SIGTERM, previous)
+
+
+def _exit_without_teardown(status: int) -> None:
+    """End a torchrun rank now. Its outputs are written (atomically) and the process group is left, but the
+    interpreter's teardown can still abort the process (SIGABRT, "terminate called without an active exception":
+    a C++ thread of torch's distributed runtime destroyed while running), which torchrun then reports as a failure
+    of the whole job; nothing that teardown would do is needed."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(status)
 
 
 def _main(argv: Sequence[str] | None) -> int:
