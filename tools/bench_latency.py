@@ -23,6 +23,7 @@ import argparse
 import sys
 import tempfile
 import time
+from typing import Any
 from pathlib import Path
 
 import numpy as np
@@ -67,20 +68,24 @@ def median_latencies(models: list, batch: int, repeat: int, threads: int, stat: 
 
 def torchvision_pair(name: str, args: argparse.Namespace, tmp: str) -> tuple:
     """(group-sparse model, slim model, search space, MACs reduction, latency pass s, construction s, verify max rel
-    diff): 50% of
-    the channel groups zeroed at random, rounded to ``--round-to``."""
+    diff): 50% of the channel groups zeroed at random, rounded to ``--round-to``."""
     torch.manual_seed(0)
     net = getattr(archs, name)()
     randomize_bn(net)
     path = archs.export(net, torch.randn(1, 3, args.size, args.size), str(Path(tmp) / f"{name}.onnx"))
     model = load_model(path)
     PassManager(parse_pipeline("search-space{groups=false}")).run(model, PassContext(quiet=True))
+    return sparsify_and_build(model, f"zero-groups{{fraction=0.5,seed=0,kind=prune,round-to={args.round_to}}}", args)
+
+
+def sparsify_and_build(model: Any, sparsify: str, args: argparse.Namespace) -> tuple:
+    """Time the latency pass on ``model`` (its search space analysed), run ``sparsify`` (a pipeline that zeroes
+    groups), then time construct-subnet and verify: the tuple ``torchvision_pair`` documents."""
     space = model.analyses["search_space"]
     start = time.perf_counter()
     analyze_latency(model, space, batch=1, threads=args.threads, cache=args.cache)
     latency_seconds = time.perf_counter() - start
-    pipeline = f"zero-groups{{fraction=0.5,seed=0,kind=prune,round-to={args.round_to}}}"
-    PassManager(parse_pipeline(pipeline)).run(model, PassContext(quiet=True))
+    PassManager(parse_pipeline(sparsify)).run(model, PassContext(quiet=True))
     sparse = model.copy()
     start = time.perf_counter()
     cost = construct_subnet(model)["cost"]
@@ -112,20 +117,10 @@ def zoo_pair(name: str, args: argparse.Namespace, tmp: str) -> tuple:
     round_to = args.round_to if kind == "both" else 1
     model = load_model(str(path))
     PassManager(parse_pipeline("untie-aliases,search-space{groups=false}")).run(model, PassContext(quiet=True))
-    space = model.analyses["search_space"]
-    start = time.perf_counter()
-    analyze_latency(model, space, batch=1, threads=args.threads, cache=args.cache)
-    latency_seconds = time.perf_counter() - start
     train = (f"train{{optimizer=h2spg,data=npz:{train_npz},epochs={args.zoo_epochs},seed=0,lr={NET_LR.get(name, 0.05)},"
              f"quiet=true,target-sparsity={recipe.target},cost-weight={recipe.cost_weight},kind={kind},"
              f"prune-target={recipe.prune_target},round-to={round_to},gates={str(recipe.gates).lower()}}}")
-    PassManager(parse_pipeline(train)).run(model, PassContext(quiet=True))
-    sparse = model.copy()
-    start = time.perf_counter()
-    cost = construct_subnet(model)["cost"]
-    seconds = time.perf_counter() - start
-    diff = compare_models(model, sparse, seeds=1)["max_rel_diff"]
-    return sparse, model, space, cost["before"]["macs"] / cost["after"]["macs"], latency_seconds, seconds, diff
+    return sparsify_and_build(model, train, args)
 
 
 def main() -> None:
