@@ -9,7 +9,7 @@ For each architecture (tools/archs.py, random weights, randomized BN): search sp
 batch 1 (timed: the first run measures, later runs read the cache), zero 50% of the channel groups
 (``zero-groups{kind=prune,round-to=...}``; ``auto``: the multiples the latency model measured), construct the slim
 model (timed), verify it, then time both models in onnxruntime (``--threads``, default all cores, batch 1 and 32, median of ``--repeat``
-runs, both sessions interleaved in one run). Reports the speed-up (full/slim latency) as a fraction of the MACs
+runs, both sessions interleaved in one run, their idle threads not spinning). Reports the speed-up (full/slim latency) as a fraction of the MACs
 reduction (full/slim MACs): target >= 0.9; and the slim latency the latency model (``latency{batch=B}``, measured
 on the group-sparse model) predicts against the one measured: target within 10% (``anchored``: the prediction
 scaled by this run's full-model time over the latency pass's, which load drift on a shared machine cannot move).
@@ -53,7 +53,8 @@ def randomize_bn(module: torch.nn.Module) -> None:
 
 
 def median_latencies(models: list, batch: int, repeat: int, threads: int, stat: str = "median") -> list[float]:
-    sessions = [session(m, device="cpu", threads=threads) for m in models]
+    # no spinning: an idle session's worker threads would take the cores from the next one (2x at batch 1)
+    sessions = [session(m, device="cpu", threads=threads, spin=False) for m in models]
     feeds = [model_feeds(m, seed=0, symbolic_dim=batch) for m in models]
     for sess, feed in zip(sessions, feeds):
         sess.run(None, feed)
