@@ -70,7 +70,8 @@ def to_param_groups(
                                   f"{piece.initializer!r}")
             slices.append(ParamSlice(param, axis, indices))
         removable = group.removable and bool(slices) and not dropped  # a partial group cannot reach zero
-        out.append(ParamGroup(group.id, slices, removable, None if costs is None else costs.get(group.id)))
+        out.append(ParamGroup(group.id, slices, removable, None if costs is None else costs.get(group.id),
+                              family=group.kind))
     return out
 
 

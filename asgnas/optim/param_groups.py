@@ -54,13 +54,16 @@ class ParamGroup:
     ``removable=False`` groups are trained with the base optimizer only and are never projected to zero.
     ``cost`` is what erasing the group saves as a non-negative fraction of the whole model's (e.g. of its MACs
     and params, or of its latency); only cost-aware selection (``cost_weight > 0``) reads it, and ``None``
-    stands for the group's share of all grouped elements.
+    stands for the group's share of all grouped elements. ``family`` names what kind of group it is (asgnas:
+    ``"erase"`` for a structure, ``"prune"`` for a channel group): cost-aware selection scales saliency within a
+    family, so one family's candidates do not rescale another's.
     """
 
     id: int
     slices: list[ParamSlice]
     removable: bool = True
     cost: Optional[float] = None
+    family: str = ""
 
 
 @runtime_checkable

@@ -57,30 +57,38 @@ def _unit(v: torch.Tensor) -> torch.Tensor:
 COST_KNEE = 0.01
 
 
-def cost_aware_key(scores: np.ndarray, costs: np.ndarray, cost_weight: float) -> np.ndarray:
+def cost_aware_key(scores: np.ndarray, costs: np.ndarray, cost_weight: float,
+                   families: np.ndarray | None = None) -> np.ndarray:
     """Selection key of cost-aware selection (our extension; the paper ranks by saliency alone).
 
     ``key = (s - min s) / (max s - min s) + cost_weight * log10(1 + c / COST_KNEE)``, where ``c`` is the group's
     cost as a fraction of the whole model's (params and MACs, or latency: ``asgnas.bridge.selection_costs``).
-    The saliency term spans [0, 1] over the candidates; the cost term is on one fixed scale that does not depend
-    on which groups are candidates, so one ``cost_weight`` means the same for structures alone, channel groups
-    alone or both (the former min-max scaling of the cost let the few huge structures squeeze every channel
-    group into the bottom ~1/16 of the range under ``kind=both`` and stretched cheap channels over the full
-    range under ``kind=prune``). The scale is linear below the 1% knee (a group that saves nothing gets 0, not
-    minus infinity, so noisy zero latency savings are harmless) and logarithmic above it, so a structure holding
-    half the model counts 1.7 and does not drown the saliency: 0.1% -> 0.04, 1% -> 0.30, 10% -> 1.04, 50% ->
-    1.71. Weight 1 thus trades the whole saliency range for about a tenfold cost above the knee. With weight 0
-    the key is the saliency itself (the paper's order); non-finite scores (groups never scored) stay last.
+    The saliency term spans [0, 1] over the candidates of the group's family (``families``: e.g. structures and
+    channel groups; one family when None), so structures joining the candidates do not rescale the channels'
+    saliency against their cost. The cost term is on one fixed scale that does not depend on which groups are
+    candidates, so one ``cost_weight`` means the same for structures alone, channel groups alone or both (min-max
+    scaling of the cost let the few huge structures squeeze every channel group into the bottom ~1/16 of the
+    range). The scale is linear below the 1% knee (a group that saves nothing gets 0, not minus infinity, so noisy
+    zero latency savings are harmless) and logarithmic above it, so a structure holding half the model counts 1.7
+    and does not drown the saliency: 0.1% -> 0.04, 1% -> 0.30, 10% -> 1.04, 50% -> 1.71. Weight 1 thus trades the
+    whole saliency range for about a tenfold cost above the knee. With weight 0 the key is the saliency itself
+    (the paper's order); non-finite scores (groups never scored) stay last.
     """
     scores = np.asarray(scores, dtype=np.float64)
     finite = np.isfinite(scores)
     if cost_weight == 0.0 or not finite.any():
         return scores
-    cost_term = np.log10(1.0 + np.asarray(costs, np.float64) / COST_KNEE)
-    key = _minmax(np.where(finite, scores, 0.0), finite) + cost_weight * cost_term
+    families = np.zeros(len(scores), dtype=int) if families is None else np.asarray(families)
+    saliency = np.zeros_like(scores)
+    for family in np.unique(families):
+        member = families == family
+        saliency[member] = _minmax(np.where(finite, scores, 0.0), finite & member)[member]
+    key = saliency + cost_weight * np.log10(1.0 + np.asarray(costs, np.float64) / COST_KNEE)
     return np.where(finite, key, -np.inf)
 
 
 def _minmax(v: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    if not mask.any():
+        return np.zeros_like(v)
     lo, hi = v[mask].min(), v[mask].max()
     return (v - lo) / (hi - lo) if hi > lo else np.zeros_like(v)

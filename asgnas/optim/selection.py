@@ -46,7 +46,8 @@ class GroupSelection:
         else:
             scores = gs["scores"].detach().to("cpu", torch.float64).numpy()[rem_idx]
         scores = np.where(np.isnan(scores), -np.inf, scores)
-        scores = cost_aware_key(scores, self._costs[rem_idx], self.cost_weight)
+        families = np.array([self.layout.groups[i].family for i in rem_idx])
+        scores = cost_aware_key(scores, self._costs[rem_idx], self.cost_weight, families)
         # stable sort: equal scores keep the caller's group order, identical on every rank
         order = [rem_idx[i] for i in np.argsort(-scores, kind="stable")]
         chosen = self._select_groups(order, k) if k > 0 else []

@@ -138,6 +138,24 @@ def test_saliency_against_cost_is_the_same_trade_with_and_without_structures():
     assert _keys(CHANNELS, 3.0, scores)[5] > _keys(CHANNELS, 3.0, scores)[4]  # high weight: the cost wins
 
 
+def test_structures_joining_do_not_reorder_channels():
+    """Saliency is scaled within each family: structures whose saliency widens the range (here far above and
+    below the channels') leave the channels' order, and their key gaps, as they were alone."""
+    ids = sorted({**STRUCTURES, **CHANNELS})
+    scores = np.array([3.0, -1.0, 0.5, 0.2, 0.45, 0.1])  # structures 0-2, channels 3-5
+    costs = np.array([{**STRUCTURES, **CHANNELS}[i] for i in ids])
+    families = np.array(["erase"] * 3 + ["prune"] * 3)
+    for weight in (0.3, 1.0, 3.0):
+        alone = cost_aware_key(scores[3:], costs[3:], weight)
+        mixed = cost_aware_key(scores, costs, weight, families)[3:]
+        assert np.argsort(-alone, kind="stable").tolist() == np.argsort(-mixed, kind="stable").tolist()
+        assert mixed - mixed[0] == pytest.approx(alone - alone[0])
+    # one family for all (the former scaling) squeezes the channels' saliency: at weight 0.3 channel 4 (more
+    # redundant) falls behind channel 5 (costlier), which it leads alone
+    assert cost_aware_key(scores[3:], costs[3:], 0.3)[1] > cost_aware_key(scores[3:], costs[3:], 0.3)[2]
+    assert cost_aware_key(scores, costs, 0.3)[4] < cost_aware_key(scores, costs, 0.3)[5]
+
+
 def test_weight_zero_is_the_saliency_order_exactly():
     scores = np.array([0.3, -np.inf, 0.7, 0.3])
     costs = np.array([0.5, 0.9, 0.0, 0.01])
