@@ -1,16 +1,20 @@
-"""Benchmark (issue 14): cost-aware selection ranking by measured latency vs by params and MACs, at the same budget.
+"""Benchmark (issue 14): cost-aware selection ranking by measured latency vs by params and MACs, at the same
+accuracy budget.
 
     PYTHONPATH=. python tools/bench_cost.py [--nets demosupnet,stackedunets,darts,superresnet,regnet] [--seeds 0,1,2]
-                              [--cost-weight W] [--epochs 20] [--size tiny] [--latency-batch 64] [--out r.json]
+                              [--cost-weights 1,3,10] [--epochs 20] [--size tiny] [--latency-batch 64] [--out r.json]
 
-For each super-network and seed, the same recipe (the first cost-aware recipe without gates of
-``tools/reproduce.py``'s ``GRIDS``: its K and channel target; ``--cost-weight`` overrides its W; gating rebuilds the
-search space after the latency pass, so gated recipes are left out) is trained twice, once with
-``train{cost=params-macs}`` and once with ``train{cost=latency}`` (after ``reproduce.LATENCY_PASS``: CPU, one
-thread, batch 1), on ``tools/evidence.py``'s train split, constructed and verified; both slim models are timed in
-onnxruntime (one thread, batch 1 and ``--latency-batch``, interleaved with the full model) and scored on the held-out
-test split. Target: ``cost=latency`` is faster at batch 1 (mean over seeds) on >= 4 of the 5 nets, with held-out
-accuracy within 1 point of ``cost=params-macs``.
+For each super-network and seed, the budget of the net's first cost-aware recipe without gates in
+``tools/reproduce.py``'s ``GRIDS`` (its K structures and channel target; gating rebuilds the search space after the
+latency pass, so gated recipes are left out) is trained with ``train{cost=params-macs}`` and with
+``train{cost=latency}`` (after ``reproduce.LATENCY_PASS``: CPU, one thread, batch 1) at every cost weight of
+``--cost-weights``, on ``tools/evidence.py``'s train split, constructed and verified. The same accuracy budget for
+both: each cost model keeps the largest weight (the most cost-driven selection) whose sub-network's *validation*
+accuracy is within 1 point of the full baseline's (none within: the smallest weight). The two chosen slim models are
+then timed side by side with the full model (onnxruntime, one thread, batch 1 and ``--latency-batch``, interleaved
+round by round) and scored on the held-out test split. Target: ``cost=latency`` is faster at batch 1 (mean over
+seeds) on >= 4 of the 5 nets, held-out accuracy within 1 point of ``cost=params-macs``. Where both cost models chose
+the same sub-network in every seed the net is a tie, not a win.
 """
 
 from __future__ import annotations
@@ -31,24 +35,61 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from reproduce import ACC_TOLERANCE, GRIDS, NetRun, Recipe  # noqa: E402  (tools/ is not a package)
 
 from asgnas.cli import _register_all_passes  # noqa: E402
+from asgnas.ir import load_model  # noqa: E402
+from asgnas.runtime import median_run_seconds, model_feeds, session  # noqa: E402
 
 COSTS = ("params-macs", "latency")
 
 
-def recipe_for(net: str, cost_weight: float | None) -> Recipe:
-    """The net's first cost-aware recipe without gates (the budget both cost models get)."""
-    recipe = next(r for r in GRIDS[net] if r.cost_weight > 0 and not r.gates)
-    return recipe if cost_weight is None else replace(recipe, cost_weight=cost_weight)
+def budget_recipe(net: str) -> Recipe:
+    """The net's first cost-aware recipe without gates: the K (and channel target) both cost models get."""
+    return next(r for r in GRIDS[net] if r.cost_weight > 0 and not r.gates)
+
+
+def choose_weight(tried: list[tuple[float, dict[str, Any]]], baseline_val: float) -> tuple[float, dict[str, Any], bool]:
+    """The largest weight whose validation accuracy is within the budget, and whether any was."""
+    within = [(w, r) for w, r in tried if r["acc_val"] >= baseline_val - ACC_TOLERANCE]
+    weight, result = within[-1] if within else tried[0]
+    return weight, result, bool(within)
+
+
+def side_by_side_ms(paths: list[str], batch: int, rounds: int = 9, repeat: int = 30) -> list[float]:
+    """onnxruntime CPU latency (one thread: no worker threads to spin) of each model at ``batch``, interleaved
+    round by round so all see the same load; medians over the rounds of per-round medians."""
+    models = [load_model(p) for p in paths]
+    sessions = [session(m, device="cpu", threads=1) for m in models]
+    feeds = [model_feeds(m, seed=0, symbolic_dim=batch) for m in models]
+    per: list[list[float]] = [[] for _ in models]
+    for _ in range(rounds):
+        for i, (sess, feed) in enumerate(zip(sessions, feeds)):
+            per[i].append(median_run_seconds(sess, feed, repeat))
+    return [1e3 * statistics.median(t) for t in per]
 
 
 def run_net(net: str, args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     runs = NetRun(net, args, workdir)
-    recipe = recipe_for(net, args.cost_weight)
+    recipe = budget_recipe(net)
+    weights = sorted(float(w) for w in args.cost_weights.split(","))
     rows = []
     for seed in (int(s) for s in args.seeds.split(",")):
+        baseline = runs.result(seed, None)
+        chosen = {}
         for cost in COSTS:
-            rows.append({"seed": seed, "cost": cost, **runs.result(seed, replace(recipe, cost=cost))})
-    return {"net": net, "recipe": recipe.label, "rows": rows}
+            tried = [(w, runs.result(seed, replace(recipe, cost_weight=w, cost=cost))) for w in weights]
+            chosen[cost] = choose_weight(tried, baseline["acc_val"])
+        slims = [chosen[cost][1]["slim_path"] for cost in COSTS]
+        for batch in (1, args.latency_batch):
+            full_ms, *slim_ms = side_by_side_ms([runs.full_path(seed), *slims], batch)
+            for cost, ms in zip(COSTS, slim_ms):
+                chosen[cost][1][f"side_by_side_slim_ms_b{batch}"] = ms
+                chosen[cost][1][f"side_by_side_full_ms_b{batch}"] = full_ms
+        same = all(chosen[COSTS[0]][1][k] == chosen[COSTS[1]][1][k] for k in ("params", "macs", "erased"))
+        for cost in COSTS:
+            weight, result, within = chosen[cost]
+            rows.append({"seed": seed, "cost": cost, "cost_weight": weight, "within_budget": within,
+                         "same_subnetwork": same, "baseline_acc_val": baseline["acc_val"],
+                         **{k: v for k, v in result.items() if k != "slim_path"}})
+    return {"net": net, "recipe": recipe.label, "weights": weights, "rows": rows}
 
 
 def _mean(rows: list[dict[str, Any]], cost: str, key: str) -> float:
@@ -56,18 +97,21 @@ def _mean(rows: list[dict[str, Any]], cost: str, key: str) -> float:
 
 
 def summarize(nets: list[dict[str, Any]], latency_batch: int) -> str:
-    lines = [f"| net | recipe | MACs kept (params-macs / latency) | test acc | slim ms b1 | slim ms b{latency_batch} "
-             "| latency faster b1, acc within 1 pt |", "|---|---|---|---|---|---|---|"]
+    lines = [f"| net | budget | W chosen (params-macs / latency) | MACs kept | test acc | slim ms b1 | slim ms "
+             f"b{latency_batch} | cost=latency faster b1, acc within 1 pt |", "|---|---|---|---|---|---|---|---|"]
     wins = 0
     for entry in nets:
         rows = entry["rows"]
         pair = {key: [_mean(rows, cost, key) for cost in COSTS]
-                for key in ("macs_kept", "acc_test", "latency_slim_ms_b1", f"latency_slim_ms_b{latency_batch}")}
-        win = (pair["latency_slim_ms_b1"][1] < pair["latency_slim_ms_b1"][0]
+                for key in ("cost_weight", "macs_kept", "acc_test", "side_by_side_slim_ms_b1",
+                            f"side_by_side_slim_ms_b{latency_batch}")}
+        tie = all(r["same_subnetwork"] for r in rows)
+        win = (not tie and pair["side_by_side_slim_ms_b1"][1] < pair["side_by_side_slim_ms_b1"][0]
                and pair["acc_test"][1] >= pair["acc_test"][0] - ACC_TOLERANCE)
         wins += win
-        cells = [f"{a:.{d}f} / {b:.{d}f}" for (a, b), d in zip(pair.values(), (2, 3, 4, 4))]
-        lines.append(f"| {entry['net']} | {entry['recipe']} | " + " | ".join(cells) + f" | {'yes' if win else 'no'} |")
+        cells = [f"{a:.{d}f} / {b:.{d}f}" for (a, b), d in zip(pair.values(), (1, 2, 3, 4, 4))]
+        verdict = "tie (same sub-networks)" if tie else "yes" if win else "no"
+        lines.append(f"| {entry['net']} | {entry['recipe'].split(' W=')[0]} | " + " | ".join(cells) + f" | {verdict} |")
     lines.append(f"\ncost=latency faster at batch 1 within 1 point on {wins} of {len(nets)} nets (target: >= 4 of 5)")
     return "\n".join(lines)
 
@@ -76,7 +120,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--nets", default="demosupnet,stackedunets,darts,superresnet,regnet")
     parser.add_argument("--seeds", default="0,1,2")
-    parser.add_argument("--cost-weight", type=float, default=None, help="W for both rows (default: the recipe's)")
+    parser.add_argument("--cost-weights", default="1,3,10",
+                        help="weights each cost model may use; it keeps the largest within the accuracy budget")
     parser.add_argument("--test-seed", type=int, default=0, help="the seed that holds out the test split (fixed)")
     parser.add_argument("--data", default="digits", help="digits or npz:PATH (see tools/evidence.py)")
     parser.add_argument("--size", default="tiny", choices=("tiny", "paper"))

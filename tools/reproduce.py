@@ -41,7 +41,7 @@ from asgnas.bridge.export import export_torch_model
 from asgnas.bridge.model_io import input_specs
 from asgnas.cli import _register_all_passes
 from asgnas.data import load_dataset
-from asgnas.ir import Model, load_model
+from asgnas.ir import Model, load_model, save_model
 from asgnas.passes import PassContext, PassManager, parse_pipeline
 from asgnas.runtime import median_run_seconds, model_feeds, onnx_accuracy, session
 from asgnas.zoo import build
@@ -126,6 +126,10 @@ class NetRun:
             self._seeds[seed] = (path, train_npz, (val.x_val, val.y_val), (test.x_val, test.y_val))
         return self._seeds[seed]
 
+    def full_path(self, seed: int) -> str:
+        """The seed's exported super-network (the full model the slim ones are timed against)."""
+        return str(self._seed_files(seed)[0])
+
     def result(self, seed: int, recipe: Recipe | None) -> dict[str, Any]:
         """Train (``None``: the full baseline) and measure; cached."""
         key = (seed, recipe)
@@ -161,7 +165,9 @@ class NetRun:
             cost = report["cost"]
             return {**out, "params": cost["params"], "macs": cost["macs"], "params_kept": 1.0, "macs_kept": 1.0}
         full, slim = self.result(seed, None), report["cost"]["after"]
-        return {**out, "params": slim["params"], "macs": slim["macs"],
+        slim_path = path.parent / f"slim-{len(self._runs)}.onnx"  # for timing side by side later (bench_cost)
+        save_model(model, slim_path)
+        return {**out, "params": slim["params"], "macs": slim["macs"], "slim_path": str(slim_path),
                 "params_kept": slim["params"] / full["params"], "macs_kept": slim["macs"] / full["macs"],
                 "erased": report["construct-subnet"]["erased_structures"],
                 "removable": report["search_space"]["summary"]["num_removable_erase_groups"],
