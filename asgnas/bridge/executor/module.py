@@ -193,13 +193,13 @@ class OnnxModule(nn.Module):
     @property
     def param_for_initializer(self) -> dict[str, nn.Parameter]:
         """Initializer name -> its ``nn.Parameter`` (the objects the optimizer sees)."""
-        params = self.params._parameters
+        params = dict(self.params.named_parameters(recurse=False))
         return {init: params[key] for init, key in self._param_keys.items()}
 
     @property
     def stat_for_initializer(self) -> dict[str, Tensor]:
         """BN running-statistic initializer -> its buffer (statistics held as private copies are not listed)."""
-        buffers = self.stats._buffers
+        buffers = dict(self.stats.named_buffers(recurse=False))
         return {s.initializer: buffers[s.key] for s in self._stats if s.initializer is not None}
 
     @property
@@ -219,8 +219,10 @@ class OnnxModule(nn.Module):
         if len(args) > len(self.input_names):
             raise AsgnasError(f"model has {len(self.input_names)} inputs, got {len(args)}")
         env: dict[str, Any] = {}
-        containers = {"params": self.params._parameters, "stats": self.stats._buffers,
-                      "consts": self.consts._buffers}
+        # looked up per call, not cached: Module.to() replaces buffer objects
+        containers = {"params": dict(self.params.named_parameters(recurse=False)),
+                      "stats": dict(self.stats.named_buffers(recurse=False)),
+                      "consts": dict(self.consts.named_buffers(recurse=False))}
         for name, (container, key) in self._bound:
             env[name] = containers[container][key]
         for name, value in zip(self.input_names, args):
@@ -274,7 +276,7 @@ class OnnxModule(nn.Module):
             put(init, param)
         nodes = {n.name: n for n in graph} if any(s.initializer is None for s in self._stats) else {}
         for stat in self._stats:
-            tensor = self.stats._buffers[stat.key]
+            tensor = self.stats.get_buffer(stat.key)
             if stat.initializer is not None:
                 put(stat.initializer, tensor)
                 continue
