@@ -2,15 +2,16 @@
 accuracy budget.
 
     PYTHONPATH=. python tools/bench_cost.py [--nets demosupnet,stackedunets,darts,superresnet,regnet] [--seeds 0,1,2]
-                              [--cost-weights 1,3,10] [--epochs 20] [--size tiny] [--latency-batch 64] [--out r.json]
+                              [--weight-multiples 0,1,3,10] [--epochs 20] [--size tiny] [--latency-batch 64] [--out r.json]
 
 For each super-network and seed, the budget of the net's first cost-aware recipe without gates in
 ``tools/reproduce.py``'s ``GRIDS`` (its K structures and channel target; gating rebuilds the search space after the
 latency pass, so gated recipes are left out) is trained with ``train{cost=params-macs}`` and with
-``train{cost=latency}`` (after ``reproduce.LATENCY_PASS``: CPU, one thread, batch 1) at every cost weight of
-``--cost-weights``, on ``tools/evidence.py``'s train split, constructed and verified. The same accuracy budget for
-both: each cost model keeps the largest weight (the most cost-driven selection) whose sub-network's *validation*
-accuracy is within 1 point of the full baseline's (none within: the smallest weight). The two chosen slim models are
+``train{cost=latency}`` (after ``reproduce.LATENCY_PASS``: CPU, one thread, batch 1) at every cost weight of the
+grid (``--weight-multiples`` of the recipe's weight; 0 is the paper's saliency order, one run shared by both cost
+models), on ``tools/evidence.py``'s train split, constructed and verified. The same accuracy budget for both: each
+cost model keeps the largest weight (the most cost-driven selection) whose sub-network's *validation* accuracy is
+within 1 point of the full baseline's (none within: the smallest weight). The two chosen slim models are
 then timed side by side with the full model (onnxruntime, one thread, batch 1 and ``--latency-batch``, interleaved
 round by round) and scored on the held-out test split. Target: ``cost=latency`` is faster at batch 1 (mean over
 seeds) on >= 4 of the 5 nets, held-out accuracy within 1 point of ``cost=params-macs``. Where both cost models chose
@@ -69,13 +70,15 @@ def side_by_side_ms(paths: list[str], batch: int, rounds: int = 9, repeat: int =
 def run_net(net: str, args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     runs = NetRun(net, args, workdir)
     recipe = budget_recipe(net)
-    weights = sorted(float(w) for w in args.cost_weights.split(","))
+    weights = sorted(recipe.cost_weight * float(m) for m in args.weight_multiples.split(","))
     rows = []
     for seed in (int(s) for s in args.seeds.split(",")):
         baseline = runs.result(seed, None)
         chosen = {}
         for cost in COSTS:
-            tried = [(w, runs.result(seed, replace(recipe, cost_weight=w, cost=cost))) for w in weights]
+            # weight 0 ignores the cost: the same run serves both cost models
+            tried = [(w, runs.result(seed, replace(recipe, cost_weight=w, cost=cost if w > 0 else COSTS[0])))
+                     for w in weights]
             chosen[cost] = choose_weight(tried, baseline["acc_val"])
         slims = [chosen[cost][1]["slim_path"] for cost in COSTS]
         for batch in (1, args.latency_batch):
@@ -109,7 +112,7 @@ def summarize(nets: list[dict[str, Any]], latency_batch: int) -> str:
         win = (not tie and pair["side_by_side_slim_ms_b1"][1] < pair["side_by_side_slim_ms_b1"][0]
                and pair["acc_test"][1] >= pair["acc_test"][0] - ACC_TOLERANCE)
         wins += win
-        cells = [f"{a:.{d}f} / {b:.{d}f}" for (a, b), d in zip(pair.values(), (1, 2, 3, 4, 4))]
+        cells = [f"{a:.{d}f} / {b:.{d}f}" for (a, b), d in zip(pair.values(), (2, 2, 3, 4, 4))]
         verdict = "tie (same sub-networks)" if tie else "yes" if win else "no"
         lines.append(f"| {entry['net']} | {entry['recipe'].split(' W=')[0]} | " + " | ".join(cells) + f" | {verdict} |")
     lines.append(f"\ncost=latency faster at batch 1 within 1 point on {wins} of {len(nets)} nets (target: >= 4 of 5)")
@@ -120,8 +123,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--nets", default="demosupnet,stackedunets,darts,superresnet,regnet")
     parser.add_argument("--seeds", default="0,1,2")
-    parser.add_argument("--cost-weights", default="1,3,10",
-                        help="weights each cost model may use; it keeps the largest within the accuracy budget")
+    parser.add_argument("--weight-multiples", default="0,1,3,10",
+                        help="the cost weights each cost model may use, as multiples of the recipe's; each keeps "
+                        "the largest within the accuracy budget")
     parser.add_argument("--test-seed", type=int, default=0, help="the seed that holds out the test split (fixed)")
     parser.add_argument("--data", default="digits", help="digits or npz:PATH (see tools/evidence.py)")
     parser.add_argument("--size", default="tiny", choices=("tiny", "paper"))

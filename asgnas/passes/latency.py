@@ -42,7 +42,8 @@ from asgnas.passes.latency_measure import (Signature, WidthTable, measure_table,
 from asgnas.passes.search_space import SEARCH_SPACE_KEY
 
 LATENCY_KEY = "latency"
-_CACHE_VERSION = 3  # 2: grouped convs probed per group, consumers' columns; 3: fastest kernel times
+_CACHE_VERSION = 4  # 2: grouped convs probed per group, consumers' columns; 3: fastest kernel times; 4: block
+# probes at the pass's threads
 
 
 def parse_round_to(text: str) -> int | str:
