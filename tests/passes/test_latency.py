@@ -177,3 +177,32 @@ def test_grouped_convs_count_their_blocks_per_group():
     # conv's block of 16 is one channel group of 32 channels
     assert latency_module._in_groups(512, 32) == 16 and latency_module._in_groups(16, 32) == 1
     assert latency_module._in_groups(16, 1) == 16
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_block_probes_run_at_the_passs_threads(monkeypatch, threads):
+    """The width a kernel likes depends on how it splits its channel blocks over threads: the probes and the
+    table are timed at the pass's threads, and the probes at batch 1."""
+    calls = []
+
+    def fake_time(proto, feeds, device, run_threads):
+        calls.append((feeds["x"].shape[0], run_threads))
+        return float(proto.graph.initializer[0].dims[0])  # time linear in the output width
+
+    monkeypatch.setattr(latency_measure, "time_ms", fake_time)
+    sig = latency_measure.Signature("Conv", (4, 64, 8, 8), (64, 64, 3, 3), (), False, False)
+    table, count = latency_measure.measure_table(sig, 0, "cpu", threads, None)
+    assert count == len(calls) and {t for _, t in calls} == {threads}
+    assert {b for b, _ in calls} == {1, 4}  # probes at batch 1, the table at the pass's batch
+    assert table.block == 1 and table.widths[-1] == 64  # a linear kernel has no block
+
+
+def test_a_session_for_side_by_side_timing_does_not_spin(tmp_path):
+    from asgnas.runtime import session
+
+    path = _tiny(tmp_path / "tiny.onnx")
+    quiet = session(path, device="cpu", threads=2, spin=False).get_session_options()
+    assert quiet.get_session_config_entry("session.intra_op.allow_spinning") == "0"
+    default = session(path, device="cpu", threads=2).get_session_options()
+    with pytest.raises(RuntimeError, match="allow_spinning"):  # onnxruntime's default (spinning) is left alone
+        default.get_session_config_entry("session.intra_op.allow_spinning")
