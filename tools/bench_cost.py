@@ -2,7 +2,8 @@
 accuracy budget.
 
     PYTHONPATH=. python tools/bench_cost.py [--nets demosupnet,stackedunets,darts,superresnet,regnet] [--seeds 0,1,2]
-                              [--weight-multiples 0,1,3,10] [--epochs 20] [--size tiny] [--latency-batch 64] [--out r.json]
+                              [--weight-multiples 0,1,3,10] [--epochs 20] [--size tiny] [--latency-batch 64]
+                              [--out r.json]
 
 For each super-network and seed, the budget of the net's first cost-aware recipe without gates in
 ``tools/reproduce.py``'s ``GRIDS`` (its K structures and channel target; gating rebuilds the search space after the
@@ -33,11 +34,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from reproduce import ACC_TOLERANCE, GRIDS, NetRun, Recipe  # noqa: E402  (tools/ is not a package)
+from reproduce import ACC_TOLERANCE, GRIDS, NetRun, Recipe, interleaved_ms  # noqa: E402  (tools/ is not a package)
 
 from asgnas.cli import _register_all_passes  # noqa: E402
 from asgnas.ir import load_model  # noqa: E402
-from asgnas.runtime import median_run_seconds, model_feeds, session  # noqa: E402
 
 COSTS = ("params-macs", "latency")
 
@@ -54,44 +54,30 @@ def choose_weight(tried: list[tuple[float, dict[str, Any]]], baseline_val: float
     return weight, result, bool(within)
 
 
-def side_by_side_ms(paths: list[str], batch: int, rounds: int = 9, repeat: int = 30) -> list[float]:
-    """onnxruntime CPU latency (one thread: no worker threads to spin) of each model at ``batch``, interleaved
-    round by round so all see the same load; medians over the rounds of per-round medians."""
-    models = [load_model(p) for p in paths]
-    sessions = [session(m, device="cpu", threads=1) for m in models]
-    feeds = [model_feeds(m, seed=0, symbolic_dim=batch) for m in models]
-    per: list[list[float]] = [[] for _ in models]
-    for _ in range(rounds):
-        for i, (sess, feed) in enumerate(zip(sessions, feeds)):
-            per[i].append(median_run_seconds(sess, feed, repeat))
-    return [1e3 * statistics.median(t) for t in per]
-
-
 def run_net(net: str, args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     runs = NetRun(net, args, workdir)
     recipe = budget_recipe(net)
-    weights = sorted(recipe.cost_weight * float(m) for m in args.weight_multiples.split(","))
+    weights = sorted({recipe.cost_weight * float(m) for m in args.weight_multiples.split(",")})
     rows = []
     for seed in (int(s) for s in args.seeds.split(",")):
         baseline = runs.result(seed, None)
-        chosen = {}
+        chosen, recipes = {}, {}
         for cost in COSTS:
             # weight 0 ignores the cost: the same run serves both cost models
-            tried = [(w, runs.result(seed, replace(recipe, cost_weight=w, cost=cost if w > 0 else COSTS[0])))
-                     for w in weights]
-            chosen[cost] = choose_weight(tried, baseline["acc_val"])
-        slims = [chosen[cost][1]["slim_path"] for cost in COSTS]
+            tried = {w: replace(recipe, cost_weight=w, cost=cost if w > 0 else COSTS[0]) for w in weights}
+            chosen[cost] = choose_weight([(w, runs.result(seed, r)) for w, r in tried.items()], baseline["acc_val"])
+            recipes[cost] = tried[chosen[cost][0]]
+        timings: dict[str, dict[str, float]] = {cost: {} for cost in COSTS}
         for batch in (1, args.latency_batch):
-            full_ms, *slim_ms = side_by_side_ms([runs.full_path(seed), *slims], batch)
+            models = [load_model(runs.full_path(seed)), *(load_model(runs.slim_path(seed, recipes[c])) for c in COSTS)]
+            full_ms, *slim_ms = interleaved_ms(models, batch, rounds=9, repeat=30)
             for cost, ms in zip(COSTS, slim_ms):
-                chosen[cost][1][f"side_by_side_slim_ms_b{batch}"] = ms
-                chosen[cost][1][f"side_by_side_full_ms_b{batch}"] = full_ms
-        same = all(chosen[COSTS[0]][1][k] == chosen[COSTS[1]][1][k] for k in ("params", "macs", "erased"))
+                timings[cost].update({f"side_by_side_slim_ms_b{batch}": ms, f"side_by_side_full_ms_b{batch}": full_ms})
+        same = chosen[COSTS[0]][1]["zero_groups"] == chosen[COSTS[1]][1]["zero_groups"]
         for cost in COSTS:
             weight, result, within = chosen[cost]
             rows.append({"seed": seed, "cost": cost, "cost_weight": weight, "within_budget": within,
-                         "same_subnetwork": same, "baseline_acc_val": baseline["acc_val"],
-                         **{k: v for k, v in result.items() if k != "slim_path"}})
+                         "same_subnetwork": same, "baseline_acc_val": baseline["acc_val"], **result, **timings[cost]})
     return {"net": net, "recipe": recipe.label, "weights": weights, "rows": rows}
 
 
@@ -114,6 +100,8 @@ def summarize(nets: list[dict[str, Any]], latency_batch: int) -> str:
         wins += win
         cells = [f"{a:.{d}f} / {b:.{d}f}" for (a, b), d in zip(pair.values(), (2, 2, 3, 4, 4))]
         verdict = "tie (same sub-networks)" if tie else "yes" if win else "no"
+        missed = sum(not r["within_budget"] for r in rows)
+        verdict += f"; {missed} of {len(rows)} choices over budget" if missed else ""
         lines.append(f"| {entry['net']} | {entry['recipe'].split(' W=')[0]} | " + " | ".join(cells) + f" | {verdict} |")
     lines.append(f"\ncost=latency faster at batch 1 within 1 point on {wins} of {len(nets)} nets (target: >= 4 of 5)")
     return "\n".join(lines)
@@ -141,6 +129,8 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--out", default="")
     args = parser.parse_args()
+    if any(float(m) < 0 for m in args.weight_multiples.split(",")):
+        parser.error("--weight-multiples must be >= 0")
     unknown = set(args.nets.split(",")) - set(GRIDS)
     if unknown:
         parser.error(f"no recipe for {sorted(unknown)} (reproduce.GRIDS has {sorted(GRIDS)})")

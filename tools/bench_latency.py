@@ -20,6 +20,7 @@ scaled by this run's full-model time over the latency pass's, which load drift o
 from __future__ import annotations
 
 import argparse
+import statistics
 import sys
 import tempfile
 import time
@@ -170,8 +171,7 @@ def main() -> None:
         print(f"| {r[0]} | {r[1]} | {r[2]:.3g} | {r[3]:.3g} | {r[4]:.3g} | {100 * r[5]:+.0f}% | {100 * r[6]:+.0f}% | "
               f"{r[7]:.2f}x | {r[8]:.2f}x | {r[9]:.2f} | {r[10]:.2f} | {r[11]:.1f} | {r[12]:.1e} |")
     for column, what in ((5, "prediction error"), (6, "anchored error")):
-        errors = sorted(abs(r[column]) for r in rows)
-        print(f"median |{what}|: {100 * errors[len(errors) // 2]:.1f}% (target <= 10%)")
+        print(f"median |{what}|: {100 * statistics.median(abs(r[column]) for r in rows):.1f}% (target <= 10%)")
 
 if __name__ == "__main__":
     main()

@@ -106,6 +106,7 @@ class NetRun:
         self.net, self.args, self.workdir = net, args, workdir
         self.lr = NET_LR.get(net, args.lr)
         self._runs: dict[tuple[int, Recipe | None], dict[str, Any]] = {}
+        self._slims: dict[tuple[int, Recipe], Path] = {}  # each run's slim model, to time side by side later
         self._seeds: dict[int, tuple[Path, Path, Any, Any]] = {}
 
     def _seed_files(self, seed: int) -> tuple[Path, Path, Any, Any]:
@@ -129,6 +130,11 @@ class NetRun:
     def full_path(self, seed: int) -> str:
         """The seed's exported super-network (the full model the slim ones are timed against)."""
         return str(self._seed_files(seed)[0])
+
+    def slim_path(self, seed: int, recipe: Recipe) -> str:
+        """The slim model ``result(seed, recipe)`` constructed (trained first if needed)."""
+        self.result(seed, recipe)
+        return str(self._slims[seed, recipe])
 
     def result(self, seed: int, recipe: Recipe | None) -> dict[str, Any]:
         """Train (``None``: the full baseline) and measure; cached."""
@@ -165,9 +171,9 @@ class NetRun:
             cost = report["cost"]
             return {**out, "params": cost["params"], "macs": cost["macs"], "params_kept": 1.0, "macs_kept": 1.0}
         full, slim = self.result(seed, None), report["cost"]["after"]
-        slim_path = path.parent / f"slim-{len(self._runs)}.onnx"  # for timing side by side later (bench_cost)
-        save_model(model, slim_path)
-        return {**out, "params": slim["params"], "macs": slim["macs"], "slim_path": str(slim_path),
+        self._slims[seed, recipe] = path.parent / f"slim-{len(self._slims)}.onnx"
+        save_model(model, self._slims[seed, recipe])
+        return {**out, "params": slim["params"], "macs": slim["macs"], "zero_groups": report["train"]["zero_groups"],
                 "params_kept": slim["params"] / full["params"], "macs_kept": slim["macs"] / full["macs"],
                 "erased": report["construct-subnet"]["erased_structures"],
                 "removable": report["search_space"]["summary"]["num_removable_erase_groups"],
@@ -223,17 +229,22 @@ def merge_nets(nets: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return list(merged.values())
 
 
-def latencies(full: Model, slim: Model, batch: int, rounds: int = 7, repeat: int = 20) -> dict[str, float]:
-    """onnxruntime CPU latency (one thread) of full and slim at ``batch``, interleaved round by round so both see
-    the same machine load; medians over the rounds of per-round medians."""
-    sessions = [session(m, device="cpu", threads=1) for m in (full, slim)]
-    feeds = model_feeds(full, seed=0, symbolic_dim=batch)
-    per = [[], []]
+def interleaved_ms(models: list[Model], batch: int, rounds: int = 7, repeat: int = 20) -> list[float]:
+    """onnxruntime CPU latency (one thread: no worker threads to spin) of each model at ``batch``, interleaved round
+    by round so all see the same machine load; medians over the rounds of per-round medians (ms)."""
+    sessions = [session(m, device="cpu", threads=1) for m in models]
+    feeds = [model_feeds(m, seed=0, symbolic_dim=batch) for m in models]
+    per: list[list[float]] = [[] for _ in models]
     for _ in range(rounds):
-        for i, sess in enumerate(sessions):
-            per[i].append(median_run_seconds(sess, feeds, repeat))
-    return {f"latency_full_ms_b{batch}": 1e3 * statistics.median(per[0]),
-            f"latency_slim_ms_b{batch}": 1e3 * statistics.median(per[1])}
+        for i, (sess, feed) in enumerate(zip(sessions, feeds)):
+            per[i].append(median_run_seconds(sess, feed, repeat))
+    return [1e3 * statistics.median(t) for t in per]
+
+
+def latencies(full: Model, slim: Model, batch: int) -> dict[str, float]:
+    """:func:`interleaved_ms` of the full and the slim model, by key."""
+    full_ms, slim_ms = interleaved_ms([full, slim], batch)
+    return {f"latency_full_ms_b{batch}": full_ms, f"latency_slim_ms_b{batch}": slim_ms}
 
 
 def _stat(values: list[float], fmt: str) -> str:

@@ -35,8 +35,10 @@ def to_param_groups(
     *,
     strict: bool = True,
     costs: Mapping[int, float] | None = None,
+    families: bool = False,
 ) -> list[ParamGroup]:
-    """One ``ParamGroup`` per ``Group`` (same id and removable flag), slices resolved to parameters.
+    """One ``ParamGroup`` per ``Group`` (same id and removable flag), slices resolved to parameters; ``families``:
+    each kind fills a quota of its own, so it is its own ``ParamGroup.family``.
 
     ``costs`` (group id -> saving, e.g. from :func:`erase_costs`) fills ``ParamGroup.cost`` for cost-aware
     selection; groups it does not name keep ``None`` (their share of the grouped elements stands in).
@@ -71,7 +73,7 @@ def to_param_groups(
             slices.append(ParamSlice(param, axis, indices))
         removable = group.removable and bool(slices) and not dropped  # a partial group cannot reach zero
         out.append(ParamGroup(group.id, slices, removable, None if costs is None else costs.get(group.id),
-                              family=group.kind))
+                              family=group.kind if families else ""))
     return out
 
 

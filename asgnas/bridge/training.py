@@ -81,7 +81,9 @@ def build_optimizer(
     ``costs`` (group id -> saving) feeds cost-aware selection (option ``cost_weight``)."""
     from asgnas.bridge.mapping import to_param_groups
 
-    param_groups = to_param_groups(groups, param_for_initializer, strict=False, costs=costs)
+    # kinds with quotas of their own (train's prune-target) rank, and scale their saliency, apart
+    param_groups = to_param_groups(groups, param_for_initializer, strict=False, costs=costs,
+                                   families=isinstance(oracle, KindQuotaOracle))
     common = dict(lr=lr, target_group_sparsity=target, variant=variant, momentum=momentum if variant == "sgd" else 0.0,
                   weight_decay=weight_decay, total_steps=total_steps, **options)
     if name == "h2spg":

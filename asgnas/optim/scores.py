@@ -63,9 +63,10 @@ def cost_aware_key(scores: np.ndarray, costs: np.ndarray, cost_weight: float,
 
     ``key = (s - min s) / (max s - min s) + cost_weight * log10(1 + c / COST_KNEE)``, where ``c`` is the group's
     cost as a fraction of the whole model's (params and MACs, or latency: ``asgnas.bridge.selection_costs``).
-    The saliency term spans [0, 1] over the candidates of the group's family (``families``: e.g. structures and
-    channel groups; one family when None), so structures joining the candidates do not rescale the channels'
-    saliency against their cost. The cost term is on one fixed scale that does not depend on which groups are
+    The saliency term spans [0, 1] over the candidates of the group's family (``families``: sets that fill quotas
+    of their own, e.g. structures and channel groups under ``kind=both,prune-target``; one family when None), so
+    structures joining the candidates do not rescale the channels' saliency against their cost; a family whose
+    candidates all score alike sits at 0.5. The cost term is on one fixed scale that does not depend on which groups are
     candidates, so one ``cost_weight`` means the same for structures alone, channel groups alone or both (min-max
     scaling of the cost let the few huge structures squeeze every channel group into the bottom ~1/16 of the
     range). The scale is linear below the 1% knee (a group that saves nothing gets 0, not minus infinity, so noisy
@@ -79,16 +80,20 @@ def cost_aware_key(scores: np.ndarray, costs: np.ndarray, cost_weight: float,
     if cost_weight == 0.0 or not finite.any():
         return scores
     families = np.zeros(len(scores), dtype=int) if families is None else np.asarray(families)
+    if families.shape != scores.shape:
+        raise ValueError(f"families has shape {families.shape}, scores {scores.shape}")
     saliency = np.zeros_like(scores)
+    finite_scores = np.where(finite, scores, 0.0)
     for family in np.unique(families):
         member = families == family
-        saliency[member] = _minmax(np.where(finite, scores, 0.0), finite & member)[member]
+        saliency[member] = _minmax(finite_scores, finite & member)[member]
     key = saliency + cost_weight * np.log10(1.0 + np.asarray(costs, np.float64) / COST_KNEE)
     return np.where(finite, key, -np.inf)
 
 
 def _minmax(v: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    # no spread (one candidate, or equal scores): the middle, so a lone structure is not ranked least redundant
     if not mask.any():
-        return np.zeros_like(v)
+        return np.full_like(v, 0.5)
     lo, hi = v[mask].min(), v[mask].max()
-    return (v - lo) / (hi - lo) if hi > lo else np.zeros_like(v)
+    return (v - lo) / (hi - lo) if hi > lo else np.full_like(v, 0.5)

@@ -163,7 +163,8 @@ def _block(times: dict[int, float], hi: int, lo: int, steps: list[int]) -> int:
 
 def measure_table(sig: Signature, axis: int, device: str, threads: int, full_ms: float | None) -> tuple[WidthTable, int]:
     """The node's time against weight dim ``axis``; returns the table and the number of measurements made. The
-    block probes run at batch 1 (the block is the kernel's, not the batch's) on the pass's ``threads``: how the
+    block probes run at batch 1 (the block is the kernel's, not the batch's) on the pass's ``threads`` (0: every
+    core, onnxruntime's default; more threads also make the probes more sensitive to other processes): how the
     kernel splits its channel blocks over threads sets the width it likes (ResNet-18 on 2 AVX2 cores: block 8 on
     one thread, 16-32 on two, where 40, 56 or 80 channels run 1.1-1.3x slower per MAC than 32, 48 or 64); the
     table at the pass's batch and ``threads``."""

@@ -147,3 +147,26 @@ def test_kind_quota_oracle_caps_each_kind_and_defers_to_validity():
     assert inner.committed == [1, 4]
     quota.reset()
     assert inner.committed == [] and quota.try_remove(2) and quota.try_remove(5)
+
+
+def test_kinds_with_quotas_of_their_own_are_their_own_families(stackedunets):
+    """Under prune-target each kind fills its own quota, so saliency is scaled per kind; in one ranking
+    (no quotas) structures and channels share one scale, as at weight 0."""
+    from asgnas.bridge.training import KindQuotaOracle, build_optimizer
+
+    from asgnas.bridge.executor.module import OnnxModule
+
+    model = load_model(stackedunets)
+    groups = analyze_search_space(model).groups
+    params = OnnxModule(model).param_for_initializer
+    oracle = build_oracle(model, groups)
+    kinds = {g.id: g.kind for g in groups}
+
+    def families(with_oracle) -> set[tuple[str, str]]:
+        opt = build_optimizer("h2spg", list(params.values()), groups, params, lr=0.1, target=2, total_steps=10,
+                              oracle=with_oracle, costs={}, cost_weight=1.0)
+        return {(kinds[g.id], g.family) for g in opt.layout.groups}
+
+    assert families(KindQuotaOracle(oracle, kinds, {"erase": 1, "prune": 1})) == {("erase", "erase"),
+                                                                                ("prune", "prune")}
+    assert families(oracle) == {("erase", ""), ("prune", "")}

@@ -1,6 +1,8 @@
 """Cost-aware selection (``cost_weight``, ``ParamGroup.cost``): our extension of H2SPG's saliency-only ranking."""
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
@@ -15,7 +17,7 @@ def _flat_score(xx, xd, dd, sizes):
 
 
 def _with_costs(groups: list[ParamGroup], costs: dict[int, float]) -> list[ParamGroup]:
-    return [ParamGroup(g.id, g.slices, g.removable, costs.get(g.id)) for g in groups]
+    return [replace(g, cost=costs.get(g.id)) for g in groups]
 
 
 class PathOracle:
@@ -154,6 +156,34 @@ def test_structures_joining_do_not_reorder_channels():
     # redundant) falls behind channel 5 (costlier), which it leads alone
     assert cost_aware_key(scores[3:], costs[3:], 0.3)[1] > cost_aware_key(scores[3:], costs[3:], 0.3)[2]
     assert cost_aware_key(scores, costs, 0.3)[4] < cost_aware_key(scores, costs, 0.3)[5]
+
+
+def test_selection_scales_saliency_within_each_family(monkeypatch):
+    """H2SPG hands the groups' families to the key: the first stage's branches are one family, the rest another."""
+    import asgnas.optim.selection as selection
+
+    seen = []
+
+    def recording_key(scores, costs, weight, families=None):
+        seen.append(list(families))
+        return cost_aware_key(scores, costs, weight, families)
+
+    monkeypatch.setattr(selection, "cost_aware_key", recording_key)
+    torch.manual_seed(0)
+    model = BranchNet(stages=3, width=2)
+    groups = [replace(g, cost=0.1, family="erase" if g.id < 10 else "prune") for g in model.branch_groups()]
+    opt = H2SPG(model.parameters(), groups, lr=0.05, target_group_sparsity=2, warmup_steps=2, hard_zero_step=6,
+                cost_weight=1.0)
+    train(model, opt, batches(8))
+    assert seen == [["erase", "erase", "prune", "prune", "prune", "prune"]]
+
+
+def test_a_family_without_spread_sits_in_the_middle():
+    # a lone structure beside channel groups is neither the most nor the least redundant of the saliency range
+    key = cost_aware_key(np.array([5.0, 0.1, 0.2]), np.zeros(3), 1e-6, np.array(["erase", "prune", "prune"]))
+    assert key.tolist() == pytest.approx([0.5, 0.0, 1.0])
+    with pytest.raises(ValueError, match="families"):
+        cost_aware_key(np.array([1.0, 2.0]), np.zeros(2), 1.0, np.array(["erase"]))
 
 
 def test_weight_zero_is_the_saliency_order_exactly():

@@ -193,13 +193,13 @@ class OnnxModule(nn.Module):
     @property
     def param_for_initializer(self) -> dict[str, nn.Parameter]:
         """Initializer name -> its ``nn.Parameter`` (the objects the optimizer sees)."""
-        params = dict(self.params.named_parameters(recurse=False))
+        params = dict(self.params.named_parameters(recurse=False, remove_duplicate=False))
         return {init: params[key] for init, key in self._param_keys.items()}
 
     @property
     def stat_for_initializer(self) -> dict[str, Tensor]:
         """BN running-statistic initializer -> its buffer (statistics held as private copies are not listed)."""
-        buffers = dict(self.stats.named_buffers(recurse=False))
+        buffers = dict(self.stats.named_buffers(recurse=False, remove_duplicate=False))
         return {s.initializer: buffers[s.key] for s in self._stats if s.initializer is not None}
 
     @property
@@ -220,9 +220,9 @@ class OnnxModule(nn.Module):
             raise AsgnasError(f"model has {len(self.input_names)} inputs, got {len(args)}")
         env: dict[str, Any] = {}
         # looked up per call, not cached: Module.to() replaces buffer objects
-        containers = {"params": dict(self.params.named_parameters(recurse=False)),
-                      "stats": dict(self.stats.named_buffers(recurse=False)),
-                      "consts": dict(self.consts.named_buffers(recurse=False))}
+        containers = {"params": dict(self.params.named_parameters(recurse=False, remove_duplicate=False)),
+                      "stats": dict(self.stats.named_buffers(recurse=False, remove_duplicate=False)),
+                      "consts": dict(self.consts.named_buffers(recurse=False, remove_duplicate=False))}
         for name, (container, key) in self._bound:
             env[name] = containers[container][key]
         for name, value in zip(self.input_names, args):
