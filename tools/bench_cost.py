@@ -14,8 +14,9 @@ models), on ``tools/evidence.py``'s train split, constructed and verified. The s
 cost model keeps the largest weight (the most cost-driven selection) whose sub-network's *validation* accuracy is
 within 1 point of the full baseline's (none within: the smallest weight). The two chosen slim models are
 then timed side by side with the full model (onnxruntime, one thread, batch 1 and ``--latency-batch``, interleaved
-round by round) and scored on the held-out test split. Target: ``cost=latency`` is faster at batch 1 (mean over
-seeds) on >= 4 of the 5 nets, held-out accuracy within 1 point of ``cost=params-macs``. Where both cost models chose
+round by round) and scored on the held-out test split. Target: ``cost=latency`` is faster at batch 1 on >= 4 of the
+5 nets (the median over seeds of its slim time over params-macs', by more than ``TIMING_MARGIN``), held-out
+accuracy (mean over seeds) within 1 point of ``cost=params-macs``. Where both cost models chose
 the same sub-network in every seed the net is a tie, not a win.
 """
 
@@ -85,25 +86,45 @@ def _mean(rows: list[dict[str, Any]], cost: str, key: str) -> float:
     return statistics.mean(r[key] for r in rows if r["cost"] == cost)
 
 
+#: a per-seed latency ratio must beat 1 by this much to count: identical models timed side by side differ by ~1%
+TIMING_MARGIN = 0.02
+
+
+def seed_ratios(rows: list[dict[str, Any]]) -> list[float]:
+    """Per seed, cost=latency's slim batch-1 time over cost=params-macs' (1 where both chose the same
+    sub-network: the same model, whatever the timing noise says)."""
+    by_seed: dict[int, dict[str, dict[str, Any]]] = {}
+    for r in rows:
+        by_seed.setdefault(r["seed"], {})[r["cost"]] = r
+    return [1.0 if pair[COSTS[0]]["same_subnetwork"] else
+            pair[COSTS[1]]["side_by_side_slim_ms_b1"] / pair[COSTS[0]]["side_by_side_slim_ms_b1"]
+            for _, pair in sorted(by_seed.items())]
+
+
 def summarize(nets: list[dict[str, Any]], latency_batch: int) -> str:
     lines = [f"| net | budget | W chosen (params-macs / latency) | MACs kept | test acc | slim ms b1 | slim ms "
-             f"b{latency_batch} | cost=latency faster b1, acc within 1 pt |", "|---|---|---|---|---|---|---|---|"]
+             f"b{latency_batch} | latency / params-macs b1 per seed | cost=latency faster b1, acc within 1 pt |",
+             "|---|---|---|---|---|---|---|---|---|"]
     wins = 0
     for entry in nets:
         rows = entry["rows"]
         pair = {key: [_mean(rows, cost, key) for cost in COSTS]
                 for key in ("cost_weight", "macs_kept", "acc_test", "side_by_side_slim_ms_b1",
                             f"side_by_side_slim_ms_b{latency_batch}")}
+        ratios = seed_ratios(rows)
         tie = all(r["same_subnetwork"] for r in rows)
-        win = (not tie and pair["side_by_side_slim_ms_b1"][1] < pair["side_by_side_slim_ms_b1"][0]
+        # the median over seeds: one disturbed timing cannot make the verdict
+        win = (statistics.median(ratios) < 1.0 - TIMING_MARGIN
                and pair["acc_test"][1] >= pair["acc_test"][0] - ACC_TOLERANCE)
         wins += win
         cells = [f"{a:.{d}f} / {b:.{d}f}" for (a, b), d in zip(pair.values(), (2, 2, 3, 4, 4))]
+        cells.append(" ".join(f"{r:.2f}" for r in ratios))
         verdict = "tie (same sub-networks)" if tie else "yes" if win else "no"
         missed = sum(not r["within_budget"] for r in rows)
         verdict += f"; {missed} of {len(rows)} choices over budget" if missed else ""
         lines.append(f"| {entry['net']} | {entry['recipe'].split(' W=')[0]} | " + " | ".join(cells) + f" | {verdict} |")
-    lines.append(f"\ncost=latency faster at batch 1 within 1 point on {wins} of {len(nets)} nets (target: >= 4 of 5)")
+    lines.append(f"\ncost=latency faster at batch 1 (median over seeds, by > {100 * TIMING_MARGIN:.0f}%) within 1 point "
+                 f"on {wins} of {len(nets)} nets (target: >= 4 of 5)")
     return "\n".join(lines)
 
 
