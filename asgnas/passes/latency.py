@@ -37,8 +37,8 @@ from asgnas.ir import Model, lower
 from asgnas.passes.analysis_manager import ALL_ANALYSES, AnalysisManager, register_analysis
 from asgnas.passes.base import Option, Pass, PassContext, register_pass
 from asgnas.passes.groups import SearchSpace
-from asgnas.passes.latency_measure import (Signature, WidthTable, measure_table, node_overhead_ms, profile_model,
-                                           signature)
+from asgnas.passes.latency_measure import (Signature, WidthTable, layout_block, measure_table, node_overhead_ms,
+                                           profile_model, signature)
 from asgnas.passes.search_space import SEARCH_SPACE_KEY
 
 LATENCY_KEY = "latency"
@@ -256,6 +256,9 @@ def analyze_latency(model: Model, space: SearchSpace | None = None, *, device: s
     if "node_overhead_ms" not in data:
         data["node_overhead_ms"] = node_overhead_ms(device, threads)
         measured += 2
+    if "layout_block" not in data:
+        data["layout_block"] = layout_block(device, threads)
+        measured += 1
     if measured or not cached:
         _save_cache(path, data)
     result = _assemble(model, space, data, layout, provider, batch, threads)
@@ -330,6 +333,7 @@ def _assemble(model: Model, space: SearchSpace, data: dict[str, Any], layout: di
         # a block of channels in groups of the space (a grouped conv's channel group slices one channel per group)
         blocks = [_in_groups(tables[node_tables[name][0]][axis].block, layout["unit_channels"][sid, name, axis])
                   for name, axis in axes if axis in tables.get(node_tables[name][0], {})]
+        blocks += _layout_multiples(sid, axes, layout, int(data["layout_block"]))
         result.preferred_multiple[sid] = max(blocks, default=1)
         size = result.space_size[sid]
         half = size // 2
@@ -340,6 +344,18 @@ def _assemble(model: Model, space: SearchSpace, data: dict[str, Any], layout: di
         if group.kind == "prune" and group.removable:
             result.group_saving_ms[group.id] = result.channel_saving_ms.get(group.space, 0.0)
     return result
+
+
+def _layout_multiples(sid: str, axes: list[tuple[str, int]], layout: dict[str, Any], block: int) -> list[int]:
+    """A space whose convs are at least ``block`` (:func:`layout_block`) channels wide keeps multiples of it, so it
+    never narrows below it and breaks its convs' blocked-layout chain into reorders."""
+    out = []
+    for name, axis in axes:
+        sig = layout["node_sig"][name]
+        channels = sig.w_shape[0] if axis == 0 else sig.x_shape[1]  # a conv's input channels, every group
+        if sig.op == "Conv" and channels >= block:
+            out.append(_in_groups(block, layout["unit_channels"][sid, name, axis]))
+    return out
 
 
 def _in_groups(block: int, channels_per_group: int) -> int:

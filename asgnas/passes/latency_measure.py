@@ -222,6 +222,46 @@ def node_overhead_ms(device: str, threads: int, nodes: int = 64) -> float:
     return max(many - one, 0.0) / (nodes - 1)
 
 
+def layout_block(device: str, threads: int, widest: int = 64) -> int:
+    """The narrowest width that keeps a chain of convs in the runtime's blocked layout: the narrowest power of two
+    ``c`` for which conv(64 -> c) -> conv(c -> 64) gets no more layout reorders in onnxruntime's optimized graph
+    than at full width (its NCHWc transform: 8 on AVX2, 16 on AVX-512; 1 where there is none, e.g. CUDA). A space
+    kept narrower breaks the chain around it into reorders, which no single-node probe sees (StackedUnets with 2-6
+    of 8 channels kept: 15 reorders, slower than the full model); wider widths are padded to the block, which the
+    probes do see."""
+    import onnxruntime as ort
+
+    from asgnas.runtime import providers
+
+    c = 1
+    while c < widest and _reorders_in_chain(c, device, threads, ort, providers) > _reorders_in_chain(widest, device,
+                                                                                                   threads, ort,
+                                                                                                   providers):
+        c *= 2
+    return c
+
+
+def _reorders_in_chain(width: int, device: str, threads: int, ort: Any, providers: Any) -> int:
+    rng = np.random.default_rng(0)
+    weights = [numpy_helper.from_array(rng.standard_normal(shape).astype(np.float32), name)
+               for name, shape in (("w1", (width, 64, 3, 3)), ("w2", (64, width, 3, 3)))]
+    nodes = [helper.make_node("Conv", ["x", "w1"], ["h"], name="c1", pads=[1, 1, 1, 1]),
+             helper.make_node("Conv", ["h", "w2"], ["y"], name="c2", pads=[1, 1, 1, 1])]
+    graph = helper.make_graph(nodes, "chain", [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1, 64, 8, 8])],
+                              [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, None)], weights)
+    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    proto.ir_version = 8
+    options = ort.SessionOptions()
+    options.log_severity_level = 4
+    if threads:
+        options.intra_op_num_threads = threads
+    with tempfile.TemporaryDirectory() as tmp:
+        options.optimized_model_filepath = os.path.join(tmp, "optimized.onnx")  # the graph as it will run
+        ort.InferenceSession(proto.SerializeToString(), options, providers=providers(device))
+        optimized = onnx.load(options.optimized_model_filepath, load_external_data=False)
+    return sum(node.op_type.startswith("Reorder") for node in optimized.graph.node)
+
+
 def time_ms(proto: onnx.ModelProto, feeds: dict[str, np.ndarray], device: str, threads: int) -> float:
     """Best of a few warm runs (ms): the minimum is what load from other processes disturbs least."""
     from asgnas.runtime import session

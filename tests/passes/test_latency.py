@@ -206,3 +206,29 @@ def test_a_session_for_side_by_side_timing_does_not_spin(tmp_path):
     default = session(path, device="cpu", threads=2).get_session_options()
     with pytest.raises(RuntimeError, match="allow_spinning"):  # onnxruntime's default (spinning) is left alone
         default.get_session_config_entry("session.intra_op.allow_spinning")
+
+
+def test_the_blocked_layouts_width_is_found_in_the_optimized_graph():
+    import onnxruntime as ort
+
+    from asgnas.runtime import providers
+
+    block = latency_measure.layout_block("cpu", 1)
+    assert block in (1, 2, 4, 8, 16, 32, 64)
+
+    def reorders(width: int) -> int:
+        return latency_measure._reorders_in_chain(width, "cpu", 1, ort, providers)
+
+    assert reorders(block) == reorders(64)  # at the block the chain stays blocked, as at full width
+    if block > 1:  # on a CPU with onnxruntime's NCHWc transform (AVX2: 8, AVX-512: 16)
+        assert reorders(block // 2) > reorders(64)
+
+
+def test_spaces_as_wide_as_the_layout_block_keep_multiples_of_it():
+    conv = latency_measure.Signature("Conv", (1, 16, 8, 8), (8, 16, 3, 3), (), False, False)
+    narrow = latency_measure.Signature("Conv", (1, 4, 8, 8), (4, 4, 3, 3), (), False, False)
+    gemm = latency_measure.Signature("Gemm", (1, 16), (10, 16), (("transB", 1),), False, False)
+    layout = {"node_sig": {"a": conv, "b": narrow, "fc": gemm},
+              "unit_channels": {("s", "a", 0): 1, ("s", "a", 1): 1, ("s", "b", 0): 1, ("s", "fc", 1): 1}}
+    assert latency_module._layout_multiples("s", [("a", 0), ("a", 1)], layout, 8) == [8, 8]
+    assert latency_module._layout_multiples("s", [("b", 0), ("fc", 1)], layout, 8) == []  # narrower; not a conv
