@@ -5,14 +5,16 @@
 Measures the whole model under onnxruntime's profiler (wall time and per-node kernel times) and, for every
 Conv/Gemm/MatMul whose weight a channel space slices (its output rows, or a consumer's input columns), a table of
 the node's time against its kept width, on single-node models of the same shapes and attributes (one per distinct
-signature; widths sampled, interpolated between samples). Probing a few widths just below a multiple of 32 finds
-the kernel's block: the smallest width multiple that does not run at the padded width's speed (16 for
-onnxruntime's blocked AVX-512 conv; a grouped conv's output is probed per group, as its channel groups take one
-channel from every conv group). The prediction scales each kernel by its table and keeps the executor's own time per
-node (measured on a chain of tiny nodes) as a fixed cost. Results are
-cached on disk by the model's structure and shapes (not its weight values), the machine (CPU, cores, onnxruntime
-version), provider, batch and threads, in
-``cache`` (default ``$ASGNAS_CACHE`` or ``~/.cache/asgnas``): a second run measures nothing.
+signature; widths sampled, interpolated between samples). Probing a few widths just below a multiple of 32, at the
+pass's threads, finds the kernel's block: the smallest width multiple that does not run at the padded width's speed
+(8 or 16 for onnxruntime's blocked conv on one AVX2 or AVX-512 thread, more on several; a grouped conv's output is
+probed per group, as its channel groups take one channel from every conv group). A space's preferred multiple is
+the largest block of its producers and consumers, and at least the narrowest width that keeps its convs in the
+runtime's blocked layout (found in onnxruntime's optimized graph of a two-conv chain). The prediction scales each
+kernel by its table and keeps the executor's own time per node (measured on a chain of tiny nodes) as a fixed cost.
+Results are cached on disk by the model's structure and shapes (not its weight values), the machine (CPU, cores,
+onnxruntime version), provider, batch and threads, in ``cache`` (default ``$ASGNAS_CACHE`` or
+``~/.cache/asgnas``): a second run measures nothing.
 
 Reads: the search space (runs ``search-space`` when missing). Writes: ``model.analyses["latency"]``, a
 :class:`LatencyModel`. Report key ``latency``: whole-model ms, per-structure savings, per-space multiples, and
