@@ -123,8 +123,8 @@ def summarize(nets: list[dict[str, Any]], latency_batch: int) -> str:
         missed = sum(not r["within_budget"] for r in rows)
         verdict += f"; {missed} of {len(rows)} choices over budget" if missed else ""
         lines.append(f"| {entry['net']} | {entry['recipe'].split(' W=')[0]} | " + " | ".join(cells) + f" | {verdict} |")
-    lines.append(f"\ncost=latency faster at batch 1 (median over seeds, by > {100 * TIMING_MARGIN:.0f}%) within 1 point "
-                 f"on {wins} of {len(nets)} nets (target: >= 4 of 5)")
+    lines.append(f"\ncost=latency faster at batch 1 (median over seeds, by > {100 * TIMING_MARGIN:.0f}%) within 1 "
+                 f"point on {wins} of {len(nets)} nets (target: >= 4 of 5)")
     return "\n".join(lines)
 
 

@@ -54,10 +54,10 @@ class ParamGroup:
     ``removable=False`` groups are trained with the base optimizer only and are never projected to zero.
     ``cost`` is what erasing the group saves as a non-negative fraction of the whole model's (e.g. of its MACs
     and params, or of its latency); only cost-aware selection (``cost_weight > 0``) reads it, and ``None``
-    stands for the group's share of all grouped elements. ``family`` names a set of groups that fills a quota of its own (asgnas:
-    ``"erase"`` structures and ``"prune"`` channel groups under ``kind=both,prune-target``): cost-aware selection
-    then scales saliency within each family, so one family's candidates do not rescale another's. Groups that
-    compete in one ranking share a family (the default).
+    stands for the group's share of all grouped elements. ``family`` names a set of groups that fills a quota of
+    its own (asgnas: ``"erase"`` structures and ``"prune"`` channel groups under ``kind=both,prune-target``):
+    cost-aware selection then scales saliency within each family, so one family's candidates do not rescale
+    another's. Groups that compete in one ranking share a family (the default).
     """
 
     id: int

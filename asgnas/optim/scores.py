@@ -66,10 +66,10 @@ def cost_aware_key(scores: np.ndarray, costs: np.ndarray, cost_weight: float,
     The saliency term spans [0, 1] over the candidates of the group's family (``families``: sets that fill quotas
     of their own, e.g. structures and channel groups under ``kind=both,prune-target``; one family when None), so
     structures joining the candidates do not rescale the channels' saliency against their cost; a family whose
-    candidates all score alike sits at 0.5. The cost term is on one fixed scale that does not depend on which groups are
-    candidates, so one ``cost_weight`` means the same for structures alone, channel groups alone or both (min-max
-    scaling of the cost let the few huge structures squeeze every channel group into the bottom ~1/16 of the
-    range). The scale is linear below the 1% knee (a group that saves nothing gets 0, not minus infinity, so noisy
+    candidates all score alike sits at 0.5. The cost term is on one fixed scale that does not depend on which
+    groups are candidates, so one ``cost_weight`` means the same for structures alone, channel groups alone or both
+    (min-max scaling of the cost let the few huge structures squeeze every channel group into the bottom ~1/16 of
+    the range). The scale is linear below the 1% knee (a group that saves nothing gets 0, not minus infinity, so noisy
     zero latency savings are harmless) and logarithmic above it, so a structure holding half the model counts 1.7
     and does not drown the saliency: 0.1% -> 0.04, 1% -> 0.30, 10% -> 1.04, 50% -> 1.71. Weight 1 thus trades the
     whole saliency range for about a tenfold cost above the knee. With weight 0 the key is the saliency itself

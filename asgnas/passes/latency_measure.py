@@ -229,26 +229,27 @@ def layout_block(device: str, threads: int, widest: int = 64) -> int:
     kept narrower breaks the chain around it into reorders, which no single-node probe sees (StackedUnets with 2-6
     of 8 channels kept: 15 reorders, slower than the full model); wider widths are padded to the block, which the
     probes do see."""
-    import onnxruntime as ort
-
-    from asgnas.runtime import providers
-
+    at_full = _reorders_in_chain(widest, device, threads)
     c = 1
-    while c < widest and _reorders_in_chain(c, device, threads, ort, providers) > _reorders_in_chain(widest, device,
-                                                                                                   threads, ort,
-                                                                                                   providers):
+    while c < widest and _reorders_in_chain(c, device, threads) > at_full:
         c *= 2
     return c
 
 
-def _reorders_in_chain(width: int, device: str, threads: int, ort: Any, providers: Any) -> int:
+def _reorders_in_chain(width: int, device: str, threads: int) -> int:
+    """Layout reorders in onnxruntime's optimized graph of conv(64 -> width) -> conv(width -> 64)."""
+    import onnxruntime as ort
+
+    from asgnas.runtime import providers
+
     rng = np.random.default_rng(0)
     weights = [numpy_helper.from_array(rng.standard_normal(shape).astype(np.float32), name)
                for name, shape in (("w1", (width, 64, 3, 3)), ("w2", (64, width, 3, 3)))]
     nodes = [helper.make_node("Conv", ["x", "w1"], ["h"], name="c1", pads=[1, 1, 1, 1]),
              helper.make_node("Conv", ["h", "w2"], ["y"], name="c2", pads=[1, 1, 1, 1])]
-    graph = helper.make_graph(nodes, "chain", [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1, 64, 8, 8])],
-                              [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, None)], weights)
+    x = helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1, 64, 8, 8])
+    graph = helper.make_graph(nodes, "chain", [x], [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, None)],
+                              weights)
     proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     proto.ir_version = 8
     options = ort.SessionOptions()

@@ -209,15 +209,11 @@ def test_a_session_for_side_by_side_timing_does_not_spin(tmp_path):
 
 
 def test_the_blocked_layouts_width_is_found_in_the_optimized_graph():
-    import onnxruntime as ort
-
-    from asgnas.runtime import providers
-
     block = latency_measure.layout_block("cpu", 1)
     assert block in (1, 2, 4, 8, 16, 32, 64)
 
     def reorders(width: int) -> int:
-        return latency_measure._reorders_in_chain(width, "cpu", 1, ort, providers)
+        return latency_measure._reorders_in_chain(width, "cpu", 1)
 
     assert reorders(block) == reorders(64)  # at the block the chain stays blocked, as at full width
     if block > 1:  # on a CPU with onnxruntime's NCHWc transform (AVX2: 8, AVX-512: 16)
