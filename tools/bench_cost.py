@@ -56,7 +56,7 @@ def choose_weight(tried: list[tuple[float, dict[str, Any]]], baseline_val: float
 
 
 def run_net(net: str, args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
-    runs = NetRun(net, args, workdir)
+    runs = NetRun(net, args, workdir, keep_slims=True)
     recipe = budget_recipe(net)
     weights = sorted({recipe.cost_weight * float(m) for m in args.weight_multiples.split(",")})
     rows = []
@@ -69,8 +69,8 @@ def run_net(net: str, args: argparse.Namespace, workdir: Path) -> dict[str, Any]
             chosen[cost] = choose_weight([(w, runs.result(seed, r)) for w, r in tried.items()], baseline["acc_val"])
             recipes[cost] = tried[chosen[cost][0]]
         timings: dict[str, dict[str, float]] = {cost: {} for cost in COSTS}
+        models = [load_model(runs.full_path(seed)), *(runs.slim_model(seed, recipes[c]) for c in COSTS)]
         for batch in (1, args.latency_batch):
-            models = [load_model(runs.full_path(seed)), *(load_model(runs.slim_path(seed, recipes[c])) for c in COSTS)]
             full_ms, *slim_ms = interleaved_ms(models, batch, rounds=9, repeat=30)
             for cost, ms in zip(COSTS, slim_ms):
                 timings[cost].update({f"side_by_side_slim_ms_b{batch}": ms, f"side_by_side_full_ms_b{batch}": full_ms})

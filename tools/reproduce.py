@@ -41,7 +41,7 @@ from asgnas.bridge.export import export_torch_model
 from asgnas.bridge.model_io import input_specs
 from asgnas.cli import _register_all_passes
 from asgnas.data import load_dataset
-from asgnas.ir import Model, load_model, save_model
+from asgnas.ir import Model, load_model
 from asgnas.passes import PassContext, PassManager, parse_pipeline
 from asgnas.runtime import median_run_seconds, model_feeds, onnx_accuracy, session
 from asgnas.zoo import build
@@ -102,11 +102,12 @@ class NetRun:
     """One net's trainings, cached per (seed, recipe) so a run the table needs twice is trained once (the
     selection seed's baseline and chosen recipe are also its test rows)."""
 
-    def __init__(self, net: str, args: argparse.Namespace, workdir: Path) -> None:
+    def __init__(self, net: str, args: argparse.Namespace, workdir: Path, keep_slims: bool = False) -> None:
         self.net, self.args, self.workdir = net, args, workdir
         self.lr = NET_LR.get(net, args.lr)
         self._runs: dict[tuple[int, Recipe | None], dict[str, Any]] = {}
-        self._slims: dict[tuple[int, Recipe], Path] = {}  # each run's slim model, to time side by side later
+        # each run's slim model, kept in memory when asked (bench_cost times the chosen ones side by side later)
+        self._slims: dict[tuple[int, Recipe], Model] | None = {} if keep_slims else None
         self._seeds: dict[int, tuple[Path, Path, Any, Any]] = {}
 
     def _seed_files(self, seed: int) -> tuple[Path, Path, Any, Any]:
@@ -131,10 +132,12 @@ class NetRun:
         """The seed's exported super-network (the full model the slim ones are timed against)."""
         return str(self._seed_files(seed)[0])
 
-    def slim_path(self, seed: int, recipe: Recipe) -> str:
-        """The slim model ``result(seed, recipe)`` constructed (trained first if needed)."""
+    def slim_model(self, seed: int, recipe: Recipe) -> Model:
+        """The slim model ``result(seed, recipe)`` constructed (trained first if needed; needs ``keep_slims``)."""
+        if self._slims is None:
+            raise ValueError("NetRun(keep_slims=True) keeps the slim models")
         self.result(seed, recipe)
-        return str(self._slims[seed, recipe])
+        return self._slims[seed, recipe]
 
     def result(self, seed: int, recipe: Recipe | None) -> dict[str, Any]:
         """Train (``None``: the full baseline) and measure; cached."""
@@ -171,8 +174,8 @@ class NetRun:
             cost = report["cost"]
             return {**out, "params": cost["params"], "macs": cost["macs"], "params_kept": 1.0, "macs_kept": 1.0}
         full, slim = self.result(seed, None), report["cost"]["after"]
-        self._slims[seed, recipe] = path.parent / f"slim-{len(self._slims)}.onnx"
-        save_model(model, self._slims[seed, recipe])
+        if self._slims is not None:
+            self._slims[seed, recipe] = model
         return {**out, "params": slim["params"], "macs": slim["macs"], "zero_groups": report["train"]["zero_groups"],
                 "params_kept": slim["params"] / full["params"], "macs_kept": slim["macs"] / full["macs"],
                 "erased": report["construct-subnet"]["erased_structures"],
