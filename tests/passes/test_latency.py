@@ -228,3 +228,31 @@ def test_spaces_as_wide_as_the_layout_block_keep_multiples_of_it():
               "unit_channels": {("s", "a", 0): 1, ("s", "a", 1): 1, ("s", "b", 0): 1, ("s", "fc", 1): 1}}
     assert latency_module._layout_multiples("s", [("a", 0), ("a", 1)], layout, 8) == [8, 8]
     assert latency_module._layout_multiples("s", [("b", 0), ("fc", 1)], layout, 8) == []  # narrower; not a conv
+
+
+@pytest.mark.parametrize("style", ["tf2onnx", "jax2onnx"])
+def test_round_to_auto_on_nhwc_exports_keeps_layout_multiples_and_builds(tmp_path, style):
+    """NHWC inputs with layout Transposes (tf2onnx, jax2onnx): the latency pass times the model, every channel space
+    a conv slices gets a multiple of the blocked layout's width, and the rounded slim model verifies."""
+    from asgnas.passes.verify import compare_models
+    from tests.passes.nhwc_twins import resnet_twin
+
+    path = resnet_twin(tmp_path / f"{style}.onnx", nhwc=style == "jax2onnx", tf2onnx=style == "tf2onnx",
+                       channels=32)
+    model = load_model(path)
+    report = _run(model, f"search-space,latency{{cache={tmp_path / 'cache'},threads=1}}")["latency"]
+    latency, space = model.analyses["latency"], model.analyses["search_space"]
+    block = latency_measure.layout_block("cpu", 1)
+    conv_spaces = {sid for sid, axes in latency.space_axes.items() if any(n.startswith("Conv") for n, _ in axes)}
+    assert report["total_ms"] > 0 and len(conv_spaces) == 3  # the stem's and each block's inner space
+    assert all(latency.preferred_multiple[sid] % block == 0 for sid in conv_spaces)
+    # pinned to the layout width (the probed blocks vary from run to run; 32 would keep these 32-wide spaces whole)
+    latency.preferred_multiple.update({sid: max(block, 2) for sid in conv_spaces})
+    zeroed = set(_run(model, "zero-groups{fraction=0.6,seed=0,kind=prune,round-to=auto}")["zero-groups"]["zeroed"])
+    for sid in conv_spaces:
+        kept = latency.space_size[sid] - sum(g.id in zeroed for g in space.groups if g.space == sid)
+        assert kept % latency.preferred_multiple[sid] == 0 and kept > 0, (sid, kept)
+    sparse = model.copy()
+    built = construct_subnet(model)
+    assert built["cost"]["after"]["macs"] < built["cost"]["before"]["macs"]
+    assert compare_models(model, sparse, seeds=1)["max_rel_diff"] < 1e-4
