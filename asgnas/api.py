@@ -27,7 +27,7 @@ from asgnas.bridge.executor import OnnxModule
 from asgnas.bridge.export import PARAM_MAP_KEY, export_torch_model
 from asgnas.bridge.mapping import params_by_initializer
 from asgnas.bridge.model_io import ClassScores, fitted_dataset, logits_head, pick_output
-from asgnas.bridge.selection_costs import COST_MODELS, selection_costs
+from asgnas.bridge.selection_costs import COST_MODELS, ROUND_TO_BY_COST, round_to_for_cost, selection_costs
 from asgnas.bridge.train_pass import DEFAULT_COST_WEIGHT, PREPROCESSING_KEY
 from asgnas.bridge.training import build_optimizer, channel_rounding
 from asgnas.data import Dataset
@@ -108,7 +108,7 @@ class ASGNAS:
 
     def h2spg(self, lr: float = 0.05, target_group_sparsity: float | int = 0.5, *, total_steps: int | None = None,
               kind: str = "erase", cost_weight: float = DEFAULT_COST_WEIGHT, cost: str = "params-macs",
-              round_to: int | str = 1, **options: Any) -> H2SPG:
+              round_to: int | str = ROUND_TO_BY_COST, **options: Any) -> H2SPG:
         """H2SPG over the removal structures (``kind="both"`` adds channel groups), guarded by the hierarchy oracle.
 
         ``total_steps``: the number of ``optimizer.step()`` calls the training will make; it derives warm-up,
@@ -120,7 +120,8 @@ class ASGNAS:
         params and MACs, or ``"latency"``, of its measured latency (``asgnas.bridge.selection_costs``); 0 is the
         paper's order.
         ``round_to`` > 1 (with channel groups): every channel space keeps a multiple of that many channels;
-        ``"auto"``: per space, the multiple the latency model measures fastest (``asgnas.passes.latency``)."""
+        ``"auto"``: per space, the multiple the latency model measures fastest (``asgnas.passes.latency``);
+        ``"by-cost"`` (the default, as the train pass's): ``"auto"`` with ``cost="latency"``, else 1."""
         from asgnas.passes.hierarchy import build_oracle
 
         if cost not in COST_MODELS:  # checked even where cost_weight 0 leaves it unused
@@ -131,7 +132,8 @@ class ASGNAS:
         self._optimizer = build_optimizer(
             "h2spg", list(self.model.parameters()), groups, self._param_for_initializer, lr=lr,
             target=target_group_sparsity, total_steps=total_steps, oracle=oracle, costs=costs,
-            cost_weight=cost_weight, selection_filter=self._rounding(groups, round_to), **options)
+            cost_weight=cost_weight, selection_filter=self._rounding(groups, round_to_for_cost(round_to, cost)),
+            **options)
         return self._optimizer
 
     def dhspg(self, lr: float = 0.05, target_group_sparsity: float | int = 0.5, *, total_steps: int | None = None,

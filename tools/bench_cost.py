@@ -37,6 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from reproduce import ACC_TOLERANCE, GRIDS, NetRun, Recipe, interleaved_ms  # noqa: E402  (tools/ is not a package)
 
+from asgnas.bridge.selection_costs import ROUND_TO_BY_COST, parse_round_to_by_cost  # noqa: E402
 from asgnas.cli import _register_all_passes  # noqa: E402
 from asgnas.ir import load_model  # noqa: E402
 
@@ -60,12 +61,15 @@ def run_net(net: str, args: argparse.Namespace, workdir: Path) -> dict[str, Any]
     recipe = budget_recipe(net)
     weights = sorted({recipe.cost_weight * float(m) for m in args.weight_multiples.split(",")})
     rows = []
+    channels = recipe.prune_target >= 0 or args.kind in ("prune", "both")
+    rounding_by_cost = channels and args.round_to == ROUND_TO_BY_COST  # cost=latency rounds to round-to=auto
     for seed in (int(s) for s in args.seeds.split(",")):
         baseline = runs.result(seed, None)
         chosen, recipes = {}, {}
         for cost in COSTS:
-            # weight 0 ignores the cost: the same run serves both cost models
-            tried = {w: replace(recipe, cost_weight=w, cost=cost if w > 0 else COSTS[0]) for w in weights}
+            # weight 0 ranks by saliency alone: one run serves both cost models unless the cost sets the rounding
+            tried = {w: replace(recipe, cost_weight=w, cost=cost if w > 0 or rounding_by_cost else COSTS[0])
+                     for w in weights}
             chosen[cost] = choose_weight([(w, runs.result(seed, r)) for w, r in tried.items()], baseline["acc_val"])
             recipes[cost] = tried[chosen[cost][0]]
         timings: dict[str, dict[str, float]] = {cost: {} for cost in COSTS}
@@ -142,7 +146,8 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=0.05, help="learning rate (DARTS: reproduce.NET_LR)")
     parser.add_argument("--kind", default="auto", choices=("auto", "erase", "prune", "both"),
                         help="train's kind for recipes without a channel target")
-    parser.add_argument("--round-to", type=int, default=1)
+    parser.add_argument("--round-to", type=parse_round_to_by_cost, default=ROUND_TO_BY_COST,
+                        help="train's round-to (by-cost: auto under cost=latency, else 1)")
     parser.add_argument("--warmup-fraction", type=float, default=0.2)
     parser.add_argument("--hard-zero-fraction", type=float, default=0.5)
     parser.add_argument("--latency-batch", type=int, default=64, help="second latency batch (batch 1 always)")

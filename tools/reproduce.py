@@ -3,7 +3,7 @@ valid selection and ours, for each super-network, over seeds.
 
     PYTHONPATH=. python tools/reproduce.py [--nets demosupnet,stackedunets,darts,superresnet,regnet] [--seeds 0,1,2]
                               [--selection-seed 0] [--test-seed 0] [--data digits|npz:PATH] [--size tiny|paper]
-                              [--epochs 20] [--lr 0.05] [--device cpu|cuda] [--round-to 1]
+                              [--epochs 20] [--lr 0.05] [--device cpu|cuda] [--round-to by-cost]
                               [--out result.json] [--merge a.json,b.json]
 
 Protocol (``tools/evidence.py`` has the splits and the selection rule):
@@ -39,6 +39,7 @@ import torch
 
 from asgnas.bridge.export import export_torch_model
 from asgnas.bridge.model_io import input_specs
+from asgnas.bridge.selection_costs import ROUND_TO_BY_COST, parse_round_to_by_cost
 from asgnas.cli import _register_all_passes
 from asgnas.data import load_dataset
 from asgnas.ir import Model, load_model
@@ -325,8 +326,9 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=0.05, help="learning rate (cosine; DARTS: 0.02, see NET_LR)")
     parser.add_argument("--kind", default="auto", choices=("auto", "erase", "prune", "both"),
                         help="train's kind for recipes without a channel target")
-    parser.add_argument("--round-to", type=int, default=1,
-                        help="keep a multiple of this many channels per channel space (train's round-to)")
+    parser.add_argument("--round-to", type=parse_round_to_by_cost, default=ROUND_TO_BY_COST,
+                        help="keep a multiple of this many channels per channel space (train's round-to; by-cost: "
+                        "auto for cost=latency recipes, else 1)")
     parser.add_argument("--warmup-fraction", type=float, default=0.2)
     parser.add_argument("--hard-zero-fraction", type=float, default=0.5)
     parser.add_argument("--latency-batch", type=int, default=64, help="second latency batch (batch 1 always)")

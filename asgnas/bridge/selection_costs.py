@@ -16,12 +16,32 @@ from asgnas.errors import AsgnasError
 from asgnas.ir import Model
 from asgnas.passes.analysis_manager import AnalysisManager
 from asgnas.passes.groups import Group
-from asgnas.passes.latency import LATENCY_KEY
+from asgnas.passes.latency import LATENCY_KEY, parse_round_to
 
 #: the cost models cost-aware selection accepts (train option ``cost``, ``ASGNAS.h2spg(cost=...)``)
 COST_MODELS = ("params-macs", "latency")
+#: ``round-to``'s default where a cost model is chosen: ``auto`` under ``cost=latency``, else 1
+ROUND_TO_BY_COST = "by-cost"
 
-__all__ = ["COST_MODELS", "selection_costs", "latency_costs"]
+__all__ = ["COST_MODELS", "ROUND_TO_BY_COST", "latency_costs", "parse_round_to_by_cost", "round_to_for_cost",
+           "selection_costs"]
+
+
+def parse_round_to_by_cost(text: str) -> int | str:
+    """``train{round-to=...}``: ``by-cost``, ``auto`` or an int."""
+    return text if text == ROUND_TO_BY_COST else parse_round_to(text)
+
+
+parse_round_to_by_cost.__name__ = f"an int, 'auto' or '{ROUND_TO_BY_COST}'"  # named in Option's error message
+
+
+def round_to_for_cost(round_to: int | str, cost: str) -> int | str:
+    """The rounding ``round_to`` means under cost model ``cost``: ``by-cost`` is ``auto`` (the widths the latency
+    model measured fastest) when selection minimizes latency, since a channel space cut below the runtime's blocked
+    layout width costs reorders no per-group saving shows (docs/BENCHMARKS.md), and 1 (no rounding) otherwise."""
+    if round_to != ROUND_TO_BY_COST:
+        return round_to
+    return "auto" if cost == "latency" else 1
 
 
 def selection_costs(model: Model, groups: list[Group], oracle: Any, cost: str) -> dict[int, float]:

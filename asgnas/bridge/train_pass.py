@@ -24,7 +24,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from asgnas.bridge.selection_costs import COST_MODELS, selection_costs
+from asgnas.bridge.selection_costs import (COST_MODELS, ROUND_TO_BY_COST, parse_round_to_by_cost, round_to_for_cost,
+                                          selection_costs)
 from asgnas.errors import AsgnasError
 from asgnas.ir import Model
 from asgnas.passes.analysis_manager import ALL_ANALYSES, AnalysisManager
@@ -32,7 +33,7 @@ from asgnas.passes.base import Option, Pass, PassContext, ValidationData, regist
 from asgnas.passes.erasing import ANALYSIS_KEY as ERASING_KEY
 from asgnas.passes.pruning import ANALYSIS_KEY as PRUNING_KEY
 from asgnas.passes.search_space import SEARCH_SPACE_KEY
-from asgnas.passes.latency import parse_round_to, resolve_round_to
+from asgnas.passes.latency import resolve_round_to
 
 #: H2SPG's cost-aware selection weight in the train pass and the API (ours; 0 = the paper's saliency order)
 DEFAULT_COST_WEIGHT = 0.0
@@ -101,9 +102,10 @@ class TrainPass(Pass):
                "saliency order"),
         Option("cost", str, "params-macs", "what cost-aware selection counts as a group's cost: its share of "
                "params and MACs, or of the latency measured by the latency pass", choices=COST_MODELS),
-        Option("round-to", parse_round_to, 1, "keep a multiple of this many channels in every channel space (e.g. "
-               "8 or 16, the block of onnxruntime's conv kernels; auto: per space, the multiple the latency model "
-               "measured fastest; the channel target is then an upper bound)", minimum=1),
+        Option("round-to", parse_round_to_by_cost, ROUND_TO_BY_COST, "keep a multiple of this many channels in every "
+               "channel space (e.g. 8 or 16, the block of onnxruntime's conv kernels; auto: per space, the multiple "
+               "the latency model measured fastest; the channel target is then an upper bound); by-cost: auto with "
+               "cost=latency, else 1", minimum=1),
         Option("warmup-fraction", float, 0.2, "share of the steps before the redundant structures are chosen"),
         Option("hard-zero-fraction", float, 0.5, "share of the steps after which the chosen structures are forced "
                "to zero (the rest of the budget trains the sub-network)"),
@@ -153,10 +155,11 @@ class TrainPass(Pass):
         groups = [g for g in space.groups if g.kind in kinds]
         if not any(g.removable for g in groups):
             raise AsgnasError(f"the search space has no removable {kind} groups to train")
-        if cfg["round-to"] != 1 and "prune" not in kinds:
+        round_to = round_to_for_cost(cfg["round-to"], cfg["cost"])
+        if cfg["round-to"] not in (1, ROUND_TO_BY_COST) and "prune" not in kinds:
             ctx.log(f"train: round-to={cfg['round-to']} has no effect with kind={kind} (no channel groups)")
         if cfg["cost"] != "params-macs" and not (cfg["cost-weight"] > 0 and cfg["optimizer"] == "h2spg"):
-            ctx.log(f"train: cost={cfg['cost']} has no effect without h2spg's cost-weight > 0 (the saliency order)")
+            ctx.log(f"train: cost={cfg['cost']} ranks nothing without h2spg's cost-weight > 0 (the saliency order)")
         output = pick_output(model, cfg["output"])
         head = logits_head(model, output)
         data = fitted_dataset(model, cfg["data"], output, seed=cfg["seed"])
@@ -192,7 +195,7 @@ class TrainPass(Pass):
             warmup_fraction=cfg["warmup-fraction"], hard_zero_fraction=cfg["hard-zero-fraction"],
             variant=cfg["variant"], momentum=cfg["momentum"], weight_decay=cfg["weight-decay"],
             # without channel groups nothing is rounded: auto would measure the latency model for nothing
-            selection_filter=channel_rounding(groups, resolve_round_to(model, cfg["round-to"], space)
+            selection_filter=channel_rounding(groups, resolve_round_to(model, round_to, space)
                                               if "prune" in kinds else 1),
             **({"costs": costs, "cost_weight": cfg["cost-weight"]} if cfg["optimizer"] == "h2spg" else {}),
             **({"score_fn": random_score(cfg["seed"])} if cfg["selection"] == "random" else {}),
@@ -241,7 +244,7 @@ class TrainPass(Pass):
             "cost_weight": cfg["cost-weight"],
             "cost": cfg["cost"],
             "selection": cfg["selection"],
-            "round_to": cfg["round-to"],
+            "round_to": round_to,
             "redundant_groups": sorted(int(i) for i in getattr(optimizer, "redundant_group_ids", [])),
             "metrics": {k: v for k, v in metrics.items() if isinstance(v, (int, float, str, bool))},
             "zero_groups": sorted(int(i) for i in optimizer.zero_group_ids),

@@ -151,8 +151,29 @@ def test_cost_latency_without_a_cost_weight_says_it_does_nothing_and_measures_no
     report = PassManager(parse_pipeline("train{epochs=1,target-sparsity=1,quiet=true,device=cpu,cost=latency}")).run(
         model, PassContext(quiet=True))
     assert report["train"]["cost"] == "latency" and report["train"]["cost_weight"] == 0.0
-    assert "cost=latency has no effect without h2spg's cost-weight > 0" in capsys.readouterr().out
+    assert "cost=latency ranks nothing without h2spg's cost-weight > 0" in capsys.readouterr().out
     assert "latency" not in model.analyses
+
+
+@pytest.mark.parametrize("cost, rounding", [("latency", "auto"), ("params-macs", 1)])
+def test_round_to_follows_the_cost_model_in_both_front_ends(stackedunets, tmp_path, monkeypatch, cost, rounding):
+    import asgnas.bridge.train_pass as train_pass
+
+    asked = []
+
+    def resolve_round_to(model, value, space=None):
+        asked.append(value)
+        return 1
+
+    monkeypatch.setattr(latency, "resolve_round_to", resolve_round_to)  # the API imports it where used
+    monkeypatch.setattr(train_pass, "resolve_round_to", resolve_round_to)
+    _register_all_passes()
+    report = PassManager(parse_pipeline(f"train{{epochs=1,kind=both,target-sparsity=1,quiet=true,device=cpu,"
+                                        f"cost={cost}}}")).run(load_model(stackedunets), PassContext(quiet=True))
+    ASGNAS.from_onnx(stackedunets, workdir=tmp_path).h2spg(target_group_sparsity=1, warmup_steps=1, kind="both",
+                                                           cost=cost)
+    assert report["train"]["round_to"] == rounding
+    assert asked == [rounding, rounding]  # the train pass's, then the API's
 
 
 def test_api_refuses_an_unknown_cost_model_or_kind_even_without_a_cost_weight(stackedunets, tmp_path):

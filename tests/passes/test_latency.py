@@ -126,13 +126,14 @@ def test_bad_options_exit_2(tmp_path, capsys, pipeline):
     assert len(err) == 1 and "option" in err[0], err
 
 
-def test_train_round_to_auto_keeps_the_measured_multiple(tmp_path):
+@pytest.mark.parametrize("options", ["optimizer=dhspg,round-to=auto",
+                                     "optimizer=h2spg,kind=prune,cost=latency,cost-weight=1"])  # by-cost: auto
+def test_train_round_to_auto_keeps_the_measured_multiple(tmp_path, options):
     model = load_model(_tiny(tmp_path / "tiny.onnx", width=24, size=8))
     _run(model, f"search-space,latency{{cache={tmp_path}}}")
     space = model.analyses["search_space"]
     model.analyses["latency"].preferred_multiple = {"s0": 8, "s1": 8}  # pinned: the measured blocks vary
-    report = _run(model, "train{optimizer=dhspg,data=synthetic,epochs=2,target-sparsity=0.6,round-to=auto,"
-                         "quiet=true,curve=none}")
+    report = _run(model, f"train{{{options},data=synthetic,epochs=2,target-sparsity=0.6,quiet=true,curve=none}}")
     assert report["train"]["round_to"] == "auto"
     kept = {sid: sum(not group_is_zero(model, g) for g in space.groups if g.kind == "prune" and g.space == sid)
             for sid in ("s0", "s1")}
