@@ -8,9 +8,9 @@ and the latency model's prediction of it.
 For each architecture (tools/archs.py, random weights, randomized BN): search space, the ``latency`` pass at
 batch 1 (timed: the first run measures, later runs read the cache), zero 50% of the channel groups
 (``zero-groups{kind=prune,round-to=...}``; ``auto``: the multiples the latency model measured), construct the slim
-model (timed), verify it, then time both models in onnxruntime (``--threads``, default all cores, batch 1 and 32, median of ``--repeat``
-runs, both sessions interleaved in one run, their idle threads not spinning). Reports the speed-up (full/slim latency) as a fraction of the MACs
-reduction (full/slim MACs): target >= 0.9; and the slim latency the latency model (``latency{batch=B}``, measured
+model (timed), verify it, then time both models in onnxruntime (``--threads``, default all cores, batch 1 and 32,
+median of ``--repeat`` runs, both sessions interleaved in one run, their idle threads not spinning). Reports the
+speed-up (full/slim latency) as a fraction of the MACs reduction (full/slim MACs): target >= 0.9; and the slim latency the latency model (``latency{batch=B}``, measured
 on the group-sparse model) predicts against the one measured: target within 10% (``anchored``: the prediction
 scaled by this run's full-model time over the latency pass's, which load drift on a shared machine cannot move).
 ``--zoo``: the zoo super-networks (tiny, digits) after a short H2SPG training (the first recipe of

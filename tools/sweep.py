@@ -48,7 +48,8 @@ with torch.no_grad():
 row = {"model": name}
 model = load_model(path)
 start = time.perf_counter()
-pipeline = f"search-space{{groups=false}},zero-groups{{fraction={fraction},seed={seed},kind=both}},construct-subnet,verify{{rtol=1e-3,seeds=1}}"
+pipeline = (f"search-space{{groups=false}},zero-groups{{fraction={fraction},seed={seed},kind=both}},"
+            "construct-subnet,verify{rtol=1e-3,seeds=1}")
 manager = PassManager(parse_pipeline(pipeline))
 try:
     report = manager.run(model, PassContext(quiet=True, log=lambda _: None))
@@ -61,12 +62,13 @@ summary = report.get("search_space", {}).get("summary", {})
 row.update({k: summary.get(k) for k in ("num_prune_groups", "num_erase_groups", "num_removable_prune_groups",
                                        "num_channel_spaces",
                                        "num_removable_erase_groups", "removable_param_fraction")})
-row["construct_seconds"] = next((p["seconds"] for p in report.get("passes", []) if p["name"] == "construct-subnet"), None)
+row["construct_seconds"] = next((p["seconds"] for p in report.get("passes", []) if p["name"] == "construct-subnet"),
+                                None)
 row["zeroed"] = len(report.get("zero-groups", {}).get("zeroed", []))
 cost = report.get("cost", {})
 row["before"], row["after"] = cost.get("before"), cost.get("after")
 verify = report.get("verify", {})
-row["max_abs_diff"], row["max_rel_diff"], row["ok"] = verify.get("max_abs_diff"), verify.get("max_rel_diff"), verify.get("ok")
+row.update(max_abs_diff=verify.get("max_abs_diff"), max_rel_diff=verify.get("max_rel_diff"), ok=verify.get("ok"))
 print("ROW " + json.dumps(row))
 """
 
@@ -87,8 +89,8 @@ def run_model(name: str, size: int, fraction: float, seed: int, timeout: int) ->
 
 
 def markdown(rows: list[dict]) -> str:
-    head = ("| model | channel spaces | prune groups (removable) | erase groups (removable) | % params removable | zeroed | "
-            "verify max abs / rel diff | params before -> after | MACs before -> after | outcome |")
+    head = ("| model | channel spaces | prune groups (removable) | erase groups (removable) | % params removable | "
+            "zeroed | verify max abs / rel diff | params before -> after | MACs before -> after | outcome |")
     lines = [head, "|" + "---|" * 10]
     for r in rows:
         if r.get("before") and r.get("after"):

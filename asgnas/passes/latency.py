@@ -425,8 +425,8 @@ class LatencyPass(Pass):
     def run(self, model: Model, ctx: PassContext) -> dict[str, Any]:
         start = time.perf_counter()
         cfg = self.config
-        result = analyze_latency(model, model.analyses[SEARCH_SPACE_KEY], device=cfg["device"], batch=cfg["batch"], threads=cfg["threads"],
-                                 cache=cfg["cache"])
+        result = analyze_latency(model, model.analyses[SEARCH_SPACE_KEY], device=cfg["device"], batch=cfg["batch"],
+                                 threads=cfg["threads"], cache=cfg["cache"])
         return {**result.report(), "seconds": round(time.perf_counter() - start, 3)}
 
 

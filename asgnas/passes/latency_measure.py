@@ -161,7 +161,8 @@ def _block(times: dict[int, float], hi: int, lo: int, steps: list[int]) -> int:
     return block
 
 
-def measure_table(sig: Signature, axis: int, device: str, threads: int, full_ms: float | None) -> tuple[WidthTable, int]:
+def measure_table(sig: Signature, axis: int, device: str, threads: int,
+                  full_ms: float | None) -> tuple[WidthTable, int]:
     """The node's time against weight dim ``axis``; returns the table and the number of measurements made. The
     block probes run at batch 1 (the block is the kernel's, not the batch's) on the pass's ``threads`` (0: every
     core, onnxruntime's default; more threads also make the probes more sensitive to other processes): how the

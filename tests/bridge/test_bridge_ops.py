@@ -39,7 +39,8 @@ def _model(op: str, inputs: dict[str, np.ndarray], consts: dict[str, np.ndarray 
                             [f"y{i}" for i in range(n_out)], **attrs)
     graph = helper.make_graph(
         [node], "g",
-        [helper.make_tensor_value_info(n, helper.np_dtype_to_tensor_dtype(a.dtype), a.shape) for n, a in inputs.items()],
+        [helper.make_tensor_value_info(n, helper.np_dtype_to_tensor_dtype(a.dtype), a.shape)
+         for n, a in inputs.items()],
         [helper.make_tensor_value_info(f"y{i}", out_type, None) for i in range(n_out)],
         [numpy_helper.from_array(a, n) for n, a in consts.items() if a is not None],
     )
@@ -165,7 +166,8 @@ CASES: list[tuple[str, str, dict, dict, dict, int]] = [
      {"mode": "linear", "coordinate_transformation_mode": "align_corners"}, 13),
     ("resize_linear_pytorch", "Resize", {"x": X4}, {"roi": None, "s": None, "sz": _i64(2, 4, 1, 20)},
      {"mode": "linear", "coordinate_transformation_mode": "pytorch_half_pixel"}, 13),
-    ("resize_linear_asym_down", "Resize", {"x": X4}, {"roi": np.zeros(0, np.float32), "s": np.asarray([1, 1, 0.6, 0.7], np.float32)},
+    ("resize_linear_asym_down", "Resize", {"x": X4},
+     {"roi": np.zeros(0, np.float32), "s": np.asarray([1, 1, 0.6, 0.7], np.float32)},
      {"mode": "linear", "coordinate_transformation_mode": "asymmetric"}, 11),
     ("resize_cubic", "Resize", {"x": X4}, {"roi": None, "s": np.asarray([1, 1, 2, 1.5], np.float32)},
      {"mode": "cubic"}, 13),
@@ -397,7 +399,8 @@ def test_bn_with_computed_statistics_is_not_updated_in_place() -> None:
     inits = {"m0": _rand(4), "shift": _rand(4), "s": _rand(4), "b": _rand(4), "v": np.abs(_rand(4)) + 0.5,
              "two": np.float32(2.0)}
     graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", F32, X4.shape)],
-                              [helper.make_tensor_value_info("y", F32, None), helper.make_tensor_value_info("m2", F32, None)],
+                              [helper.make_tensor_value_info("y", F32, None),
+                               helper.make_tensor_value_info("m2", F32, None)],
                               [numpy_helper.from_array(a, n) for n, a in inits.items()])
     module = OnnxModule(lift(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 15)], ir_version=10)))
     y, m2 = module.train()(torch.from_numpy(X4))

@@ -161,7 +161,8 @@ def test_progress_plain_lines_off_a_terminal_and_nothing_when_quiet(monkeypatch)
     with Progress(4, "epoch 1/2", lines.append, interval=0) as bar:
         for _ in range(4):
             bar.update(loss=0.5)
-    assert len(lines) == 4 and lines[1].startswith("epoch 1/2: 2/4, ") and " step/s, " in lines[1] and "left  loss 0.5" in lines[1]
+    assert len(lines) == 4 and lines[1].startswith("epoch 1/2: 2/4, ")
+    assert " step/s, " in lines[1] and "left  loss 0.5" in lines[1]
     with Progress(4, "epoch 1/2", lines.append) as bar:  # the default interval: a short loop prints nothing
         bar.update()
     with Progress(4, "epoch 1/2", None, interval=0) as bar:

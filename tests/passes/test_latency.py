@@ -36,7 +36,8 @@ def _tiny(path, width: int = 24, size: int = 16) -> str:
         helper.make_node("Flatten", ["p"], ["f"], name="flatten"),
         helper.make_node("Gemm", ["f", "fc", "fcb"], ["y"], name="fc", transB=1),
     ]
-    graph = helper.make_graph(nodes, "tiny", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, size, size])],
+    graph = helper.make_graph(nodes, "tiny",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, size, size])],
                               [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 5])], inits)
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8), str(path))
     return str(path)
@@ -196,17 +197,6 @@ def test_block_probes_run_at_the_passs_threads(monkeypatch, threads):
     assert count == len(calls) and {t for _, t in calls} == {threads}
     assert {b for b, _ in calls} == {1, 4}  # probes at batch 1, the table at the pass's batch
     assert table.block == 1 and table.widths[-1] == 64  # a linear kernel has no block
-
-
-def test_a_session_for_side_by_side_timing_does_not_spin(tmp_path):
-    from asgnas.runtime import session
-
-    path = _tiny(tmp_path / "tiny.onnx")
-    quiet = session(path, device="cpu", threads=2, spin=False).get_session_options()
-    assert quiet.get_session_config_entry("session.intra_op.allow_spinning") == "0"
-    default = session(path, device="cpu", threads=2).get_session_options()
-    with pytest.raises(RuntimeError, match="allow_spinning"):  # onnxruntime's default (spinning) is left alone
-        default.get_session_config_entry("session.intra_op.allow_spinning")
 
 
 def test_the_blocked_layouts_width_is_found_in_the_optimized_graph():
