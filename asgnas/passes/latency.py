@@ -335,8 +335,8 @@ def _assemble(model: Model, space: SearchSpace, data: dict[str, Any], layout: di
         # a block of channels in groups of the space (a grouped conv's channel group slices one channel per group)
         blocks = [_in_groups(tables[node_tables[name][0]][axis].block, layout["unit_channels"][sid, name, axis])
                   for name, axis in axes if axis in tables.get(node_tables[name][0], {})]
-        blocks += _layout_multiples(sid, axes, layout, int(data["layout_block"]))
-        result.preferred_multiple[sid] = max(blocks, default=1)
+        floor = max(_layout_multiples(sid, axes, layout, int(data["layout_block"])), default=1)
+        result.preferred_multiple[sid] = _cutting_multiple(result, sid, max(blocks + [floor]), floor)
         size = result.space_size[sid]
         half = size // 2
         saved = result.total_ms - result.predict_ms({sid: half}) if size > 1 else 0.0
@@ -358,6 +358,21 @@ def _layout_multiples(sid: str, axes: list[tuple[str, int]], layout: dict[str, A
         if sig.op == "Conv" and channels >= block:
             out.append(_in_groups(block, layout["unit_channels"][sid, name, axis]))
     return out
+
+
+def _cutting_multiple(result: LatencyModel, sid: str, block: int, floor: int) -> int:
+    """The multiple space ``sid`` keeps: its kernels' ``block`` when that leaves it a width to cut to. A space no
+    wider than the block runs its kernels padded to the block at any width, but its other nodes (elementwise ops,
+    pools, the layout reorders around them) still shrink: it keeps multiples of the largest divisor of the block
+    (a multiple of the layout ``floor``) narrower than itself, when the latency model predicts the cut saves time
+    (StackedUnets' 8-channel spaces on a 16-wide kernel: 10-20% of the model's time, docs/BENCHMARKS.md)."""
+    size = result.space_size[sid]
+    if block < size:
+        return block
+    for multiple in range(min(block, size - 1), floor - 1, -1):
+        if block % multiple == 0 and multiple % floor == 0:
+            return multiple if result.predict_ms({sid: multiple}) < result.total_ms else block
+    return block
 
 
 def _in_groups(block: int, channels_per_group: int) -> int:

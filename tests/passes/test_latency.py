@@ -247,3 +247,22 @@ def test_round_to_auto_on_nhwc_exports_keeps_layout_multiples_and_builds(tmp_pat
     built = construct_subnet(model)
     assert built["cost"]["after"]["macs"] < built["cost"]["before"]["macs"]
     assert compare_models(model, sparse, seeds=1)["max_rel_diff"] < 1e-4
+
+
+def _one_space(size: int, scaled_nodes: list[str]) -> latency_module.LatencyModel:
+    """A space of ``size`` channel groups over a 4 ms ReLU (scaled with the space when listed) and a 6 ms conv."""
+    return latency_module.LatencyModel(total_ms=10.0, group_saving_ms={}, preferred_multiple={}, provider="cpu",
+                                       batch=1, threads=1, node_ms={"relu": 4.0, "conv": 6.0},
+                                       space_size={"s": size}, space_nodes={"s": scaled_nodes})
+
+
+def test_a_space_no_wider_than_its_kernels_block_is_cut_where_its_other_nodes_save_time():
+    # 8 channels on a kernel padded to 8: the ReLU still halves at 4 kept, so multiples of 4
+    assert latency_module._cutting_multiple(_one_space(8, ["relu"]), "s", block=8, floor=1) == 4
+    assert latency_module._cutting_multiple(_one_space(8, ["relu"]), "s", block=16, floor=1) == 4
+    # nothing but the padded kernel: cutting saves nothing, so the space keeps the block (is not cut)
+    assert latency_module._cutting_multiple(_one_space(8, []), "s", block=8, floor=1) == 8
+    # the layout width is a floor: below it the blocked chain breaks into reorders the prediction does not see
+    assert latency_module._cutting_multiple(_one_space(8, ["relu"]), "s", block=8, floor=8) == 8
+    # a space wider than the block keeps the block
+    assert latency_module._cutting_multiple(_one_space(24, ["relu"]), "s", block=8, floor=1) == 8
