@@ -10,7 +10,9 @@ pass's threads, finds the kernel's block: the smallest width multiple that does 
 (8 or 16 for onnxruntime's blocked conv on one AVX2 or AVX-512 thread, more on several; a grouped conv's output is
 probed per group, as its channel groups take one channel from every conv group). A space's preferred multiple is
 the largest block of its producers and consumers, and at least the narrowest width that keeps its convs in the
-runtime's blocked layout (found in onnxruntime's optimized graph of a two-conv chain). The prediction scales each
+runtime's blocked layout (found in onnxruntime's optimized graph of a two-conv chain); a space no wider than that
+block keeps a finer divisor of it where the prediction says its other nodes save time and none of its kernels was
+measured slowing when narrowed. The prediction scales each
 kernel by its table and keeps the executor's own time per node (measured on a chain of tiny nodes) as a fixed cost.
 Results are cached on disk by the model's structure and shapes (not its weight values), the machine (CPU, cores,
 onnxruntime version), provider, batch and threads, in ``cache`` (default ``$ASGNAS_CACHE`` or
@@ -44,8 +46,8 @@ from asgnas.passes.latency_measure import (Signature, WidthTable, layout_block, 
 from asgnas.passes.search_space import SEARCH_SPACE_KEY
 
 LATENCY_KEY = "latency"
-_CACHE_VERSION = 4  # 2: grouped convs probed per group, consumers' columns; 3: fastest kernel times; 4: block
-# probes at the pass's threads
+_CACHE_VERSION = 5  # 2: grouped convs probed per group, consumers' columns; 3: fastest kernel times; 4: block
+# probes at the pass's threads; 5: tables say whether narrowing slows the kernel
 
 
 def parse_round_to(text: str) -> int | str:
@@ -371,8 +373,17 @@ def _cutting_multiple(result: LatencyModel, sid: str, block: int, floor: int) ->
         return block
     for multiple in range(min(block, size - 1), floor - 1, -1):
         if block % multiple == 0 and multiple % floor == 0:
-            return multiple if result.predict_ms({sid: multiple}) < result.total_ms else block
+            cut_pays = not _narrowing_slows(result, sid) and result.predict_ms({sid: multiple}) < result.total_ms
+            return multiple if cut_pays else block
     return block
+
+
+def _narrowing_slows(result: LatencyModel, sid: str) -> bool:
+    """Whether a kernel of space ``sid`` was measured leaving its fast path when narrowed (its table's
+    ``narrowing_slows``): such a cut is slower in a way the tables' interpolation does not predict."""
+    return any(table.narrowing_slows
+               for name, axis in result.space_axes.get(sid, [])
+               for table in [result.tables.get(result.node_tables[name][0], {}).get(axis)] if table is not None)
 
 
 def _in_groups(block: int, channels_per_group: int) -> int:

@@ -110,12 +110,15 @@ def single_node_model(sig: Signature, d0: int, d1: int) -> tuple[onnx.ModelProto
 @dataclass
 class WidthTable:
     """A node's time (ms) against one weight dimension, the other at full width; ``block``: the kernel's width
-    multiple (a width in between runs as fast as the next multiple up)."""
+    multiple (a width in between runs as fast as the next multiple up); ``narrowing_slows``: the block probes ran
+    clearly slower one step below the widest probe (the kernel leaves its fast path, as onnxruntime's grouped conv
+    below 16 channels per group: 2.3x at 8), which no interpolation between the table's widths shows."""
 
     full: int
     widths: list[int]
     ms: list[float]
     block: int = 1
+    narrowing_slows: bool = False
 
     def at(self, width: int) -> float:
         padded = min(-(-max(width, 1) // self.block) * self.block, self.full)
@@ -123,7 +126,12 @@ class WidthTable:
         return float(np.interp(padded, [w for w, _ in points], [t for _, t in points]))
 
     def to_json(self) -> dict[str, Any]:
-        return {"full": self.full, "widths": self.widths, "ms": [round(t, 4) for t in self.ms], "block": self.block}
+        return {"full": self.full, "widths": self.widths, "ms": [round(t, 4) for t in self.ms], "block": self.block,
+                "narrowing_slows": self.narrowing_slows}
+
+
+#: a narrower probe this much slower than the wider one is a kernel leaving its fast path, not timing noise
+_CLEARLY_SLOWER = 1.25
 
 
 def per_group_unit(sig: Signature, axis: int) -> int:
@@ -187,11 +195,12 @@ def measure_table(sig: Signature, axis: int, device: str, threads: int,
     probe_sig = replace(sig, x_shape=(1, *sig.x_shape[1:])) if batch_first else sig
     unit = per_group_unit(sig, axis)  # a grouped conv's output width moves by one channel per group
     hi, lo, steps = _probe_plan(full // unit)
-    block = 1
+    block, slows = 1, False
     if steps:
         for width in sorted({hi, lo, *(hi - m for m in steps)}):
             run(width * unit, probes, probe_sig, threads)
         block = _block({w // unit: t for w, t in probes.items()}, hi, lo, steps) * unit
+        slows = probes[lo * unit] > _CLEARLY_SLOWER * probes[hi * unit]
     times: dict[int, float] = {full: full_ms} if full_ms is not None else {}
     if probe_sig == sig:
         times.update({w: t for w, t in probes.items() if w % block == 0})
@@ -201,7 +210,7 @@ def measure_table(sig: Signature, axis: int, device: str, threads: int,
             run(width, times, sig, threads)
     run(full, times, sig, threads)
     widths = sorted(times)
-    return WidthTable(full, widths, [times[w] for w in widths], block), count
+    return WidthTable(full, widths, [times[w] for w in widths], block, slows), count
 
 
 def node_overhead_ms(device: str, threads: int, nodes: int = 64) -> float:

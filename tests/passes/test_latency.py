@@ -266,3 +266,16 @@ def test_a_space_no_wider_than_its_kernels_block_is_cut_where_its_other_nodes_sa
     assert latency_module._cutting_multiple(_one_space(8, ["relu"]), "s", block=8, floor=8) == 8
     # a space wider than the block keeps the block
     assert latency_module._cutting_multiple(_one_space(24, ["relu"]), "s", block=8, floor=1) == 8
+
+
+def test_a_kernel_that_slows_when_narrowed_keeps_its_space_whole():
+    result = _one_space(8, ["relu"])
+    result.node_tables = {"conv": ("sig", (8, 8))}
+    result.space_axes = {"s": [("conv", 0)]}
+    result.tables = {"sig": {0: latency_measure.WidthTable(full=8, widths=[8], ms=[6.0], block=8,
+                                                           narrowing_slows=True)}}
+    # the table (one width) predicts the conv unchanged and the ReLU halved, but the kernel was measured slower
+    assert result.predict_ms({"s": 4}) < result.total_ms
+    assert latency_module._cutting_multiple(result, "s", block=8, floor=1) == 8
+    result.tables["sig"][0].narrowing_slows = False
+    assert latency_module._cutting_multiple(result, "s", block=8, floor=1) == 4
