@@ -121,10 +121,11 @@ class ASGNAS:
         paper's order.
         ``round_to`` > 1 (with channel groups): every channel space keeps a multiple of that many channels;
         ``"auto"``: per space, the multiple the latency model measures fastest (``asgnas.passes.latency``);
-        ``"by-cost"`` (the default, as the train pass's): ``"auto"`` with ``cost="latency"``, else 1."""
+        ``"by-cost"`` (the default, as the train pass's): ``"auto"`` with ``cost="latency"``, else 1; anything else
+        is a ``ValueError``."""
         from asgnas.passes.hierarchy import build_oracle
 
-        if cost not in COST_MODELS:  # checked even where cost_weight 0 leaves it unused
+        if cost not in COST_MODELS:  # checked even where cost_weight 0 leaves the ranking to saliency
             raise ValueError(f"cost must be one of {', '.join(COST_MODELS)}, got {cost!r}")
         groups = self.groups(kind)
         oracle = build_oracle(self.ir, groups)
@@ -137,20 +138,23 @@ class ASGNAS:
         return self._optimizer
 
     def dhspg(self, lr: float = 0.05, target_group_sparsity: float | int = 0.5, *, total_steps: int | None = None,
-              kind: str = "prune", round_to: int | str = 1, **options: Any) -> DHSPG:
+              kind: str = "prune", round_to: int | str = ROUND_TO_BY_COST, **options: Any) -> DHSPG:
         """DHSPG over the channel groups (pruning-only mode); ``total_steps`` and ``options`` as :meth:`h2spg`;
         ``round_to`` > 1: every channel space keeps a multiple of that many channels (hardware-friendly widths;
-        the target is then an upper bound; ``"auto"`` as :meth:`h2spg`)."""
+        the target is then an upper bound; ``"auto"`` as :meth:`h2spg`; ``"by-cost"``, the default, is 1: DHSPG ranks
+        by saliency alone, so no cost model sets its rounding)."""
         groups = self.groups(kind)
         self._optimizer = build_optimizer(
             "dhspg", list(self.model.parameters()), groups, self._param_for_initializer, lr=lr,
             target=target_group_sparsity, total_steps=total_steps,
-            selection_filter=self._rounding(groups, round_to), **options)
+            selection_filter=self._rounding(groups, round_to_for_cost(round_to, COST_MODELS[0])), **options)
         return self._optimizer
 
     def _rounding(self, groups: list, round_to: int | str) -> Any:
         from asgnas.passes.latency import resolve_round_to
 
+        if round_to != "auto" and not (isinstance(round_to, int) and not isinstance(round_to, bool) and round_to >= 1):
+            raise ValueError(f"round_to must be an int >= 1, 'auto' or '{ROUND_TO_BY_COST}', got {round_to!r}")
         if not any(g.kind == "prune" for g in groups):  # nothing to round: auto would measure for nothing
             return None
         return channel_rounding(groups, resolve_round_to(self.ir, round_to, self.search_space))

@@ -10,7 +10,9 @@ For each super-network and seed, the budget of the net's first cost-aware recipe
 latency pass, so gated recipes are left out) is trained with ``train{cost=params-macs}`` and with
 ``train{cost=latency}`` (after ``reproduce.LATENCY_PASS``: CPU, one thread, batch 1) at every cost weight of the
 grid (``--weight-multiples`` of the recipe's weight; 0 is the paper's saliency order, one run shared by both cost
-models), on ``tools/evidence.py``'s train split, constructed and verified. The same accuracy budget for both: each
+models unless the cost sets the rounding), on ``tools/evidence.py``'s train split, constructed and verified. Each
+cost model trains as a user gets it: ``round-to`` follows the cost (``by-cost``: ``auto`` under ``cost=latency``),
+so where channels are pruned the comparison is of ranking and rounding together. The same accuracy budget for both: each
 cost model keeps the largest weight (the most cost-driven selection) whose sub-network's *validation* accuracy is
 within 1 point of the full baseline's (none within: the smallest weight). The two chosen slim models are
 then timed side by side with the full model (onnxruntime, one thread, batch 1 and ``--latency-batch``, interleaved

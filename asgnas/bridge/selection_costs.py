@@ -6,6 +6,9 @@ and MACs. ``latency``: the group's measured saving on the target runtime as a sh
 ``latency`` analysis (``model.analyses["latency"]``, a ``LatencyModel`` with ``total_ms`` and ``group_saving_ms``);
 when it is missing, or was measured on another search space, it is measured here with the latency pass's defaults
 (CPU, batch 1); run ``latency{...}`` earlier in the pipeline to choose the target.
+
+The cost model also sets the default rounding of channel spaces (``round-to=by-cost``, :func:`round_to_for_cost`):
+minimizing latency means keeping the widths the latency model measured fastest.
 """
 
 from __future__ import annotations
@@ -39,6 +42,8 @@ def round_to_for_cost(round_to: int | str, cost: str) -> int | str:
     """The rounding ``round_to`` means under cost model ``cost``: ``by-cost`` is ``auto`` (the widths the latency
     model measured fastest) when selection minimizes latency, since a channel space cut below the runtime's blocked
     layout width costs reorders no per-group saving shows (docs/BENCHMARKS.md), and 1 (no rounding) otherwise."""
+    if cost not in COST_MODELS:
+        raise AsgnasError(f"unknown cost model '{cost}' (use one of {', '.join(COST_MODELS)})")
     if round_to != ROUND_TO_BY_COST:
         return round_to
     return "auto" if cost == "latency" else 1

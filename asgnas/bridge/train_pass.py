@@ -155,7 +155,8 @@ class TrainPass(Pass):
         groups = [g for g in space.groups if g.kind in kinds]
         if not any(g.removable for g in groups):
             raise AsgnasError(f"the search space has no removable {kind} groups to train")
-        round_to = round_to_for_cost(cfg["round-to"], cfg["cost"])
+        # only h2spg ranks by a cost; DHSPG's order is saliency alone, so no cost model sets its rounding
+        round_to = round_to_for_cost(cfg["round-to"], cfg["cost"] if cfg["optimizer"] == "h2spg" else COST_MODELS[0])
         if cfg["round-to"] not in (1, ROUND_TO_BY_COST) and "prune" not in kinds:
             ctx.log(f"train: round-to={cfg['round-to']} has no effect with kind={kind} (no channel groups)")
         if cfg["cost"] != "params-macs" and not (cfg["cost-weight"] > 0 and cfg["optimizer"] == "h2spg"):
@@ -244,7 +245,7 @@ class TrainPass(Pass):
             "cost_weight": cfg["cost-weight"],
             "cost": cfg["cost"],
             "selection": cfg["selection"],
-            "round_to": round_to,
+            "round_to": round_to if "prune" in kinds else 1,
             "redundant_groups": sorted(int(i) for i in getattr(optimizer, "redundant_group_ids", [])),
             "metrics": {k: v for k, v in metrics.items() if isinstance(v, (int, float, str, bool))},
             "zero_groups": sorted(int(i) for i in optimizer.zero_group_ids),

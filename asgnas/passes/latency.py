@@ -373,7 +373,9 @@ def _cutting_multiple(result: LatencyModel, sid: str, block: int, floor: int) ->
         return block
     for multiple in range(min(block, size - 1), floor - 1, -1):
         if block % multiple == 0 and multiple % floor == 0:
-            cut_pays = not _narrowing_slows(result, sid) and result.predict_ms({sid: multiple}) < result.total_ms
+            # a saving below the executor's own time per node is within what the model resolves, not a saving
+            saving = result.total_ms - result.predict_ms({sid: multiple})
+            cut_pays = not _narrowing_slows(result, sid) and saving > result.node_overhead_ms
             return multiple if cut_pays else block
     return block
 
@@ -393,7 +395,8 @@ def _in_groups(block: int, channels_per_group: int) -> int:
 
 def _vote_blocks(tables: dict[str, dict[int, WidthTable]], signatures: Mapping[str, Any]) -> None:
     """One block per kernel kind (op, weight axis, kernel size, depthwise, grouped): the median of what its
-    signatures measured, so one noisy probe does not set a space's multiple."""
+    signatures measured, and whether narrowing slows it by their majority, so one noisy probe does not set a
+    space's multiple."""
     kinds: dict[tuple, list[WidthTable]] = {}
     for key, axes in tables.items():
         if key not in signatures:
@@ -405,8 +408,9 @@ def _vote_blocks(tables: dict[str, dict[int, WidthTable]], signatures: Mapping[s
             kinds.setdefault((sig.op, axis, sig.w_shape[2:], sig.depthwise, grouped), []).append(table)
     for members in kinds.values():
         block = sorted(t.block for t in members)[(len(members) - 1) // 2]
+        slows = 2 * sum(t.narrowing_slows for t in members) > len(members)
         for table in members:
-            table.block = block
+            table.block, table.narrowing_slows = block, slows
 
 
 def _erase_savings(model: Model, space: SearchSpace, result: LatencyModel) -> None:

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 
 from asgnas.api import ASGNAS
 from asgnas.bridge.mapping import removal_costs
-from asgnas.bridge.selection_costs import latency_costs, selection_costs
+from asgnas.bridge.selection_costs import ROUND_TO_BY_COST, latency_costs, round_to_for_cost, selection_costs
 from asgnas.cli import _register_all_passes
 from asgnas.errors import AsgnasError
 from asgnas.ir import load_model
@@ -136,7 +136,7 @@ def test_train_pass_ranks_by_the_measured_latency(stackedunets, tmp_path):
     _register_all_passes()
     report = PassManager(parse_pipeline(
         f"search-space{{groups=false}},latency{{cache={tmp_path}}},train{{epochs=1,target-sparsity=2,quiet=true,"
-        f"device=cpu,cost-weight=100,cost=latency}}")).run(load_model(stackedunets), PassContext(quiet=True))
+        f"device=cpu,cost-weight=10000,cost=latency}}")).run(load_model(stackedunets), PassContext(quiet=True))
     assert report["train"]["redundant_groups"] == expected
 
 
@@ -151,7 +151,9 @@ def test_cost_latency_without_a_cost_weight_says_it_does_nothing_and_measures_no
     report = PassManager(parse_pipeline("train{epochs=1,target-sparsity=1,quiet=true,device=cpu,cost=latency}")).run(
         model, PassContext(quiet=True))
     assert report["train"]["cost"] == "latency" and report["train"]["cost_weight"] == 0.0
-    assert "cost=latency ranks nothing without h2spg's cost-weight > 0" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "cost=latency ranks nothing without h2spg's cost-weight > 0" in out
+    assert "round-to" not in out  # by-cost, the default, is no request to round structures
     assert "latency" not in model.analyses
 
 
@@ -170,10 +172,26 @@ def test_round_to_follows_the_cost_model_in_both_front_ends(stackedunets, tmp_pa
     _register_all_passes()
     report = PassManager(parse_pipeline(f"train{{epochs=1,kind=both,target-sparsity=1,quiet=true,device=cpu,"
                                         f"cost={cost}}}")).run(load_model(stackedunets), PassContext(quiet=True))
-    ASGNAS.from_onnx(stackedunets, workdir=tmp_path).h2spg(target_group_sparsity=1, warmup_steps=1, kind="both",
-                                                           cost=cost)
+    nas = ASGNAS.from_onnx(stackedunets, workdir=tmp_path)
+    nas.h2spg(target_group_sparsity=1, warmup_steps=1, kind="both", cost=cost)
     assert report["train"]["round_to"] == rounding
     assert asked == [rounding, rounding]  # the train pass's, then the API's
+    # DHSPG ranks by saliency alone: its default rounds nothing in either front end
+    PassManager(parse_pipeline(f"train{{optimizer=dhspg,epochs=1,target-sparsity=0.3,quiet=true,device=cpu,"
+                               f"cost={cost}}}")).run(load_model(stackedunets), PassContext(quiet=True))
+    nas.dhspg(target_group_sparsity=0.3, warmup_steps=1)
+    assert asked[2:] == [1, 1]
+
+
+def test_a_bad_rounding_is_one_clear_error_in_the_api(stackedunets, tmp_path):
+    nas = ASGNAS.from_onnx(stackedunets, workdir=tmp_path)
+    for bad in ("by_cost", 0, True):
+        with pytest.raises(ValueError, match=f"round_to must be an int >= 1, 'auto' or 'by-cost', got {bad!r}"):
+            nas.h2spg(target_group_sparsity=1, warmup_steps=1, kind="both", round_to=bad)
+    with pytest.raises(ValueError, match="round_to must be an int >= 1"):
+        nas.dhspg(target_group_sparsity=0.5, warmup_steps=1, round_to="fast")
+    with pytest.raises(AsgnasError, match="unknown cost model 'flops'"):
+        round_to_for_cost(ROUND_TO_BY_COST, "flops")
 
 
 def test_api_refuses_an_unknown_cost_model_or_kind_even_without_a_cost_weight(stackedunets, tmp_path):

@@ -119,7 +119,8 @@ def test_round_to_accepts_a_mapping_and_an_int():
 
 @pytest.mark.parametrize("pipeline", ["latency{batch=0}", "latency{device=tpu}", "latency{threads=-1}",
                                       "zero-groups{round-to=fast}", "zero-groups{round-to=0}",
-                                      "train{round-to=-8}"])
+                                      "train{round-to=-8}", "train{round-to=fast}",
+                                      "zero-groups{round-to=by-cost}"])
 def test_bad_options_exit_2(tmp_path, capsys, pipeline):
     path = _tiny(tmp_path / "tiny.onnx")
     assert main([path, "--passes", pipeline]) == 2
@@ -197,6 +198,20 @@ def test_block_probes_run_at_the_passs_threads(monkeypatch, threads):
     assert count == len(calls) and {t for _, t in calls} == {threads}
     assert {b for b, _ in calls} == {1, 4}  # probes at batch 1, the table at the pass's batch
     assert table.block == 1 and table.widths[-1] == 64  # a linear kernel has no block
+    assert not table.narrowing_slows
+
+
+@pytest.mark.parametrize("narrow_ms, slows", [(3.0, True), (1.1, False)])
+def test_a_kernel_clearly_slower_below_its_widest_probe_is_flagged(monkeypatch, narrow_ms, slows):
+    """onnxruntime's grouped conv leaves its blocked kernel below 16 channels per group (2.3x slower at 8): the
+    probes below the widest one run slower, which the table, interpolating between liked widths, cannot show."""
+    monkeypatch.setattr(latency_measure, "time_ms",
+                        lambda proto, feeds, device, threads: 1.0 if proto.graph.initializer[0].dims[0] == 64
+                        else narrow_ms)
+    sig = latency_measure.Signature("Conv", (1, 64, 8, 8), (64, 64, 3, 3), (), False, False)
+    table = latency_measure.measure_table(sig, 0, "cpu", 1, None)[0]
+    assert table.narrowing_slows is slows
+    assert latency_measure.WidthTable(**table.to_json()).narrowing_slows is slows  # survives the disk cache
 
 
 def test_the_blocked_layouts_width_is_found_in_the_optimized_graph():
