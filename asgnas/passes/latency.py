@@ -12,8 +12,8 @@ probed per group, as its channel groups take one channel from every conv group).
 the largest block of its producers and consumers, and at least the narrowest width that keeps its convs in the
 runtime's blocked layout (found in onnxruntime's optimized graph of a two-conv chain); a space no wider than that
 block keeps a finer divisor of it where the prediction says its other nodes save time and none of its kernels was
-measured slowing when narrowed. The prediction scales each
-kernel by its table and keeps the executor's own time per node (measured on a chain of tiny nodes) as a fixed cost.
+measured slowing when narrowed. The prediction scales each kernel by its table and keeps the executor's own time
+per node (measured on a chain of tiny nodes) as a fixed cost.
 Results are cached on disk by the model's structure and shapes (not its weight values), the machine (CPU, cores,
 onnxruntime version), provider, batch and threads, in ``cache`` (default ``$ASGNAS_CACHE`` or
 ``~/.cache/asgnas``): a second run measures nothing.
@@ -367,7 +367,7 @@ def _cutting_multiple(result: LatencyModel, sid: str, block: int, floor: int) ->
     wider than the block runs its kernels padded to the block at any width, but its other nodes (elementwise ops,
     pools, the layout reorders around them) still shrink: it keeps multiples of the largest divisor of the block
     (a multiple of the layout ``floor``) narrower than itself, when the latency model predicts the cut saves time
-    (StackedUnets' 8-channel spaces on a 16-wide kernel: 10-20% of the model's time, docs/BENCHMARKS.md)."""
+    (StackedUnets' 8-channel spaces on a 16-wide kernel: 10-25% of the model's time, docs/BENCHMARKS.md)."""
     size = result.space_size[sid]
     if block < size:
         return block
