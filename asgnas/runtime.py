@@ -35,12 +35,10 @@ def providers(device: str = "auto") -> list[str]:
     return ["CPUExecutionProvider"]
 
 
-def session(model: Model | onnx.ModelProto | bytes | str, device: str = "auto", threads: int = 0,
-            spin: bool = True) -> ort.InferenceSession:
+def session(model: Model | onnx.ModelProto | bytes | str, device: str = "auto", threads: int = 0
+            ) -> ort.InferenceSession:
     """An onnxruntime session; a model onnxruntime refuses (unregistered custom op, unsupported opset) raises
-    AsgnasError naming the node and op where onnxruntime's message allows. ``spin=False`` for sessions timed side
-    by side: after each run a session's idle worker threads spin on the cores, and the next session's run pays
-    for it (ResNet-18 at batch 1 on 2 cores: 20 ms alone, 41 ms interleaved with a second session)."""
+    AsgnasError naming the node and op where onnxruntime's message allows."""
     if isinstance(model, Model):
         model = lower(model)
     proto = model if isinstance(model, onnx.ModelProto) else None
@@ -50,8 +48,6 @@ def session(model: Model | onnx.ModelProto | bytes | str, device: str = "auto", 
     options.log_severity_level = _ORT_FATAL_ONLY
     if threads:
         options.intra_op_num_threads = threads
-    if not spin:
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     try:
         sess = Session(model, sess_options=options, providers=providers(device))
     except Exception as err:  # onnxruntime's pybind errors (Fail, InvalidGraph, NotImplemented) share no base

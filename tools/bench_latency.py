@@ -9,10 +9,11 @@ For each architecture (tools/archs.py, random weights, randomized BN): search sp
 batch 1 (timed: the first run measures, later runs read the cache), zero 50% of the channel groups
 (``zero-groups{kind=prune,round-to=...}``; ``auto``: the multiples the latency model measured), construct the slim
 model (timed), verify it, then time both models in onnxruntime (``--threads``, default all cores, batch 1 and 32,
-median of ``--repeat`` runs, both sessions interleaved in one run, their idle threads not spinning). Reports the
-speed-up (full/slim latency) as a fraction of the MACs reduction (full/slim MACs): target >= 0.9; and the slim latency the latency model (``latency{batch=B}``, measured
-on the group-sparse model) predicts against the one measured: target within 10% (``anchored``: the prediction
-scaled by this run's full-model time over the latency pass's, which load drift on a shared machine cannot move).
+median of ``--repeat`` turns of two runs each, the sessions taking turns, each as deployed). Reports the
+speed-up (full/slim latency) as a fraction of the MACs reduction (full/slim MACs): target >= 0.9; and the slim
+latency the latency model (``latency{batch=B}``, measured on the group-sparse model) predicts against the one
+measured: target within 10% (``anchored``: the prediction scaled by this run's full-model time over the latency
+pass's, which load drift on a shared machine cannot move).
 ``--zoo``: the zoo super-networks (tiny, digits) after a short H2SPG training (the first recipe of
 ``tools/reproduce.py``'s grid, ``--zoo-epochs``): the trained group-sparse model against its slim sub-network.
 """
@@ -53,18 +54,29 @@ def randomize_bn(module: torch.nn.Module) -> None:
                 m.bias.uniform_(-0.5, 0.5)
 
 
+#: long enough for the previous session's idle worker threads to stop spinning on the cores
+_SETTLE_S = 0.05
+_TIMED_PER_TURN = 2
+
+
 def median_latencies(models: list, batch: int, repeat: int, threads: int, stat: str = "median") -> list[float]:
-    # no spinning: an idle session's worker threads would take the cores from the next one (2x at batch 1)
-    sessions = [session(m, device="cpu", threads=threads, spin=False) for m in models]
+    """Each model's latency as deployed: one session, its worker threads spinning between runs (onnxruntime's
+    default). The models take ``repeat`` turns each, so load changes hit all alike: a pause lets the previous
+    session's threads stop spinning, one run wakes this session's, then ``_TIMED_PER_TURN`` runs are timed.
+    Taking turns run by run would time the other session's spinning (ResNet-18 at batch 1 on 2 cores: 2x); turning
+    spinning off would time the threads' wake-up at every operator (ResNet-50's slim model at batch 1 on two
+    AVX-512 cores: +10%, the full model +2%; docs/BENCHMARKS.md)."""
+    sessions = [session(m, device="cpu", threads=threads) for m in models]
     feeds = [model_feeds(m, seed=0, symbolic_dim=batch) for m in models]
-    for sess, feed in zip(sessions, feeds):
-        sess.run(None, feed)
     times: list[list[float]] = [[] for _ in sessions]
-    for _ in range(repeat):  # interleaved: load changes hit both alike
+    for _ in range(repeat):
         for i, (sess, feed) in enumerate(zip(sessions, feeds)):
-            start = time.perf_counter()
+            time.sleep(_SETTLE_S)
             sess.run(None, feed)
-            times[i].append(time.perf_counter() - start)
+            for _ in range(_TIMED_PER_TURN):
+                start = time.perf_counter()
+                sess.run(None, feed)
+                times[i].append(time.perf_counter() - start)
     return [1e3 * float(np.median(t) if stat == "median" else np.min(t)) for t in times]
 
 
