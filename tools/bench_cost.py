@@ -63,7 +63,7 @@ def run_net(net: str, args: argparse.Namespace, workdir: Path) -> dict[str, Any]
     recipe = budget_recipe(net)
     weights = sorted({recipe.cost_weight * float(m) for m in args.weight_multiples.split(",")})
     rows = []
-    channels = recipe.prune_target >= 0 or args.kind in ("prune", "both")
+    channels = recipe.train_kind(args.kind) in ("prune", "both")
     rounding_by_cost = channels and args.round_to == ROUND_TO_BY_COST  # cost=latency rounds to round-to=auto
     for seed in (int(s) for s in args.seeds.split(",")):
         baseline = runs.result(seed, None)

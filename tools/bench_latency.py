@@ -127,7 +127,7 @@ def zoo_pair(name: str, args: argparse.Namespace, tmp: str) -> tuple:
     export_torch_model(net, net.example_input(1), path)
     train_npz, _ = make_splits("digits", 0).write(folder)
     recipe = GRIDS[name][0]
-    kind = "both" if recipe.prune_target >= 0 else "erase"
+    kind = recipe.train_kind("erase")
     round_to = args.round_to if kind == "both" else 1
     model = load_model(str(path))
     PassManager(parse_pipeline("untie-aliases,search-space{groups=false}")).run(model, PassContext(quiet=True))

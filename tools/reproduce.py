@@ -72,6 +72,10 @@ class Recipe:
         extras += [f"cost={self.cost}"] * (self.cost != "params-macs")
         return " ".join([k, *extras, *(["random order"] if self.selection == "random" else [])])
 
+    def train_kind(self, default: str) -> str:
+        """train's ``kind``: ``both`` where the recipe has a channel target, else ``default``."""
+        return "both" if self.prune_target >= 0 else default
+
     def papers(self) -> "Recipe":
         """The paper's recipe at the same K: saliency order, no cost weight, no gates."""
         return Recipe(self.target, self.prune_target)
@@ -156,7 +160,7 @@ class NetRun:
         args = self.args
         path, train_npz, val, test = self._seed_files(seed)
         r = recipe or Recipe(0)
-        kind = "both" if r.prune_target >= 0 else args.kind
+        kind = r.train_kind(args.kind)
         round_to = args.round_to if kind in ("prune", "both") else 1  # erasing only: no channel counts to round
         spec = (f"train{{optimizer=h2spg,data=npz:{train_npz},epochs={args.epochs},seed={seed},device={args.device},"
                 f"lr={self.lr},quiet=true,target-sparsity={r.target},cost-weight={r.cost_weight},"

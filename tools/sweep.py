@@ -103,7 +103,8 @@ def markdown(rows: list[dict]) -> str:
         diff = r.get("max_abs_diff")
         verify = "-" if diff is None else f"{diff:.1e} / {r['max_rel_diff']:.1e}"
         lines.append(
-            f"| {r['model']} | {r.get('num_channel_spaces', '-')} | {r.get('num_prune_groups', '-')} ({r.get('num_removable_prune_groups', '-')}) | "
+            f"| {r['model']} | {r.get('num_channel_spaces', '-')} | "
+            f"{r.get('num_prune_groups', '-')} ({r.get('num_removable_prune_groups', '-')}) | "
             f"{r.get('num_erase_groups', '-')} ({r.get('num_removable_erase_groups', '-')}) | "
             f"{'-' if frac is None else f'{100 * frac:.1f}'} | {r.get('zeroed', '-')} | "
             f"{verify} | {params} | {macs} | {outcome[:120]} |")
